@@ -1,0 +1,27 @@
+"""The contrastive loss core: MI estimators on score matrices, and k-step InfoNCE.
+
+No model code lives here; CPC (audio, text), DIM and AMDIM all call into it.
+"""
+
+from cpc_seq.losses.estimators import (
+    ESTIMATORS,
+    EstimatorOutput,
+    donsker_varadhan,
+    estimate,
+    infonce,
+    jsd,
+)
+from cpc_seq.losses.kstep import NEGATIVE_MODES, KStepOutput, kstep_infonce, sample_negatives
+
+__all__ = [
+    "ESTIMATORS",
+    "EstimatorOutput",
+    "infonce",
+    "jsd",
+    "donsker_varadhan",
+    "estimate",
+    "NEGATIVE_MODES",
+    "KStepOutput",
+    "kstep_infonce",
+    "sample_negatives",
+]

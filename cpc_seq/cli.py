@@ -1,0 +1,256 @@
+"""The ``cpc-seq`` command: train, extract, probe, table.
+
+Examples::
+
+    cpc-seq train --config recipes/tiny/conf/cpc.yaml train.steps=500 model.context=lstm
+    cpc-seq train --config recipes/tiny/conf/cpc.yaml --resume
+    cpc-seq extract --ckpt exp/cpc/last.pt --layer c \\
+        scp:data/tiny/test/wav.scp ark,scp:exp/feats/c_test.ark,exp/feats/c_test.scp
+    cpc-seq extract --mfcc scp:data/tiny/test/wav.scp npy:exp/feats/mfcc_test
+    cpc-seq probe phone --train-feats scp:exp/feats/c_train.scp --test-feats ... \\
+        --train-labels data/tiny/train/phone_frames.txt --test-labels ... \\
+        --phones data/tiny/phones.txt --out exp/probe/cpc_c --name "CPC c"
+    cpc-seq table exp/probe/*/result.json
+
+Bad input prints ``error: <what and where>`` and exits with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from cpc_seq.errors import CpcSeqError, DataError
+
+
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="train a CPC model",
+                       description="Train CPC. Overrides are key=value with dotted keys.")
+    p.add_argument("--config", help="YAML config (sections model, data, loss, optim, train)")
+    p.add_argument("--resume", action="store_true", help="continue from OUT_DIR/last.pt")
+    p.add_argument("overrides", nargs="*", help="key=value, e.g. train.steps=100")
+
+
+def _add_extract(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "extract", help="extract frame-level features (Kaldi ark/scp or npy)",
+        description="Read like compute-mfcc-feats: RSPEC is scp:DATA/wav.scp (or a data dir); "
+        "WSPEC is ark,scp:F.ark,F.scp | ark:F.ark | npy:DIR.",
+    )
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--ckpt", help="cpc_seq checkpoint (carries its own config)")
+    src.add_argument("--mfcc", action="store_true", help="MFCC+delta+delta-delta baseline (39)")
+    p.add_argument("--random-init", action="store_true",
+                   help="same architecture as --ckpt with random weights (baseline)")
+    p.add_argument("--seed", type=int, default=0, help="seed for --random-init")
+    p.add_argument("--layer", default="c", help="z, c or convN (default c)")
+    p.add_argument("--write-num-frames", help="e.g. ark,t:exp/x/utt2num_frames")
+    p.add_argument("--skip-existing", action="store_true", help="resume a partial run")
+    p.add_argument("--allow-pipes", action="store_true", help="run piped wav.scp entries")
+    p.add_argument("--skip-bad", action="store_true", help="warn and skip unreadable audio")
+    p.add_argument("--batch-seconds", type=float, default=160.0,
+                   help="padded audio per batch, seconds (default 160)")
+    p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("rspecifier")
+    p.add_argument("wspecifier")
+
+
+def _add_probe(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("probe", help="linear probes on frozen features")
+    kinds = p.add_subparsers(dest="probe_kind", required=True)
+    ph = kinds.add_parser("phone", help="frame-level phone classification")
+    ph.add_argument("--train-feats", required=True, help="scp:F.scp | npy:DIR")
+    ph.add_argument("--test-feats", required=True)
+    ph.add_argument("--train-labels", required=True, help="utt l1 l2 ... (ids or symbols)")
+    ph.add_argument("--test-labels", help="default: same file as --train-labels")
+    ph.add_argument("--phones", help="phones.txt (symbol id); default: built from the labels")
+    ph.add_argument("--mlp", type=int, default=0, help="one hidden layer of this size")
+    ph.add_argument("--epochs", type=int, default=10)
+    ph.add_argument("--lr", type=float, default=1e-3)
+    ph.add_argument("--batch-size", type=int, default=1024)
+    ph.add_argument("--seed", type=int, default=0)
+    ph.add_argument("--tolerance", type=int, default=2, help="label/feature frame slack")
+    ph.add_argument("--out", required=True, help="output dir (result.json, confusion.csv/png)")
+    ph.add_argument("--name", default=None, help="row name in tables")
+    ph.add_argument("--no-progress", action="store_true")
+
+
+def _add_table(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("table", help="print a markdown table from probe result.json files")
+    p.add_argument("results", nargs="+")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="cpc-seq", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_train(sub)
+    _add_extract(sub)
+    _add_probe(sub)
+    _add_table(sub)
+    return parser
+
+
+# --------------------------------------------------------------------------- commands
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from cpc_seq.train import load_config, train
+
+    cfg = load_config(args.config, args.overrides)
+    metrics = train(cfg, resume=args.resume)
+    if metrics:
+        print(json.dumps({k: round(v, 4) for k, v in metrics.items() if "/k" not in k}))
+    return 0
+
+
+def _data_dir_of(rspec: str) -> Path:
+    if rspec.startswith("scp:"):
+        path = Path(rspec[4:])
+        if path.name != "wav.scp":
+            raise CpcSeqError(f"{rspec}: expected scp:DATA_DIR/wav.scp")
+        return path.parent
+    return Path(rspec)
+
+
+def cmd_extract(args: argparse.Namespace) -> int:
+    from cpc_seq.api import model_from_checkpoint
+    from cpc_seq.data.audio import AudioNotes
+    from cpc_seq.data.kaldi import load_data_dir
+    from cpc_seq.features.extract import extract_to, mfcc_featurizer, model_featurizer
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    dd = load_data_dir(_data_dir_of(args.rspecifier), allow_pipes=args.allow_pipes)
+    if args.mfcc:
+        sr, featurize, desc = 16000, mfcc_featurizer(16000), "extract mfcc"
+    else:
+        model, _ = model_from_checkpoint(args.ckpt, random_init=args.random_init, seed=args.seed)
+        sr, featurize = model.sample_rate, model_featurizer(model, args.layer)
+        desc = f"extract {args.layer}" + (" (random init)" if args.random_init else "")
+    notes = AudioNotes()
+
+    def load(utt: str) -> np.ndarray:
+        return dd.load_audio(utt, target_sr=sr, allow_pipes=args.allow_pipes, notes=notes)
+
+    written = extract_to(
+        featurize, load, dd.utts, args.wspecifier, skip_existing=args.skip_existing,
+        max_batch_samples=int(args.batch_seconds * sr), num_frames_path=args.write_num_frames,
+        progress=not args.no_progress, skip_bad=args.skip_bad, desc=desc,
+    )
+    for line in notes.summary():
+        print(f"note: {line}", file=sys.stderr)
+    print(f"wrote {len(written)} utterances ({sum(written.values())} frames) to {args.wspecifier}",
+          file=sys.stderr)
+    return 0
+
+
+def read_features(rspec: str) -> dict[str, torch.Tensor]:
+    """``scp:F.scp`` (kaldiio) or ``npy:DIR`` -> {utt: (T, D) float32}."""
+    import kaldiio
+
+    if rspec.startswith("scp:"):
+        path = rspec[4:]
+        if not Path(path).is_file():
+            raise DataError(f"{path}: feature scp not found")
+        return {k: torch.from_numpy(np.asarray(v, dtype=np.float32))
+                for k, v in kaldiio.load_scp(path).items()}
+    if rspec.startswith("npy:"):
+        d = Path(rspec[4:])
+        files = sorted(d.glob("*.npy")) if d.is_dir() else []
+        if not files:
+            raise DataError(f"{d}: no .npy feature files")
+        return {p.stem: torch.from_numpy(np.load(p).astype(np.float32)) for p in files}
+    raise CpcSeqError(f"{rspec}: expected scp:FEATS.scp or npy:DIR")
+
+
+def cmd_probe(args: argparse.Namespace) -> int:
+    from cpc_seq.checkpoint import atomic_write
+    from cpc_seq.data.kaldi import phone_table_from_labels, read_frame_labels, read_phone_table
+    from cpc_seq.probes.linear import (
+        evaluate_probe,
+        frames_to_dataset,
+        result_to_dict,
+        save_confusion_csv,
+        save_confusion_png,
+        train_linear_probe,
+    )
+
+    test_labels_path = args.test_labels or args.train_labels
+    if args.phones:
+        phones = read_phone_table(args.phones)
+    else:
+        phones = phone_table_from_labels(args.train_labels)
+    train_lab = read_frame_labels(args.train_labels, phones)
+    test_lab = train_lab if test_labels_path == args.train_labels else read_frame_labels(
+        test_labels_path, phones)
+    train_f, test_f = read_features(args.train_feats), read_features(args.test_feats)
+    tr = frames_to_dataset(train_f, train_lab, sorted(train_f), args.tolerance)
+    te = frames_to_dataset(test_f, test_lab, sorted(test_f), args.tolerance)
+    num_classes = max(phones.values()) + 1
+    probe = train_linear_probe(
+        tr.x, tr.y, num_classes=num_classes, hidden=args.mlp, epochs=args.epochs, lr=args.lr,
+        batch_size=args.batch_size, seed=args.seed, progress=not args.no_progress,
+    )
+    res = evaluate_probe(probe, te.x, te.y, num_classes)
+    train_acc = evaluate_probe(probe, tr.x, tr.y, num_classes).accuracy
+    names = [""] * num_classes
+    for sym, i in phones.items():
+        names[i] = sym
+    out = Path(args.out)
+    d = result_to_dict(res, names)
+    d.update({
+        "name": args.name or out.name, "task": "phone", "probe": "mlp" if args.mlp else "linear",
+        "train_accuracy": train_acc, "train_frames": int(tr.x.shape[0]),
+        "feature_dim": int(tr.x.shape[1]), "train_feats": args.train_feats,
+        "test_feats": args.test_feats, "skipped_unlabelled": tr.n_skipped + te.n_skipped,
+    })
+    with atomic_write(out / "result.json", "w") as f:
+        json.dump(d, f, indent=1)
+    save_confusion_csv(res, out / "confusion.csv", names)
+    save_confusion_png(res, out / "confusion.png", names)
+    print(f"{d['name']}: phone accuracy {100 * res.accuracy:.1f}% on {res.n} test frames "
+          f"(train {100 * train_acc:.1f}%, {d['feature_dim']}-dim)")
+    return 0
+
+
+def cmd_table(args: argparse.Namespace) -> int:
+    rows: list[dict[str, Any]] = []
+    for path in args.results:
+        try:
+            rows.append(json.loads(Path(path).read_text()))
+        except (OSError, json.JSONDecodeError) as e:
+            raise DataError(f"{path}: cannot read probe result ({e})") from None
+    print("| features | task | dim | test accuracy | train accuracy |")
+    print("|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['name']} | {r.get('task', '?')} ({r.get('probe', 'linear')}) | "
+              f"{r.get('feature_dim', '?')} | {100 * r['accuracy']:.1f} % | "
+              f"{100 * r.get('train_accuracy', float('nan')):.1f} % |")
+    return 0
+
+
+COMMANDS = {"train": cmd_train, "extract": cmd_extract, "probe": cmd_probe, "table": cmd_table}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``cpc-seq``; user errors print one line and exit with status 2."""
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except CpcSeqError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,196 @@
+"""k-step InfoNCE for sequences (CPC).
+
+Given predictions ``pred[b, t, k-1]`` of the encoded frame ``z[b, t+k]`` made from the
+context ``c[b, t]`` (k = 1..K), each prediction is scored by a dot product against its
+positive ``z[b, t+k]`` and N negatives, and the loss is the cross-entropy of picking the
+positive (InfoNCE). ``log(N+1) - L_k`` is a lower bound on I(z_{t+k}; c_t) in nats.
+
+Negative modes (``negatives``):
+
+``all``
+    Every valid frame of the batch is a candidate: N + 1 = number of valid frames.
+    One (rows x D) @ (D x B*T) matmul per step, no sampling.
+``same_sequence``
+    N negatives drawn uniformly (with replacement) from the positive's own sequence.
+``cross_batch``
+    N negatives drawn uniformly from all valid frames of the batch (any sequence,
+    including the positive's own: this is CPC_audio's behaviour).
+``mixed``
+    ``ceil(N/2)`` from the own sequence and the rest from the whole batch.
+
+``exclude_positive=True`` redraws nothing: it samples from the pool *minus* the
+positive (so the positive never appears among its negatives); with ``False`` a draw
+may coincide with the positive, as in CPC_audio.
+
+Memory: sampled negatives are never gathered as vectors. For each step the full score
+matrix ``pred_k @ z^T`` of shape (B*(T-k), B*T) is formed and the sampled columns are
+gathered from it, so the largest tensor is (B*(T-k), B*T) scores plus the (B, T, N)
+index tensor - never (B, T, K, N, D). Frame pairs are scored in float32 even under
+bf16 autocast for the softmax.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+NEGATIVE_MODES = ("all", "same_sequence", "cross_batch", "mixed")
+
+
+@dataclass
+class KStepOutput:
+    """Result of :func:`kstep_infonce`.
+
+    ``loss``: scalar, mean over steps of the per-step losses (what is minimised).
+    ``step_loss``, ``step_acc``, ``step_mi``: (K,) detached, per step k = 1..K: InfoNCE
+    loss, top-1 accuracy of the positive among the candidates, and the MI lower bound
+    ``log(N+1) - L_k`` in nats. ``num_candidates``: N + 1.
+    """
+
+    loss: Tensor
+    step_loss: Tensor
+    step_acc: Tensor
+    step_mi: Tensor
+    num_candidates: int
+
+
+def positive_index(batch: int, frames: int, k: int, device: torch.device | None = None) -> Tensor:
+    """Flat index (into the B*T frames) of the positive of every query at step k.
+
+    Queries are (b, t) for t in [0, T-k), flattened as ``b*(T-k) + t``; the positive is
+    frame ``b*T + t + k``. Returns (B*(T-k),) int64.
+    """
+    b = torch.arange(batch, device=device).unsqueeze(1)
+    t = torch.arange(frames - k, device=device).unsqueeze(0)
+    return (b * frames + t + k).reshape(-1)
+
+
+def _uniform_below(high: Tensor, shape: tuple[int, ...], generator: torch.Generator | None) -> Tensor:
+    """Integer draws uniform in [0, high) where ``high`` broadcasts against ``shape``."""
+    u = torch.rand(shape, generator=generator, device=high.device)
+    return (u * high).long().clamp_max(high - 1).clamp_min(0)
+
+
+def sample_negatives(
+    mode: str,
+    n: int,
+    batch: int,
+    frames: int,
+    k: int,
+    lengths: Tensor,
+    exclude_positive: bool,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """Flat candidate indices (into B*T) of the negatives for step k.
+
+    Returns (B*(T-k), n) int64. ``lengths``: (B,) valid frames per sequence.
+    """
+    device = lengths.device
+    pos = positive_index(batch, frames, k, device)  # (Q,)
+    q = pos.numel()
+    b_of_q = torch.arange(batch, device=device).repeat_interleave(frames - k)  # (Q,)
+    n_same = {"same_sequence": n, "cross_batch": 0, "mixed": (n + 1) // 2}[mode]
+    n_cross = n - n_same
+    parts = []
+    if n_same:
+        seq_len = lengths[b_of_q].unsqueeze(1)  # (Q, 1)
+        pool = seq_len - 1 if exclude_positive else seq_len
+        j = _uniform_below(pool.clamp_min(1), (q, n_same), generator)
+        if exclude_positive:
+            pos_in_seq = (pos - b_of_q * frames).unsqueeze(1)
+            j = j + (j >= pos_in_seq).long()
+        parts.append(b_of_q.unsqueeze(1) * frames + j)
+    if n_cross:
+        valid = (torch.arange(frames, device=device).unsqueeze(0) < lengths.unsqueeze(1)).reshape(-1)
+        valid_idx = valid.nonzero().squeeze(1)  # sorted flat indices of valid frames
+        m = valid_idx.numel()
+        pool = torch.full((q, 1), m - 1 if exclude_positive else m, device=device)
+        r = _uniform_below(pool.clamp_min(1), (q, n_cross), generator)
+        if exclude_positive:
+            rank = torch.searchsorted(valid_idx, pos).unsqueeze(1)
+            r = r + (r >= rank).long()
+        parts.append(valid_idx[r.clamp_max(m - 1)])
+    return torch.cat(parts, dim=1)
+
+
+def kstep_infonce(
+    pred: Tensor,
+    z: Tensor,
+    lengths: Tensor | None = None,
+    negatives: str = "all",
+    n_negatives: int = 128,
+    exclude_positive: bool = True,
+    generator: torch.Generator | None = None,
+) -> KStepOutput:
+    """k-step InfoNCE loss.
+
+    Args:
+        pred: (B, T, K, D) predictions; ``pred[:, t, k-1]`` predicts ``z[:, t+k]``.
+        z: (B, T, D) encoded frames (the targets and negatives; gradients flow into z).
+        lengths: (B,) valid frames per sequence (default: all T). Queries whose
+            positive lies beyond the length, and padded candidates, are ignored.
+        negatives: ``all`` | ``same_sequence`` | ``cross_batch`` | ``mixed``.
+        n_negatives: N for the sampled modes (ignored for ``all``).
+        exclude_positive: never draw the positive as one of its own negatives.
+        generator: RNG for the sampled modes (reproducibility).
+
+    Returns:
+        :class:`KStepOutput`.
+    """
+    if negatives not in NEGATIVE_MODES:
+        raise ValueError(f"unknown negatives mode {negatives!r}; one of {', '.join(NEGATIVE_MODES)}")
+    bsz, frames, n_steps, dim = pred.shape
+    if z.shape != (bsz, frames, dim):
+        raise ValueError(f"z has shape {tuple(z.shape)}, expected {(bsz, frames, dim)}")
+    if n_steps >= frames:
+        raise ValueError(f"{n_steps} prediction steps need more than {frames} frames")
+    device = z.device
+    if lengths is None:
+        lengths = torch.full((bsz,), frames, device=device, dtype=torch.long)
+    lengths = lengths.to(device=device, dtype=torch.long)
+    z_flat = z.reshape(bsz * frames, dim)
+    frame_ids = torch.arange(frames, device=device)
+    cand_valid = (frame_ids.unsqueeze(0) < lengths.unsqueeze(1)).reshape(-1)  # (B*T,)
+    n_valid = int(lengths.sum())  # one host sync per call (needed for N anyway)
+    if negatives == "all":
+        num_candidates = n_valid
+    else:
+        num_candidates = n_negatives + 1
+    log_n = math.log(num_candidates)
+
+    losses, accs, mis = [], [], []
+    for k in range(1, n_steps + 1):
+        q_pred = pred[:, : frames - k, k - 1].reshape(-1, dim)  # (Q, D)
+        pos = positive_index(bsz, frames, k, device)  # (Q,)
+        q_valid = (frame_ids[: frames - k].unsqueeze(0) + k < lengths.unsqueeze(1)).reshape(-1)
+        scores = (q_pred @ z_flat.t()).float()  # (Q, B*T)
+        if negatives == "all":
+            logits = scores.masked_fill(~cand_valid.unsqueeze(0), torch.finfo(scores.dtype).min)
+            target = pos
+        else:
+            neg_idx = sample_negatives(
+                negatives, n_negatives, bsz, frames, k, lengths, exclude_positive, generator
+            )
+            cols = torch.cat([pos.unsqueeze(1), neg_idx], dim=1)  # (Q, N+1), positive first
+            logits = scores.gather(1, cols)
+            target = torch.zeros_like(pos)
+        ce = F.cross_entropy(logits, target, reduction="none")
+        w = q_valid.float()
+        denom = w.sum().clamp_min(1.0)
+        loss_k = (ce * w).sum() / denom
+        acc_k = ((logits.argmax(dim=1) == target).float() * w).sum() / denom
+        losses.append(loss_k)
+        accs.append(acc_k.detach())
+        mis.append((log_n - loss_k).detach())
+    step_loss = torch.stack(losses)
+    return KStepOutput(
+        loss=step_loss.mean(),
+        step_loss=step_loss.detach(),
+        step_acc=torch.stack(accs),
+        step_mi=torch.stack(mis),
+        num_candidates=num_candidates,
+    )

@@ -1,0 +1,786 @@
+"""ABX phone discriminability (ZeroSpeech 2017 / Libri-light style), in PyTorch and NumPy.
+
+An ABX *triplet* is three phone tokens ``(A, B, X)`` where ``A`` and ``X`` carry the same
+central phone, ``B`` a different one, and all three share the same context (previous
+and next phone).  The triplet is an *error* when ``X`` is closer to ``B`` than to ``A``:
+
+    score(A, B, X) = 1    if d(A, X) >  d(B, X)
+                     0.5  if d(A, X) == d(B, X)
+                     0    otherwise
+
+``d`` is the DTW distance between the two tokens' frame sequences: the accumulated
+frame distance along the cheapest monotonic alignment path, divided by that path's
+length (see :func:`dtw_batch`).
+
+Two tasks:
+
+* ``within`` speaker: ``A``, ``B`` and ``X`` come from one speaker; ``A`` and ``X`` are
+  different tokens.
+* ``across`` speakers: ``A`` and ``B`` come from one speaker, ``X`` from another.
+
+The scores are averaged hierarchically (see :func:`abx_error`), so that frequent
+contexts, speakers or phones do not dominate the result.
+
+The item file (:func:`read_item_file`) lists one phone token per line with its
+file id, onset/offset in seconds, the phone, its neighbours and the speaker.  Frames
+are taken from per-file feature matrices of shape ``(T, D)`` at a fixed frame rate
+(:func:`frame_range`, :func:`item_frames`).
+
+Public API:
+
+* :class:`ItemRow`, :func:`read_item_file`
+* :func:`frame_distance` (``cosine``, ``angular``, ``euclidean``)
+* :func:`dtw_batch`, :func:`dtw_distance_batch`, :func:`dtw_distance`
+* :func:`frame_range`, :func:`item_frames`
+* :func:`abx_error`, :func:`abx_from_npy_dir`
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from cpc_seq.errors import ConfigError, DataError, where
+
+__all__ = [
+    "DISTANCES",
+    "ItemRow",
+    "read_item_file",
+    "frame_distance",
+    "dtw_batch",
+    "dtw_distance_batch",
+    "dtw_distance",
+    "frame_range",
+    "item_frames",
+    "abx_error",
+    "abx_from_npy_dir",
+]
+
+#: Frame distances understood by :func:`frame_distance` and :func:`abx_error`.
+DISTANCES = ("cosine", "angular", "euclidean")
+
+_MODES = ("within", "across")
+_NORM_EPS = 1e-8
+# Slack (in frames) when turning times into frame indices, so that 0.105 s at 100 Hz
+# with a 5 ms centre offset lands exactly on frame 10 despite float rounding.
+_FRAME_EPS = 1e-6
+
+
+# --------------------------------------------------------------------------- items
+
+
+@dataclass(frozen=True)
+class ItemRow:
+    """One phone token of a ZeroSpeech ``.item`` file.
+
+    ``onset``/``offset`` are in seconds.  ``source``/``line`` locate the row in its
+    item file (1-based line) for error messages; they are ``None`` for rows built in code.
+    """
+
+    file: str
+    onset: float
+    offset: float
+    phone: str
+    prev_phone: str
+    next_phone: str
+    speaker: str
+    source: str | None = None
+    line: int | None = None
+
+    @property
+    def context(self) -> tuple[str, str]:
+        """``(prev_phone, next_phone)``: the context that the three tokens of a triplet share."""
+        return (self.prev_phone, self.next_phone)
+
+    def location(self) -> str:
+        """``path:line`` of this row, or a description when it was not read from a file."""
+        if self.source is None:
+            return f"item {self.file} {self.onset} {self.offset} {self.phone}"
+        return where(self.source, self.line)
+
+
+def read_item_file(path: str | Path) -> list[ItemRow]:
+    """Read a ZeroSpeech ``.item`` file.
+
+    Format: an optional header line starting with ``#`` (normally
+    ``#file onset offset #phone prev-phone next-phone speaker``), then one token per
+    line with seven whitespace-separated fields::
+
+        file onset offset phone prev-phone next-phone speaker
+
+    with ``onset``/``offset`` in seconds and ``0 <= onset < offset``.  Blank lines are
+    ignored.
+
+    Raises:
+        DataError: the file is missing or unreadable, a line is malformed (message
+            ``path:line: ...``), or the file lists no items.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataError(f"{path}: cannot read item file: {exc}") from exc
+    rows: list[ItemRow] = []
+    seen_content = False
+    for lineno, raw in enumerate(text.splitlines(), start=1):
+        line = raw.strip()
+        if not line:
+            continue
+        loc = where(path, lineno)
+        if line.startswith("#"):
+            if seen_content:
+                raise DataError(f"{loc}: unexpected '#' line; only the first line may be a header")
+            seen_content = True
+            continue
+        seen_content = True
+        fields = line.split()
+        if len(fields) != 7:
+            raise DataError(
+                f"{loc}: expected 7 fields 'file onset offset phone prev-phone next-phone "
+                f"speaker', got {len(fields)}: {line!r}"
+            )
+        file, onset_s, offset_s, phone, prev_phone, next_phone, speaker = fields
+        try:
+            onset = float(onset_s)
+            offset = float(offset_s)
+        except ValueError:
+            raise DataError(
+                f"{loc}: onset/offset must be numbers (seconds), got {onset_s!r} {offset_s!r}"
+            ) from None
+        if not (math.isfinite(onset) and math.isfinite(offset)):
+            raise DataError(f"{loc}: onset/offset must be finite, got {onset_s!r} {offset_s!r}")
+        if onset < 0 or offset <= onset:
+            raise DataError(f"{loc}: need 0 <= onset < offset, got onset={onset} offset={offset}")
+        rows.append(
+            ItemRow(file, onset, offset, phone, prev_phone, next_phone, speaker, str(path), lineno)
+        )
+    if not rows:
+        raise DataError(f"{path}: item file lists no items")
+    return rows
+
+
+# ----------------------------------------------------------------------- distances
+
+
+def frame_distance(a: Any, b: Any, kind: str = "cosine") -> torch.Tensor:
+    """Pairwise frame distances.
+
+    Args:
+        a: ``(Ta, D)`` or batched ``(B, Ta, D)`` frames (tensor or array).
+        b: ``(Tb, D)`` or batched ``(B, Tb, D)`` frames.
+        kind: ``"cosine"``: ``1 - cos(a, b)``, in ``[0, 2]``;
+            ``"angular"``: ``arccos(cos(a, b)) / pi``, in ``[0, 1]`` (this is what
+            ZeroSpeech's ABXpy and Libri-light call "cosine");
+            ``"euclidean"``: ``||a - b||_2``.
+            Zero frames are treated as having cosine 0 with everything.
+
+    Returns:
+        ``(Ta, Tb)`` (or ``(B, Ta, Tb)``) distances, floating point.
+    """
+    if kind not in DISTANCES:
+        raise ConfigError(f"unknown frame distance {kind!r}; expected one of {DISTANCES}")
+    a = _as_float(a)
+    b = _as_float(b)
+    if a.ndim != b.ndim or a.ndim not in (2, 3) or a.shape[-1] != b.shape[-1]:
+        raise ValueError(f"frame_distance needs (Ta, D)/(Tb, D) or (B, T, D) pairs, got "
+                         f"{tuple(a.shape)} and {tuple(b.shape)}")
+    if a.ndim == 3 and a.shape[0] != b.shape[0]:
+        raise ValueError(f"batch sizes differ: {a.shape[0]} and {b.shape[0]}")
+    dtype = torch.promote_types(a.dtype, b.dtype)
+    a, b = a.to(dtype), b.to(dtype)
+    if kind == "euclidean":
+        return _euclidean(a, b)
+    return _cos_to_distance(_normalise(a) @ _normalise(b).transpose(-1, -2), kind)
+
+
+def _as_float(x: Any) -> torch.Tensor:
+    t = torch.as_tensor(x)
+    if not torch.is_floating_point(t) or t.dtype in (torch.float16, torch.bfloat16):
+        t = t.to(torch.float32)
+    return t
+
+
+def _normalise(x: torch.Tensor) -> torch.Tensor:
+    return x / x.norm(dim=-1, keepdim=True).clamp_min(_NORM_EPS)
+
+
+def _cos_to_distance(cos: torch.Tensor, kind: str) -> torch.Tensor:
+    cos = cos.clamp(-1.0, 1.0)
+    if kind == "cosine":
+        return 1.0 - cos
+    return torch.acos(cos) / math.pi
+
+
+def _euclidean(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    # The direct formula (not ||a||^2 + ||b||^2 - 2ab) so that equal distances stay equal.
+    return torch.cdist(a, b, compute_mode="donot_use_mm_for_euclid_dist")
+
+
+# ----------------------------------------------------------------------------- DTW
+
+
+def dtw_batch(
+    cost: torch.Tensor,
+    len_a: torch.Tensor | Sequence[int] | None = None,
+    len_b: torch.Tensor | Sequence[int] | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Batched DTW: accumulated cost and length of the cheapest alignment path.
+
+    Recursion (0-based, steps ``(1, 0)``, ``(0, 1)``, ``(1, 1)``; path from ``(0, 0)``
+    to ``(la - 1, lb - 1)``)::
+
+        acc[i, j] = cost[i, j] + min(acc[i-1, j-1], acc[i, j-1], acc[i-1, j])
+
+    On equal accumulated costs the predecessor is chosen in the order diagonal, then
+    ``(i, j-1)``, then ``(i-1, j)``; the path length (number of cells on the path) is the
+    length of the path so chosen.  This matches the backtracking of Libri-light's ABX.
+
+    Computed along anti-diagonals (cells with equal ``i + j`` are independent), so the
+    Python loop has ``Ta + Tb - 1`` steps whatever the batch size.  Padding beyond
+    ``len_a``/``len_b`` cannot influence the result (cells only depend on cells with
+    smaller indices), so any padding value is fine as long as it is finite.
+
+    Args:
+        cost: ``(B, Ta, Tb)`` frame distances.
+        len_a: ``(B,)`` valid rows per item (default ``Ta``), each ``>= 1``.
+        len_b: ``(B,)`` valid columns per item (default ``Tb``), each ``>= 1``.
+
+    Returns:
+        ``(total, length)``: ``(B,)`` accumulated cost (cost dtype) and ``(B,)`` path
+        length (int64, between ``max(la, lb)`` and ``la + lb - 1``).
+    """
+    if cost.ndim != 3:
+        raise ValueError(f"dtw_batch needs a (B, Ta, Tb) cost, got {tuple(cost.shape)}")
+    n_batch, ta, tb = cost.shape
+    if ta == 0 or tb == 0:
+        raise ValueError(f"DTW of an empty sequence: cost shape {tuple(cost.shape)}")
+    device = cost.device
+    la = _lengths(len_a, n_batch, ta, device)
+    lb = _lengths(len_b, n_batch, tb, device)
+    if not torch.is_floating_point(cost):
+        cost = cost.to(torch.float32)
+    width = tb + 1
+    acc = torch.full((n_batch, (ta + 1) * width), math.inf, dtype=cost.dtype, device=device)
+    acc[:, 0] = 0.0
+    plen = torch.zeros((n_batch, (ta + 1) * width), dtype=torch.int64, device=device)
+    flat_cost = cost.reshape(n_batch, ta * tb)
+    for k in range(ta + tb - 1):
+        i = torch.arange(max(0, k - tb + 1), min(k, ta - 1) + 1, device=device)
+        j = k - i
+        idx = (i + 1) * width + (j + 1)
+        i_diag, i_left, i_up = idx - width - 1, idx - 1, idx - width
+        best = acc[:, i_diag]
+        blen = plen[:, i_diag]
+        left = acc[:, i_left]
+        take = left < best
+        best = torch.where(take, left, best)
+        blen = torch.where(take, plen[:, i_left], blen)
+        up = acc[:, i_up]
+        take = up < best
+        best = torch.where(take, up, best)
+        blen = torch.where(take, plen[:, i_up], blen)
+        acc[:, idx] = best + flat_cost[:, i * tb + j]
+        plen[:, idx] = blen + 1
+    end = (la * width + lb).unsqueeze(1)
+    return acc.gather(1, end).squeeze(1), plen.gather(1, end).squeeze(1)
+
+
+def _lengths(
+    lengths: torch.Tensor | Sequence[int] | None, n_batch: int, full: int, device: torch.device
+) -> torch.Tensor:
+    if lengths is None:
+        return torch.full((n_batch,), full, dtype=torch.int64, device=device)
+    out = torch.as_tensor(lengths, dtype=torch.int64, device=device).reshape(-1)
+    if out.numel() != n_batch:
+        raise ValueError(f"expected {n_batch} lengths, got {out.numel()}")
+    if n_batch and (int(out.min()) < 1 or int(out.max()) > full):
+        raise ValueError(f"lengths must lie in [1, {full}], got {out.tolist()}")
+    return out
+
+
+def dtw_distance_batch(
+    cost: torch.Tensor,
+    len_a: torch.Tensor | Sequence[int] | None = None,
+    len_b: torch.Tensor | Sequence[int] | None = None,
+) -> torch.Tensor:
+    """``(B, Ta, Tb)`` costs -> ``(B,)`` DTW distances: path cost / path length.
+
+    See :func:`dtw_batch` for the recursion, the tie convention and ``len_a``/``len_b``.
+    """
+    total, length = dtw_batch(cost, len_a, len_b)
+    return total / length.to(total.dtype)
+
+
+def dtw_distance(cost: Any) -> float:
+    """DTW distance of one ``(Ta, Tb)`` cost matrix: average cost along the best path.
+
+    The path minimises the *accumulated* cost; the result is that cost divided by the
+    number of cells on the path (the ZeroSpeech/Libri-light normalisation).
+    """
+    cost = _as_float(cost)
+    if cost.ndim != 2:
+        raise ValueError(f"dtw_distance needs a (Ta, Tb) cost matrix, got {tuple(cost.shape)}")
+    return float(dtw_distance_batch(cost.unsqueeze(0))[0])
+
+
+# ------------------------------------------------------------------ frame slicing
+
+
+def frame_range(
+    onset: float,
+    offset: float,
+    n_frames: int,
+    frame_rate: float = 100.0,
+    frame_offset: float | None = None,
+) -> tuple[int, int]:
+    """Frames ``[start, end)`` whose centre lies in ``[onset, offset)``.
+
+    Frame ``k`` is centred at ``frame_offset + k / frame_rate`` seconds; the default
+    ``frame_offset`` is half a frame (``0.5 / frame_rate``).  The range is clipped to
+    ``[0, n_frames]`` and may be empty (``start == end``).
+    """
+    if frame_offset is None:
+        frame_offset = 0.5 / frame_rate
+    start = math.ceil((onset - frame_offset) * frame_rate - _FRAME_EPS)
+    end = math.ceil((offset - frame_offset) * frame_rate - _FRAME_EPS)
+    start = min(max(start, 0), n_frames)
+    end = min(max(end, start), n_frames)
+    return start, end
+
+
+def item_frames(
+    features: Mapping[str, Any],
+    items: Sequence[ItemRow],
+    frame_rate: float = 100.0,
+    frame_offset: float | None = None,
+) -> list[torch.Tensor]:
+    """Slice each item's frames out of its file's ``(T, D)`` features.
+
+    Args:
+        features: file id -> ``(T, D)`` tensor or array.
+        items: the tokens; ``item.file`` must be a key of ``features``.
+        frame_rate: frames per second.
+        frame_offset: centre of frame 0 in seconds (default half a frame); see
+            :func:`frame_range`.
+
+    Returns:
+        One ``(n_i, D)`` tensor (a view) per item; ``n_i`` may be 0 when no frame centre
+        falls in ``[onset, offset)`` or the item lies beyond the end of the features.
+
+    Raises:
+        DataError: a file id has no features (naming the item's ``path:line``), or a
+            feature matrix is not 2-D.
+    """
+    _check_rate(frame_rate)
+    tensors = _feature_tensors(features, items)
+    out = []
+    for item in items:
+        feats = tensors[item.file]
+        start, end = frame_range(item.onset, item.offset, feats.shape[0], frame_rate, frame_offset)
+        out.append(feats[start:end])
+    return out
+
+
+def _check_rate(frame_rate: float) -> None:
+    if not (isinstance(frame_rate, (int, float)) and math.isfinite(frame_rate) and frame_rate > 0):
+        raise ConfigError(f"frame_rate must be a positive number of frames per second, "
+                          f"got {frame_rate!r}")
+
+
+def _feature_tensors(
+    features: Mapping[str, Any], items: Sequence[ItemRow]
+) -> dict[str, torch.Tensor]:
+    tensors: dict[str, torch.Tensor] = {}
+    dim: int | None = None
+    dim_file = ""
+    for item in items:
+        if item.file in tensors:
+            continue
+        if item.file not in features:
+            raise DataError(f"{item.location()}: no features for file {item.file!r}")
+        feats = torch.as_tensor(features[item.file])
+        if feats.ndim != 2:
+            raise DataError(f"features of file {item.file!r} must be (T, D), got shape "
+                            f"{tuple(feats.shape)} (first used at {item.location()})")
+        if dim is None:
+            dim, dim_file = feats.shape[1], item.file
+        elif feats.shape[1] != dim:
+            raise DataError(f"features of file {item.file!r} have dimension {feats.shape[1]} but "
+                            f"those of {dim_file!r} have {dim} (at {item.location()})")
+        tensors[item.file] = feats
+    return tensors
+
+
+# ----------------------------------------------------------------------------- ABX
+
+
+def abx_error(
+    features: Mapping[str, Any],
+    items: Sequence[ItemRow],
+    mode: str = "within",
+    distance: str = "cosine",
+    max_items_per_context: int | None = 10,
+    max_x_speakers: int | None = 5,
+    seed: int = 0,
+    frame_rate: float = 100.0,
+    frame_offset: float | None = None,
+    device: str | torch.device | None = None,
+    batch_elements: int = 1 << 23,
+) -> dict[str, Any]:
+    """ABX error rate of ``features`` on the phone tokens ``items``.
+
+    Triplets (``A``, ``B``, ``X``): ``A`` and ``X`` have the same central phone ``a``,
+    ``B`` a different phone ``b``, all three the same context ``c`` = (previous, next
+    phone).
+
+    * ``mode="within"``: ``A``, ``B``, ``X`` all from speaker ``s``, and ``X != A``.
+      Cell = ``(c, s, a, b)``.
+    * ``mode="across"``: ``A`` and ``B`` from speaker ``s``, ``X`` from a speaker
+      ``x != s``.  Cell = ``(c, s, x, a, b)``.
+
+    Per triplet: 1 if ``d(A, X) > d(B, X)``, 0.5 if equal, 0 otherwise, where ``d`` is
+    the path-length-normalised DTW distance over ``distance`` frame distances
+    (:func:`frame_distance`, :func:`dtw_batch`).  ``(a, b)`` is ordered: ``(a, b)`` and
+    ``(b, a)`` are different tasks (``X`` is an ``a`` in the first, a ``b`` in the second).
+
+    Averaging, in this order (ZeroSpeech 2017's ``average``):
+
+    1. each cell: mean over all its triplets;
+    2. mean over contexts ``c`` -> one score per ``(s, a, b)`` (within) or
+       ``(s, x, a, b)`` (across);
+    3. across only: mean over the ``X`` speakers ``x`` -> one score per ``(s, a, b)``;
+    4. mean over speakers ``s`` -> one score per ordered phone pair ``(a, b)``;
+    5. mean over phone pairs -> ``error``.
+
+    Every mean is unweighted over the non-empty entries below it, so a context, speaker
+    or phone pair counts once however many triplets it has.  (Libri-light's own script
+    merges steps 2 and 3 of the across task into a single mean over ``(c, x)``; the two
+    agree when every ``(s, x)`` pair shares the same number of contexts.)
+
+    Subsampling, as Libri-light does for speed (``None`` = use everything, as
+    ZeroSpeech 2017 does): ``max_items_per_context`` caps the tokens of each
+    ``(context, speaker, phone)`` group (Libri-light's ``max_size_group``, default 10),
+    and ``max_x_speakers`` caps the ``X`` speakers drawn for each
+    ``(context, speaker s, phone a)`` in the across task (Libri-light's
+    ``max_x_across``, default 5).  Draws are random with ``seed`` and deterministic.
+
+    Note: ZeroSpeech and Libri-light's "cosine" distance is ``distance="angular"`` here;
+    use it to compare with published numbers.
+
+    Args:
+        features: file id -> ``(T, D)`` frame features (tensor or array).
+        items: phone tokens, e.g. from :func:`read_item_file`.
+        mode: ``"within"`` or ``"across"``.
+        distance: frame distance, one of :data:`DISTANCES`.
+        max_items_per_context: see above.
+        max_x_speakers: see above (across only).
+        seed: random seed of the subsampling.
+        frame_rate: feature frames per second.
+        frame_offset: centre of frame 0 in seconds (default half a frame).
+        device: where to compute the distances (default: CPU).
+        batch_elements: rough cap on the size of the tensors of one DTW batch.
+
+    Returns:
+        A dict with ``error`` (fraction in ``[0, 1]``; published tables give percent),
+        ``mode``, ``distance``, ``n_triplets``, ``n_cells`` (non-empty cells of step 1),
+        ``n_phone_pairs``, ``n_items`` (tokens with at least one frame),
+        ``n_items_empty`` (tokens without a frame, skipped) and ``by_phone_pair``
+        (``{a: {b: error}}``, the scores of step 4).
+
+    Raises:
+        DataError: missing/malformed features, or no triplet at all (e.g. a single
+            speaker in the across task).
+        ConfigError: unknown ``mode``/``distance`` or a bad numeric option.
+    """
+    if mode not in _MODES:
+        raise ConfigError(f"unknown ABX mode {mode!r}; expected one of {_MODES}")
+    if distance not in DISTANCES:
+        raise ConfigError(f"unknown ABX distance {distance!r}; expected one of {DISTANCES}")
+    for name, value in (("max_items_per_context", max_items_per_context),
+                        ("max_x_speakers", max_x_speakers)):
+        if value is not None and (not isinstance(value, int) or value < 1):
+            raise ConfigError(f"{name} must be a positive integer or None, got {value!r}")
+    _check_rate(frame_rate)
+    if not items:
+        raise DataError("ABX: no items")
+    dev = torch.device(device) if device is not None else torch.device("cpu")
+
+    segments = item_frames(features, items, frame_rate, frame_offset)
+    keep = [k for k, seg in enumerate(segments) if seg.shape[0] > 0]
+    n_empty = len(items) - len(keep)
+    if not keep:
+        raise DataError("ABX: no item has a frame; check frame_rate and the item onsets/offsets")
+
+    # Codes for contexts, speakers and phones; groups (context, speaker, phone) -> items.
+    ctx_of, spk_of, ph_of = [], [], []
+    ctx_ids: dict[tuple[str, str], int] = {}
+    spk_ids: dict[str, int] = {}
+    ph_ids: dict[str, int] = {}
+    for k in keep:
+        item = items[k]
+        ctx_of.append(ctx_ids.setdefault(item.context, len(ctx_ids)))
+        spk_of.append(spk_ids.setdefault(item.speaker, len(spk_ids)))
+        ph_of.append(ph_ids.setdefault(item.phone, len(ph_ids)))
+    groups: dict[tuple[int, int, int], list[int]] = defaultdict(list)
+    for u in range(len(keep)):
+        groups[(ctx_of[u], spk_of[u], ph_of[u])].append(u)
+    rng = np.random.default_rng(seed)
+    # context -> speaker -> phone -> item indices (into `keep`), capped.
+    board: dict[int, dict[int, dict[int, np.ndarray]]] = defaultdict(lambda: defaultdict(dict))
+    for key in sorted(groups):
+        members = np.asarray(groups[key], dtype=np.int64)
+        if max_items_per_context is not None and len(members) > max_items_per_context:
+            members = np.sort(rng.choice(members, size=max_items_per_context, replace=False))
+        c, s, p = key
+        board[c][s][p] = members
+
+    # Plan the distance blocks: rows x cols item indices whose DTW distances are needed.
+    blocks: list[tuple[Any, np.ndarray, np.ndarray]] = []
+    for c in sorted(board):
+        by_spk = board[c]
+        for s in sorted(by_spk):
+            phones = by_spk[s]
+            if mode == "within":
+                if len(phones) < 2:
+                    continue
+                x_phones = [p for p in sorted(phones) if len(phones[p]) >= 2]
+                if not x_phones:
+                    continue
+                rows = np.concatenate([phones[p] for p in sorted(phones)])
+                cols = np.concatenate([phones[p] for p in x_phones])
+                blocks.append(((c, s), rows, cols))
+                continue
+            if len(phones) < 2:
+                continue
+            cols_by_x: dict[int, list[int]] = defaultdict(list)
+            for a in sorted(phones):
+                cand = [x for x in sorted(by_spk) if x != s and a in by_spk[x]]
+                if max_x_speakers is not None and len(cand) > max_x_speakers:
+                    cand = sorted(rng.choice(cand, size=max_x_speakers, replace=False).tolist())
+                for x in cand:
+                    cols_by_x[x].append(a)
+            rows = np.concatenate([phones[p] for p in sorted(phones)])
+            for x in sorted(cols_by_x):
+                cols = np.concatenate([by_spk[x][a] for a in cols_by_x[x]])
+                blocks.append(((c, s, x), rows, cols))
+
+    if not blocks:
+        raise DataError(_no_triplets_message(mode))
+
+    seg_list = [segments[k] for k in keep]
+    pair_a = np.concatenate([np.repeat(r, len(cl)) for _, r, cl in blocks])
+    pair_b = np.concatenate([np.tile(cl, len(r)) for _, r, cl in blocks])
+    dists = _pair_distances(seg_list, pair_a, pair_b, distance, dev, batch_elements)
+
+    # Score the cells.
+    ph_arr = np.asarray(ph_of)
+    level1: dict[tuple[int, ...], list[float]] = defaultdict(list)  # context averaged next
+    n_triplets = 0
+    n_cells = 0
+    start = 0
+    for key, rows, cols in blocks:
+        size = len(rows) * len(cols)
+        block = dists[start:start + size].reshape(len(rows), len(cols))
+        start += size
+        row_ph, col_ph = ph_arr[rows], ph_arr[cols]
+        if mode == "within":
+            c, s = key
+            for a in np.unique(col_ph):
+                a_rows = np.flatnonzero(row_ph == a)
+                x_cols = np.flatnonzero(col_ph == a)  # same tokens as a_rows, same order
+                d_ax = block[np.ix_(a_rows, x_cols)]
+                for b in np.unique(row_ph):
+                    if b == a:
+                        continue
+                    d_bx = block[np.ix_(np.flatnonzero(row_ph == b), x_cols)]
+                    total, count = _score(d_ax, d_bx, exclude_diagonal=True)
+                    level1[(s, int(a), int(b))].append(total / count)
+                    n_triplets += count
+                    n_cells += 1
+        else:
+            c, s, x = key
+            for a in np.unique(col_ph):
+                a_rows = np.flatnonzero(row_ph == a)
+                x_cols = np.flatnonzero(col_ph == a)
+                d_ax = block[np.ix_(a_rows, x_cols)]
+                for b in np.unique(row_ph):
+                    if b == a:
+                        continue
+                    d_bx = block[np.ix_(np.flatnonzero(row_ph == b), x_cols)]
+                    total, count = _score(d_ax, d_bx, exclude_diagonal=False)
+                    level1[(s, x, int(a), int(b))].append(total / count)
+                    n_triplets += count
+                    n_cells += 1
+
+    if not level1:
+        raise DataError(_no_triplets_message(mode))
+    # Step 2 done by the lists: mean over contexts.  Then (across) over X speakers.
+    by_speaker: dict[tuple[int, int, int], list[float]] = defaultdict(list)
+    if mode == "within":
+        for (s, a, b), vals in level1.items():
+            by_speaker[(s, a, b)].append(float(np.mean(vals)))
+    else:
+        by_x: dict[tuple[int, int, int], list[float]] = defaultdict(list)
+        for (s, _x, a, b), vals in level1.items():
+            by_x[(s, a, b)].append(float(np.mean(vals)))
+        for key, vals in by_x.items():
+            by_speaker[key].append(float(np.mean(vals)))
+    by_pair: dict[tuple[int, int], list[float]] = defaultdict(list)
+    for (_s, a, b), vals in by_speaker.items():
+        by_pair[(a, b)].append(float(np.mean(vals)))
+    pair_scores = {ab: float(np.mean(vals)) for ab, vals in by_pair.items()}
+    error = float(np.mean(list(pair_scores.values())))
+
+    ph_names = {v: k for k, v in ph_ids.items()}
+    by_phone_pair: dict[str, dict[str, float]] = {}
+    for (a, b) in sorted(pair_scores, key=lambda ab: (ph_names[ab[0]], ph_names[ab[1]])):
+        by_phone_pair.setdefault(ph_names[a], {})[ph_names[b]] = pair_scores[(a, b)]
+    return {
+        "error": error,
+        "mode": mode,
+        "distance": distance,
+        "n_triplets": int(n_triplets),
+        "n_cells": int(n_cells),
+        "n_phone_pairs": len(pair_scores),
+        "n_items": len(keep),
+        "n_items_empty": int(n_empty),
+        "by_phone_pair": by_phone_pair,
+    }
+
+
+def _no_triplets_message(mode: str) -> str:
+    if mode == "within":
+        need = ("a context and speaker with two tokens of one phone and a token of another "
+                "phone")
+    else:
+        need = ("a context where one speaker has tokens of two phones and another speaker a "
+                "token of one of them")
+    return f"ABX ({mode}): no triplets; the items need {need}"
+
+
+def _score(d_ax: np.ndarray, d_bx: np.ndarray, exclude_diagonal: bool) -> tuple[float, int]:
+    """Sum of triplet scores and triplet count of one cell.
+
+    ``d_ax``: ``(nA, nX)`` distances d(A, X); ``d_bx``: ``(nB, nX)`` distances d(B, X).
+    With ``exclude_diagonal`` (within task) A and X range over the same tokens and the
+    ``A == X`` triplets (the diagonal of ``d_ax``) are left out.
+    """
+    diff = d_ax[:, None, :] - d_bx[None, :, :]  # (nA, nB, nX)
+    scores = (diff > 0).astype(np.float64) + 0.5 * (diff == 0)
+    n_a, n_b, n_x = scores.shape
+    if exclude_diagonal:
+        diag = np.arange(n_a)
+        return float(scores.sum() - scores[diag, :, diag].sum()), n_a * (n_x - 1) * n_b
+    return float(scores.sum()), n_a * n_b * n_x
+
+
+def _pair_distances(
+    segments: Sequence[torch.Tensor],
+    pair_a: np.ndarray,
+    pair_b: np.ndarray,
+    distance: str,
+    device: torch.device,
+    batch_elements: int,
+) -> np.ndarray:
+    """DTW distance d(segments[pair_a[k]], segments[pair_b[k]]) for every k, as float64.
+
+    Pairs are sorted by their two lengths and computed in padded batches.
+    """
+    lengths = np.asarray([seg.shape[0] for seg in segments], dtype=np.int64)
+    dtype = torch.float64 if segments[0].dtype == torch.float64 else torch.float32
+    frames = torch.cat([seg.to(device, dtype) for seg in segments])
+    if distance != "euclidean":
+        frames = _normalise(frames)
+    dim = frames.shape[1]
+    # A zero frame appended at the end pads the batches.
+    frames = torch.cat([frames, frames.new_zeros(1, dim)])
+    pad = frames.shape[0] - 1
+    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+
+    len_a, len_b = lengths[pair_a], lengths[pair_b]
+    order = np.lexsort((len_b, len_a))
+    out = np.empty(len(pair_a), dtype=np.float64)
+    pos = 0
+    n_pairs = len(order)
+    with torch.no_grad():
+        while pos < n_pairs:
+            # Grow the batch while its padded size stays within the budget.
+            ta = int(len_a[order[pos]])
+            tb = int(len_b[order[pos]])
+            end = pos + 1
+            step = 64
+            while end < n_pairs:
+                nxt = min(end + step, n_pairs)
+                ta2 = int(len_a[order[nxt - 1]])  # sorted by len_a
+                tb2 = max(tb, int(len_b[order[end:nxt]].max()))
+                if (nxt - pos) * (ta2 * tb2 * 3 + (ta2 + tb2) * dim) > batch_elements:
+                    break
+                ta, tb, end = ta2, tb2, nxt
+                step = min(step * 2, 1 << 16)
+            sel = order[pos:end]
+            ia = _frame_index(starts[pair_a[sel]], len_a[sel], ta, pad)
+            ib = _frame_index(starts[pair_b[sel]], len_b[sel], tb, pad)
+            xa = frames[ia.to(device)]
+            xb = frames[ib.to(device)]
+            if distance == "euclidean":
+                cost = _euclidean(xa, xb)
+            else:
+                cost = _cos_to_distance(xa @ xb.transpose(1, 2), distance)
+            d = dtw_distance_batch(cost, torch.from_numpy(len_a[sel]), torch.from_numpy(len_b[sel]))
+            out[sel] = d.to("cpu", torch.float64).numpy()
+            pos = end
+    return out
+
+
+def _frame_index(starts: np.ndarray, lengths: np.ndarray, width: int, pad: int) -> torch.Tensor:
+    """``(B, width)`` frame indices ``start + t`` for ``t < length``, ``pad`` beyond."""
+    t = np.arange(width)[None, :]
+    idx = starts[:, None] + t
+    return torch.from_numpy(np.where(t < lengths[:, None], idx, pad))
+
+
+def abx_from_npy_dir(
+    feature_dir: str | Path,
+    item_path: str | Path,
+    mode: str = "within",
+    distance: str = "cosine",
+    **kwargs: Any,
+) -> dict[str, Any]:
+    """ABX error from per-file ``<feature_dir>/<file id>.npy`` features of shape ``(T, D)``.
+
+    Reads the item file (:func:`read_item_file`), loads one ``.npy`` per file id used by
+    the items, and calls :func:`abx_error` (``kwargs`` are passed on: ``frame_rate``,
+    ``max_items_per_context``, ``seed`` ...).
+
+    Raises:
+        DataError: bad item file, or a missing/unreadable/non-2-D ``.npy`` (the message
+            names the ``.npy`` and the first item line that uses it).
+    """
+    feature_dir = Path(feature_dir)
+    items = read_item_file(item_path)
+    features: dict[str, np.ndarray] = {}
+    for item in items:
+        if item.file in features:
+            continue
+        path = feature_dir / f"{item.file}.npy"
+        if not path.is_file():
+            raise DataError(f"{item.location()}: feature file {path} not found")
+        try:
+            arr = np.load(path, allow_pickle=False)
+        except (OSError, ValueError) as exc:
+            raise DataError(f"{path}: cannot read features (used at {item.location()}): "
+                            f"{exc}") from exc
+        if arr.ndim != 2:
+            raise DataError(f"{path}: features must be (T, D), got shape {arr.shape} "
+                            f"(used at {item.location()})")
+        if not np.issubdtype(arr.dtype, np.number):
+            raise DataError(f"{path}: features must be numeric, got dtype {arr.dtype}")
+        features[item.file] = arr
+    return abx_error(features, items, mode=mode, distance=distance, **kwargs)
