@@ -7,7 +7,6 @@ __version__ = "0.1.0"
 from cpc_seq.errors import CheckpointError, ConfigError, CpcSeqError, DataError
 
 
-
 def load(ckpt, random_init: bool = False, device: str = "cpu"):  # noqa: ANN001, ANN201
     """Load a checkpoint as an s3prl-style upstream; see :func:`cpc_seq.api.load`."""
     from cpc_seq.api import load as _load

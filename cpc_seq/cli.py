@@ -72,14 +72,23 @@ def _add_probe(sub: argparse._SubParsersAction) -> None:
     ph.add_argument("--test-labels", help="default: same file as --train-labels")
     ph.add_argument("--phones", help="phones.txt (symbol id); default: built from the labels")
     ph.add_argument("--mlp", type=int, default=0, help="one hidden layer of this size")
-    ph.add_argument("--epochs", type=int, default=10)
+    ph.add_argument("--epochs", type=int, default=20)
     ph.add_argument("--lr", type=float, default=1e-3)
-    ph.add_argument("--batch-size", type=int, default=1024)
+    ph.add_argument("--batch-size", type=int, default=256)
     ph.add_argument("--seed", type=int, default=0)
     ph.add_argument("--tolerance", type=int, default=2, help="label/feature frame slack")
     ph.add_argument("--out", required=True, help="output dir (result.json, confusion.csv/png)")
     ph.add_argument("--name", default=None, help="row name in tables")
     ph.add_argument("--no-progress", action="store_true")
+
+
+def _add_validate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("validate-data", help="check a Kaldi data dir (and frame labels)")
+    p.add_argument("data_dir")
+    p.add_argument("--labels", help="frame-label file to check against the audio lengths")
+    p.add_argument("--phones", help="phones.txt for symbolic labels")
+    p.add_argument("--tolerance", type=int, default=2, help="allowed frame-count difference")
+    p.add_argument("--allow-pipes", action="store_true")
 
 
 def _add_table(sub: argparse._SubParsersAction) -> None:
@@ -93,6 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train(sub)
     _add_extract(sub)
     _add_probe(sub)
+    _add_validate(sub)
     _add_table(sub)
     return parser
 
@@ -220,6 +230,55 @@ def cmd_probe(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_validate(args: argparse.Namespace) -> int:
+    import soundfile as sf
+
+    from cpc_seq.data.audio import is_pipe
+    from cpc_seq.data.kaldi import (
+        check_label_length,
+        load_data_dir,
+        phone_table_from_labels,
+        read_frame_labels,
+        read_phone_table,
+    )
+
+    dd = load_data_dir(args.data_dir, allow_pipes=args.allow_pipes)
+    seconds = 0.0
+    n_frames: dict[str, int] = {}
+    for utt in dd.utts:
+        if dd.segments is not None:
+            rec, start, end = dd.segments[utt]
+            dur = end - start if end > 0 else None
+            path = dd.wav[rec]
+        else:
+            dur, path = None, dd.wav[utt]
+        if is_pipe(path):
+            continue
+        if dur is None:
+            try:
+                info = sf.info(path)
+            except Exception as e:  # soundfile raises several types
+                raise DataError(f"{args.data_dir}: utterance {utt}: cannot read {path} ({e})") from None
+            dur = info.frames / info.samplerate
+        seconds += dur
+        n_frames[utt] = int(round(dur * 16000)) // 160
+    msg = f"{args.data_dir}: {len(dd.utts)} utterances, {seconds / 60:.1f} minutes"
+    if dd.utt2spk:
+        msg += f", {len(set(dd.utt2spk.values()))} speakers"
+    if args.labels:
+        phones = read_phone_table(args.phones) if args.phones else phone_table_from_labels(args.labels)
+        labels = read_frame_labels(args.labels, phones)
+        for utt, lab in labels.items():
+            if utt in n_frames:
+                check_label_length(utt, len(lab), n_frames[utt], args.tolerance, path=args.labels)
+        missing = [u for u in dd.utts if u not in labels]
+        msg += f"; labels for {len(dd.utts) - len(missing)} ({len(phones)} classes) agree with the audio"
+        if missing:
+            msg += f"; {len(missing)} utterances without labels (first {missing[0]})"
+    print(msg)
+    return 0
+
+
 def cmd_table(args: argparse.Namespace) -> int:
     rows: list[dict[str, Any]] = []
     for path in args.results:
@@ -236,7 +295,8 @@ def cmd_table(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"train": cmd_train, "extract": cmd_extract, "probe": cmd_probe, "table": cmd_table}
+COMMANDS = {"train": cmd_train, "extract": cmd_extract, "probe": cmd_probe, "table": cmd_table,
+            "validate-data": cmd_validate}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -242,8 +242,9 @@ def dtw_batch(
     ``(i, j-1)``, then ``(i-1, j)``; the path length (number of cells on the path) is the
     length of the path so chosen.  This matches the backtracking of Libri-light's ABX.
 
-    Computed along anti-diagonals (cells with equal ``i + j`` are independent), so the
-    Python loop has ``Ta + Tb - 1`` steps whatever the batch size.  Padding beyond
+    Computed along anti-diagonals (cells with equal ``i + j`` are independent, and the
+    cost is first skewed so that each anti-diagonal is contiguous), so the Python loop has
+    ``Ta + Tb - 1`` vectorised steps whatever the batch size.  Padding beyond
     ``len_a``/``len_b`` cannot influence the result (cells only depend on cells with
     smaller indices), so any padding value is fine as long as it is finite.
 
@@ -266,30 +267,35 @@ def dtw_batch(
     lb = _lengths(len_b, n_batch, tb, device)
     if not torch.is_floating_point(cost):
         cost = cost.to(torch.float32)
-    width = tb + 1
-    acc = torch.full((n_batch, (ta + 1) * width), math.inf, dtype=cost.dtype, device=device)
-    acc[:, 0] = 0.0
-    plen = torch.zeros((n_batch, (ta + 1) * width), dtype=torch.int64, device=device)
-    flat_cost = cost.reshape(n_batch, ta * tb)
-    for k in range(ta + tb - 1):
-        i = torch.arange(max(0, k - tb + 1), min(k, ta - 1) + 1, device=device)
-        j = k - i
-        idx = (i + 1) * width + (j + 1)
-        i_diag, i_left, i_up = idx - width - 1, idx - 1, idx - width
-        best = acc[:, i_diag]
-        blen = plen[:, i_diag]
-        left = acc[:, i_left]
+    n_diag = ta + tb - 1
+    # Skewed cost: skew[k, b, i] = cost[b, i, k - i], inf where k - i is outside [0, Tb).
+    k_minus_i = (
+        torch.arange(n_diag, device=device)[None, :] - torch.arange(ta, device=device)[:, None]
+    )
+    j_index = torch.where((k_minus_i >= 0) & (k_minus_i < tb), k_minus_i, tb)
+    cost_pad = torch.cat([cost, cost.new_full((n_batch, ta, 1), math.inf)], dim=2)
+    skew = cost_pad.gather(2, j_index.expand(n_batch, ta, n_diag)).permute(2, 0, 1).contiguous()
+    # acc[k + 2, b, i + 1] = accumulated cost of cell (i, k - i); column 0 and the two
+    # leading diagonals are the border (0 only before cell (0, 0)).
+    acc = torch.full((n_diag + 2, n_batch, ta + 1), math.inf, dtype=cost.dtype, device=device)
+    acc[0, :, 0] = 0.0
+    plen = torch.zeros((n_diag + 2, n_batch, ta + 1), dtype=torch.int32, device=device)
+    for k in range(n_diag):
+        prev1, prev2 = acc[k + 1], acc[k]
+        best = prev2[:, :-1]  # diagonal predecessor (i - 1, j - 1)
+        blen = plen[k][:, :-1]
+        left = prev1[:, 1:]  # (i, j - 1)
         take = left < best
         best = torch.where(take, left, best)
-        blen = torch.where(take, plen[:, i_left], blen)
-        up = acc[:, i_up]
+        blen = torch.where(take, plen[k + 1][:, 1:], blen)
+        up = prev1[:, :-1]  # (i - 1, j)
         take = up < best
         best = torch.where(take, up, best)
-        blen = torch.where(take, plen[:, i_up], blen)
-        acc[:, idx] = best + flat_cost[:, i * tb + j]
-        plen[:, idx] = blen + 1
-    end = (la * width + lb).unsqueeze(1)
-    return acc.gather(1, end).squeeze(1), plen.gather(1, end).squeeze(1)
+        blen = torch.where(take, plen[k + 1][:, :-1], blen)
+        acc[k + 2, :, 1:] = best + skew[k]
+        plen[k + 2, :, 1:] = blen + 1
+    batch = torch.arange(n_batch, device=device)
+    return acc[la + lb, batch, la], plen[la + lb, batch, la].to(torch.int64)
 
 
 def _lengths(
@@ -574,10 +580,10 @@ def abx_error(
     if not blocks:
         raise DataError(_no_triplets_message(mode))
 
-    seg_list = [segments[k] for k in keep]
-    pair_a = np.concatenate([np.repeat(r, len(cl)) for _, r, cl in blocks])
-    pair_b = np.concatenate([np.tile(cl, len(r)) for _, r, cl in blocks])
-    dists = _pair_distances(seg_list, pair_a, pair_b, distance, dev, batch_elements)
+    dists = _block_distances(
+        [segments[k] for k in keep], [(r, cl) for _, r, cl in blocks], distance, dev,
+        batch_elements,
+    )
 
     # Score the cells.
     ph_arr = np.asarray(ph_of)
@@ -681,69 +687,118 @@ def _score(d_ax: np.ndarray, d_bx: np.ndarray, exclude_diagonal: bool) -> tuple[
     return float(scores.sum()), n_a * n_b * n_x
 
 
-def _pair_distances(
+def _block_distances(
     segments: Sequence[torch.Tensor],
-    pair_a: np.ndarray,
-    pair_b: np.ndarray,
+    blocks: Sequence[tuple[np.ndarray, np.ndarray]],
     distance: str,
     device: torch.device,
     batch_elements: int,
 ) -> np.ndarray:
-    """DTW distance d(segments[pair_a[k]], segments[pair_b[k]]) for every k, as float64.
+    """DTW distances d(segments[r], segments[c]) for each block's ``rows x cols``.
 
-    Pairs are sorted by their two lengths and computed in padded batches.
+    Returns the ``len(rows) * len(cols)`` distances of every block (row-major), blocks
+    concatenated in order, as float64.  For each block the frame distances between all
+    frames of its rows and all frames of its columns are one matrix product; blocks are
+    grouped so that these matrices stay within ``batch_elements``, and the pairs of a
+    group are sorted by their lengths and run through :func:`dtw_distance_batch` in
+    padded batches.
     """
     lengths = np.asarray([seg.shape[0] for seg in segments], dtype=np.int64)
+    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
     dtype = torch.float64 if segments[0].dtype == torch.float64 else torch.float32
     frames = torch.cat([seg.to(device, dtype) for seg in segments])
     if distance != "euclidean":
         frames = _normalise(frames)
-    dim = frames.shape[1]
-    # A zero frame appended at the end pads the batches.
-    frames = torch.cat([frames, frames.new_zeros(1, dim)])
-    pad = frames.shape[0] - 1
-    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
 
-    len_a, len_b = lengths[pair_a], lengths[pair_b]
-    order = np.lexsort((len_b, len_a))
-    out = np.empty(len(pair_a), dtype=np.float64)
-    pos = 0
-    n_pairs = len(order)
+    sizes = [len(r) * len(c) for r, c in blocks]
+    out = np.empty(int(sum(sizes)), dtype=np.float64)
+    n_blocks = len(blocks)
+    first, out_pos = 0, 0
     with torch.no_grad():
-        while pos < n_pairs:
-            # Grow the batch while its padded size stays within the budget.
-            ta = int(len_a[order[pos]])
-            tb = int(len_b[order[pos]])
-            end = pos + 1
-            step = 64
-            while end < n_pairs:
-                nxt = min(end + step, n_pairs)
-                ta2 = int(len_a[order[nxt - 1]])  # sorted by len_a
-                tb2 = max(tb, int(len_b[order[end:nxt]].max()))
-                if (nxt - pos) * (ta2 * tb2 * 3 + (ta2 + tb2) * dim) > batch_elements:
-                    break
-                ta, tb, end = ta2, tb2, nxt
-                step = min(step * 2, 1 << 16)
-            sel = order[pos:end]
-            ia = _frame_index(starts[pair_a[sel]], len_a[sel], ta, pad)
-            ib = _frame_index(starts[pair_b[sel]], len_b[sel], tb, pad)
-            xa = frames[ia.to(device)]
-            xb = frames[ib.to(device)]
-            if distance == "euclidean":
-                cost = _euclidean(xa, xb)
-            else:
-                cost = _cos_to_distance(xa @ xb.transpose(1, 2), distance)
-            d = dtw_distance_batch(cost, torch.from_numpy(len_a[sel]), torch.from_numpy(len_b[sel]))
-            out[sel] = d.to("cpu", torch.float64).numpy()
-            pos = end
+        while first < n_blocks:
+            bufs: list[torch.Tensor] = []
+            base, stride, len_a, len_b = [], [], [], []
+            buf_size = 0
+            last = first
+            while last < n_blocks and (last == first or buf_size < batch_elements):
+                rows, cols = blocks[last]
+                fr_r, off_r = _frame_indices(starts, lengths, rows)
+                fr_c, off_c = _frame_indices(starts, lengths, cols)
+                fr_r_t = torch.from_numpy(fr_r).to(device)
+                fr_c_t = torch.from_numpy(fr_c).to(device)
+                xa, xb = frames[fr_r_t], frames[fr_c_t]
+                if distance == "euclidean":
+                    dist = _euclidean(xa, xb)
+                else:
+                    dist = _cos_to_distance(xa @ xb.T, distance)
+                bufs.append(dist.reshape(-1))
+                n_c = len(fr_c)
+                base.append(buf_size + np.repeat(off_r * n_c, len(cols)) + np.tile(off_c, len(rows)))
+                stride.append(np.full(len(rows) * len(cols), n_c, dtype=np.int64))
+                len_a.append(np.repeat(lengths[rows], len(cols)))
+                len_b.append(np.tile(lengths[cols], len(rows)))
+                buf_size += len(fr_r) * n_c
+                last += 1
+            buffer = torch.cat(bufs + [frames.new_zeros(1)])  # last element pads
+            group = _dtw_pairs(
+                buffer, np.concatenate(base), np.concatenate(stride), np.concatenate(len_a),
+                np.concatenate(len_b), buf_size, batch_elements,
+            )
+            out[out_pos:out_pos + len(group)] = group
+            out_pos += len(group)
+            first = last
     return out
 
 
-def _frame_index(starts: np.ndarray, lengths: np.ndarray, width: int, pad: int) -> torch.Tensor:
-    """``(B, width)`` frame indices ``start + t`` for ``t < length``, ``pad`` beyond."""
-    t = np.arange(width)[None, :]
-    idx = starts[:, None] + t
-    return torch.from_numpy(np.where(t < lengths[:, None], idx, pad))
+def _frame_indices(
+    starts: np.ndarray, lengths: np.ndarray, items: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Frame indices of ``items`` laid end to end, and each item's offset among them."""
+    lens = lengths[items]
+    offsets = np.concatenate([[0], np.cumsum(lens)[:-1]])
+    return np.repeat(starts[items] - offsets, lens) + np.arange(int(lens.sum())), offsets
+
+
+def _dtw_pairs(
+    buffer: torch.Tensor,
+    base: np.ndarray,
+    stride: np.ndarray,
+    len_a: np.ndarray,
+    len_b: np.ndarray,
+    pad: int,
+    batch_elements: int,
+) -> np.ndarray:
+    """DTW distance of each pair whose cost is ``buffer[base + i * stride + j]``.
+
+    ``(i, j) < (len_a, len_b)``; ``buffer[pad]`` fills the padding of a batch.
+    """
+    n_pairs = len(base)
+    out = np.empty(n_pairs, dtype=np.float64)
+    order = np.lexsort((len_b, len_a))
+    pos = 0
+    while pos < n_pairs:
+        # Grow the batch while its padded size stays within the budget.
+        ta, tb = int(len_a[order[pos]]), int(len_b[order[pos]])
+        end, step = pos + 1, 64
+        while end < n_pairs:
+            nxt = min(end + step, n_pairs)
+            ta2 = int(len_a[order[nxt - 1]])  # sorted by len_a first
+            tb2 = max(tb, int(len_b[order[end:nxt]].max()))
+            if (nxt - pos) * (ta2 + 1) * (ta2 + tb2 + 1) * 3 > batch_elements:
+                break
+            ta, tb, end = ta2, tb2, nxt
+            step = min(step * 2, 1 << 16)
+        sel = order[pos:end]
+        la, lb = len_a[sel], len_b[sel]
+        i = np.arange(ta)[None, :, None]
+        j = np.arange(tb)[None, None, :]
+        idx = base[sel, None, None] + i * stride[sel, None, None] + j
+        idx = np.where((i < la[:, None, None]) & (j < lb[:, None, None]), idx, pad)
+        cost = buffer[torch.from_numpy(idx).to(buffer.device)]
+        d = dtw_distance_batch(cost, torch.from_numpy(la), torch.from_numpy(lb))
+        out[sel] = d.to("cpu", torch.float64).numpy()
+        pos = end
+    return out
 
 
 def abx_from_npy_dir(
