@@ -46,6 +46,8 @@ def _add_extract(sub: argparse._SubParsersAction) -> None:
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--ckpt", help="cpc_seq checkpoint (carries its own config)")
     src.add_argument("--mfcc", action="store_true", help="MFCC+delta+delta-delta baseline (39)")
+    p.add_argument("--no-cmvn", action="store_true",
+                   help="--mfcc without per-utterance mean/variance normalisation")
     p.add_argument("--random-init", action="store_true",
                    help="same architecture as --ckpt with random weights (baseline)")
     p.add_argument("--seed", type=int, default=0, help="seed for --random-init")
@@ -62,24 +64,39 @@ def _add_extract(sub: argparse._SubParsersAction) -> None:
     p.add_argument("wspecifier")
 
 
+def _probe_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--feats", help="features of all utterances (scp:F.scp | npy:DIR); "
+                   "split with --train-split/--test-split or the default split")
+    p.add_argument("--train-feats", help="train features (instead of --feats)")
+    p.add_argument("--test-feats", help="test features (with --train-feats)")
+    p.add_argument("--train-split", help="utterance ids for training (train_split.txt format)")
+    p.add_argument("--test-split", help="utterance ids for testing")
+    p.add_argument("--utt2spk", help="utt2spk (speaker probe; grouping of the default split)")
+    p.add_argument("--mlp", type=int, default=0, help="one hidden layer of this size")
+    p.add_argument("--epochs", type=int, default=20)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True, help="output dir (result.json, confusion.csv/png)")
+    p.add_argument("--name", default=None, help="row name in tables")
+    p.add_argument("--no-progress", action="store_true")
+
+
 def _add_probe(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("probe", help="linear probes on frozen features")
+    p = sub.add_parser("probe", help="linear probes on frozen features (phone, speaker)")
     kinds = p.add_subparsers(dest="probe_kind", required=True)
     ph = kinds.add_parser("phone", help="frame-level phone classification")
-    ph.add_argument("--train-feats", required=True, help="scp:F.scp | npy:DIR")
-    ph.add_argument("--test-feats", required=True)
-    ph.add_argument("--train-labels", required=True, help="utt l1 l2 ... (ids or symbols)")
-    ph.add_argument("--test-labels", help="default: same file as --train-labels")
+    _probe_common(ph)
+    ph.add_argument("--labels", "--train-labels", dest="labels", required=True,
+                    help="frame labels: utt l1 l2 ... (ids or symbols)")
+    ph.add_argument("--test-labels", help="default: same file as --labels")
     ph.add_argument("--phones", help="phones.txt (symbol id); default: built from the labels")
-    ph.add_argument("--mlp", type=int, default=0, help="one hidden layer of this size")
-    ph.add_argument("--epochs", type=int, default=20)
-    ph.add_argument("--lr", type=float, default=1e-3)
-    ph.add_argument("--batch-size", type=int, default=256)
-    ph.add_argument("--seed", type=int, default=0)
     ph.add_argument("--tolerance", type=int, default=2, help="label/feature frame slack")
-    ph.add_argument("--out", required=True, help="output dir (result.json, confusion.csv/png)")
-    ph.add_argument("--name", default=None, help="row name in tables")
-    ph.add_argument("--no-progress", action="store_true")
+    sp = kinds.add_parser("speaker", help="speaker classification (utterance or window level)")
+    _probe_common(sp)
+    sp.add_argument("--level", choices=["utterance", "window"], default="utterance")
+    sp.add_argument("--window-frames", type=int, default=128,
+                    help="window level: frames per window (128 = 1.28 s)")
 
 
 def _add_validate(sub: argparse._SubParsersAction) -> None:
@@ -139,7 +156,7 @@ def cmd_extract(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     dd = load_data_dir(_data_dir_of(args.rspecifier), allow_pipes=args.allow_pipes)
     if args.mfcc:
-        sr, featurize, desc = 16000, mfcc_featurizer(16000), "extract mfcc"
+        sr, featurize, desc = 16000, mfcc_featurizer(16000, not args.no_cmvn), "extract mfcc"
     else:
         model, _ = model_from_checkpoint(args.ckpt, random_init=args.random_init, seed=args.seed)
         sr, featurize = model.sample_rate, model_featurizer(model, args.layer)
@@ -169,7 +186,7 @@ def read_features(rspec: str) -> dict[str, torch.Tensor]:
         path = rspec[4:]
         if not Path(path).is_file():
             raise DataError(f"{path}: feature scp not found")
-        return {k: torch.from_numpy(np.asarray(v, dtype=np.float32))
+        return {k: torch.from_numpy(np.array(v, dtype=np.float32))
                 for k, v in kaldiio.load_scp(path).items()}
     if rspec.startswith("npy:"):
         d = Path(rspec[4:])
@@ -180,53 +197,65 @@ def read_features(rspec: str) -> dict[str, torch.Tensor]:
     raise CpcSeqError(f"{rspec}: expected scp:FEATS.scp or npy:DIR")
 
 
-def cmd_probe(args: argparse.Namespace) -> int:
-    from cpc_seq.checkpoint import atomic_write
-    from cpc_seq.data.kaldi import phone_table_from_labels, read_frame_labels, read_phone_table
-    from cpc_seq.probes.linear import (
-        evaluate_probe,
-        frames_to_dataset,
-        result_to_dict,
-        save_confusion_csv,
-        save_confusion_png,
-        train_linear_probe,
-    )
+def _probe_sets(args: argparse.Namespace, utt2spk: dict[str, str] | None
+                ) -> tuple[dict, dict, list[str], list[str]]:
+    from cpc_seq.data.kaldi import read_split
+    from cpc_seq.probes.tasks import choose_split
 
-    test_labels_path = args.test_labels or args.train_labels
-    if args.phones:
-        phones = read_phone_table(args.phones)
-    else:
-        phones = phone_table_from_labels(args.train_labels)
-    train_lab = read_frame_labels(args.train_labels, phones)
-    test_lab = train_lab if test_labels_path == args.train_labels else read_frame_labels(
-        test_labels_path, phones)
+    if args.feats:
+        if args.train_feats or args.test_feats:
+            raise CpcSeqError("give --feats, or --train-feats with --test-feats, not both")
+        feats = read_features(args.feats)
+        tr_split = read_split(args.train_split) if args.train_split else None
+        te_split = read_split(args.test_split) if args.test_split else None
+        train_utts, test_utts, missing = choose_split(sorted(feats), tr_split, te_split, utt2spk)
+        if any(missing.values()):
+            print(f"note: split ids without features: {missing['train']} train, "
+                  f"{missing['test']} test (left out)", file=sys.stderr)
+        return feats, feats, train_utts, test_utts
+    if not (args.train_feats and args.test_feats):
+        raise CpcSeqError("give --feats, or both --train-feats and --test-feats")
     train_f, test_f = read_features(args.train_feats), read_features(args.test_feats)
-    tr = frames_to_dataset(train_f, train_lab, sorted(train_f), args.tolerance)
-    te = frames_to_dataset(test_f, test_lab, sorted(test_f), args.tolerance)
-    num_classes = max(phones.values()) + 1
-    probe = train_linear_probe(
-        tr.x, tr.y, num_classes=num_classes, hidden=args.mlp, epochs=args.epochs, lr=args.lr,
-        batch_size=args.batch_size, seed=args.seed, progress=not args.no_progress,
+    return train_f, test_f, sorted(train_f), sorted(test_f)
+
+
+def cmd_probe(args: argparse.Namespace) -> int:
+    from cpc_seq.data.kaldi import (
+        phone_table_from_labels,
+        read_frame_labels,
+        read_phone_table,
+        read_table,
     )
-    res = evaluate_probe(probe, te.x, te.y, num_classes)
-    train_acc = evaluate_probe(probe, tr.x, tr.y, num_classes).accuracy
-    names = [""] * num_classes
-    for sym, i in phones.items():
-        names[i] = sym
-    out = Path(args.out)
-    d = result_to_dict(res, names)
-    d.update({
-        "name": args.name or out.name, "task": "phone", "probe": "mlp" if args.mlp else "linear",
-        "train_accuracy": train_acc, "train_frames": int(tr.x.shape[0]),
-        "feature_dim": int(tr.x.shape[1]), "train_feats": args.train_feats,
-        "test_feats": args.test_feats, "skipped_unlabelled": tr.n_skipped + te.n_skipped,
-    })
-    with atomic_write(out / "result.json", "w") as f:
-        json.dump(d, f, indent=1)
-    save_confusion_csv(res, out / "confusion.csv", names)
-    save_confusion_png(res, out / "confusion.png", names)
-    print(f"{d['name']}: phone accuracy {100 * res.accuracy:.1f}% on {res.n} test frames "
-          f"(train {100 * train_acc:.1f}%, {d['feature_dim']}-dim)")
+    from cpc_seq.probes.tasks import ProbeOptions, phone_probe, speaker_probe
+
+    opts = ProbeOptions(hidden=args.mlp, epochs=args.epochs, lr=args.lr,
+                        batch_size=args.batch_size, seed=args.seed,
+                        progress=not args.no_progress)
+    utt2spk = None
+    if args.utt2spk:
+        utt2spk = {k: v.split()[0] for _, k, v in read_table(args.utt2spk, check_sorted=False)}
+    train_f, test_f, train_utts, test_utts = _probe_sets(args, utt2spk)
+    name = args.name or Path(args.out).name
+    if args.probe_kind == "phone":
+        phones = (read_phone_table(args.phones) if args.phones
+                  else phone_table_from_labels(args.labels))
+        train_lab = read_frame_labels(args.labels, phones)
+        test_lab = (read_frame_labels(args.test_labels, phones)
+                    if args.test_labels and args.test_labels != args.labels else train_lab)
+        d = phone_probe(train_f, test_f, train_lab, test_lab, phones, args.out, name, opts,
+                        train_utts, test_utts, args.tolerance)
+        what = f"phone accuracy on {d['n']} test frames"
+    else:
+        if utt2spk is None:
+            raise CpcSeqError("probe speaker needs --utt2spk")
+        if train_f is not test_f:
+            merged = {**train_f, **test_f}
+            train_f = test_f = merged
+        d = speaker_probe(train_f, utt2spk, train_utts, test_utts, args.out, name, opts,
+                          level=args.level, window_frames=args.window_frames)
+        what = f"speaker accuracy ({args.level} level, {d['speakers']} speakers) on {d['n']} items"
+    print(f"{name}: {what}: {100 * d['accuracy']:.1f}% (train {100 * d['train_accuracy']:.1f}%, "
+          f"{d['feature_dim']}-dim)")
     return 0
 
 

@@ -195,7 +195,7 @@ def test_probe_and_table_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     out = tmp_path / "probe"
     rc = main(["probe", "phone", "--no-progress", "--epochs", "5", "--batch-size", "128",
                "--train-feats", f"scp:{feats}.scp", "--test-feats", f"scp:{feats}.scp",
-               "--train-labels", str(DEV / "phone_frames.txt"),
+               "--labels", str(DEV / "phone_frames.txt"),
                "--phones", str(DEV.parent / "phones.txt"), "--out", str(out), "--name", "MFCC"])
     assert rc == 0
     res = json.loads((out / "result.json").read_text())

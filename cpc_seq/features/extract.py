@@ -216,12 +216,13 @@ def model_featurizer(model: CPCModel, layer: str = "c", device: torch.device | N
     return featurize
 
 
-def mfcc_featurizer(sample_rate: int = 16000) -> Featurizer:
-    """MFCC+delta+delta-delta (39-dim, per-utterance CMVN), ``N // 160`` frames per utterance."""
+def mfcc_featurizer(sample_rate: int = 16000, cmvn: bool = True) -> Featurizer:
+    """MFCC+delta+delta-delta (39-dim, per-utterance CMVN unless ``cmvn=False``),
+    ``N // 160`` frames per utterance."""
     from cpc_seq.features.mfcc import mfcc_deltas
 
     def featurize(waves: list[Tensor]) -> list[np.ndarray]:
-        return [mfcc_deltas(w, sample_rate).numpy().astype(np.float32) for w in waves]
+        return [mfcc_deltas(w, sample_rate, cmvn=cmvn).numpy().astype(np.float32) for w in waves]
 
     return featurize
 

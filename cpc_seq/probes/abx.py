@@ -246,7 +246,7 @@ def dtw_batch(
     cost is first skewed so that each anti-diagonal is contiguous), so the Python loop has
     ``Ta + Tb - 1`` vectorised steps whatever the batch size.  Padding beyond
     ``len_a``/``len_b`` cannot influence the result (cells only depend on cells with
-    smaller indices), so any padding value is fine as long as it is finite.
+    smaller indices), so the padding may hold any value.
 
     Args:
         cost: ``(B, Ta, Tb)`` frame distances.
@@ -275,9 +275,22 @@ def dtw_batch(
     j_index = torch.where((k_minus_i >= 0) & (k_minus_i < tb), k_minus_i, tb)
     cost_pad = torch.cat([cost, cost.new_full((n_batch, ta, 1), math.inf)], dim=2)
     skew = cost_pad.gather(2, j_index.expand(n_batch, ta, n_diag)).permute(2, 0, 1).contiguous()
+    return _dtw_skewed(skew, la, lb)
+
+
+def _dtw_skewed(
+    skew: torch.Tensor, la: torch.Tensor, lb: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """DTW on a skewed cost ``skew[k, b, i] = cost[b, i, k - i]`` of shape ``(K, B, Ta)``.
+
+    ``skew`` must be ``inf`` where ``k - i < 0``; entries with ``k - i >= lb[b]`` or
+    ``i >= la[b]`` are never used.  Returns ``(total, length)`` as :func:`dtw_batch`.
+    """
+    n_diag, n_batch, ta = skew.shape
+    device = skew.device
     # acc[k + 2, b, i + 1] = accumulated cost of cell (i, k - i); column 0 and the two
     # leading diagonals are the border (0 only before cell (0, 0)).
-    acc = torch.full((n_diag + 2, n_batch, ta + 1), math.inf, dtype=cost.dtype, device=device)
+    acc = torch.full((n_diag + 2, n_batch, ta + 1), math.inf, dtype=skew.dtype, device=device)
     acc[0, :, 0] = 0.0
     plen = torch.zeros((n_diag + 2, n_batch, ta + 1), dtype=torch.int32, device=device)
     for k in range(n_diag):
@@ -292,8 +305,8 @@ def dtw_batch(
         take = up < best
         best = torch.where(take, up, best)
         blen = torch.where(take, plen[k + 1][:, :-1], blen)
-        acc[k + 2, :, 1:] = best + skew[k]
-        plen[k + 2, :, 1:] = blen + 1
+        torch.add(best, skew[k], out=acc[k + 2, :, 1:])
+        torch.add(blen, 1, out=plen[k + 2, :, 1:])
     batch = torch.arange(n_batch, device=device)
     return acc[la + lb, batch, la], plen[la + lb, batch, la].to(torch.int64)
 
@@ -307,7 +320,8 @@ def _lengths(
     if out.numel() != n_batch:
         raise ValueError(f"expected {n_batch} lengths, got {out.numel()}")
     if n_batch and (int(out.min()) < 1 or int(out.max()) > full):
-        raise ValueError(f"lengths must lie in [1, {full}], got {out.tolist()}")
+        raise ValueError(f"lengths must lie in [1, {full}], got values from "
+                         f"{int(out.min())} to {int(out.max())}")
     return out
 
 
@@ -438,7 +452,7 @@ def abx_error(
     frame_rate: float = 100.0,
     frame_offset: float | None = None,
     device: str | torch.device | None = None,
-    batch_elements: int = 1 << 23,
+    batch_elements: int = 1 << 22,
 ) -> dict[str, Any]:
     """ABX error rate of ``features`` on the phone tokens ``items``.
 
@@ -511,7 +525,9 @@ def abx_error(
         raise ConfigError(f"unknown ABX distance {distance!r}; expected one of {DISTANCES}")
     for name, value in (("max_items_per_context", max_items_per_context),
                         ("max_x_speakers", max_x_speakers)):
-        if value is not None and (not isinstance(value, int) or value < 1):
+        if value is not None and (
+            isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1
+        ):
             raise ConfigError(f"{name} must be a positive integer or None, got {value!r}")
     _check_rate(frame_rate)
     if not items:
@@ -543,7 +559,7 @@ def abx_error(
     for key in sorted(groups):
         members = np.asarray(groups[key], dtype=np.int64)
         if max_items_per_context is not None and len(members) > max_items_per_context:
-            members = np.sort(rng.choice(members, size=max_items_per_context, replace=False))
+            members = np.sort(rng.choice(members, size=int(max_items_per_context), replace=False))
         c, s, p = key
         board[c][s][p] = members
 
@@ -569,7 +585,8 @@ def abx_error(
             for a in sorted(phones):
                 cand = [x for x in sorted(by_spk) if x != s and a in by_spk[x]]
                 if max_x_speakers is not None and len(cand) > max_x_speakers:
-                    cand = sorted(rng.choice(cand, size=max_x_speakers, replace=False).tolist())
+                    drawn = rng.choice(cand, size=int(max_x_speakers), replace=False)
+                    cand = sorted(drawn.tolist())
                 for x in cand:
                     cols_by_x[x].append(a)
             rows = np.concatenate([phones[p] for p in sorted(phones)])
@@ -733,13 +750,15 @@ def _block_distances(
                     dist = _cos_to_distance(xa @ xb.T, distance)
                 bufs.append(dist.reshape(-1))
                 n_c = len(fr_c)
-                base.append(buf_size + np.repeat(off_r * n_c, len(cols)) + np.tile(off_c, len(rows)))
+                base.append(
+                    buf_size + np.repeat(off_r * n_c, len(cols)) + np.tile(off_c, len(rows))
+                )
                 stride.append(np.full(len(rows) * len(cols), n_c, dtype=np.int64))
                 len_a.append(np.repeat(lengths[rows], len(cols)))
                 len_b.append(np.tile(lengths[cols], len(rows)))
                 buf_size += len(fr_r) * n_c
                 last += 1
-            buffer = torch.cat(bufs + [frames.new_zeros(1)])  # last element pads
+            buffer = torch.cat(bufs + [frames.new_full((1,), math.inf)])  # last one pads
             group = _dtw_pairs(
                 buffer, np.concatenate(base), np.concatenate(stride), np.concatenate(len_a),
                 np.concatenate(len_b), buf_size, batch_elements,
@@ -770,11 +789,14 @@ def _dtw_pairs(
 ) -> np.ndarray:
     """DTW distance of each pair whose cost is ``buffer[base + i * stride + j]``.
 
-    ``(i, j) < (len_a, len_b)``; ``buffer[pad]`` fills the padding of a batch.
+    ``(i, j) < (len_a, len_b)``; ``buffer[pad]`` must be ``inf`` (it fills the padding).
     """
     n_pairs = len(base)
     out = np.empty(n_pairs, dtype=np.float64)
     order = np.lexsort((len_b, len_a))
+    device = buffer.device
+    base_t, stride_t = torch.from_numpy(base).to(device), torch.from_numpy(stride).to(device)
+    len_a_t, len_b_t = torch.from_numpy(len_a).to(device), torch.from_numpy(len_b).to(device)
     pos = 0
     while pos < n_pairs:
         # Grow the batch while its padded size stays within the budget.
@@ -789,13 +811,18 @@ def _dtw_pairs(
             ta, tb, end = ta2, tb2, nxt
             step = min(step * 2, 1 << 16)
         sel = order[pos:end]
-        la, lb = len_a[sel], len_b[sel]
-        i = np.arange(ta)[None, :, None]
-        j = np.arange(tb)[None, None, :]
-        idx = base[sel, None, None] + i * stride[sel, None, None] + j
-        idx = np.where((i < la[:, None, None]) & (j < lb[:, None, None]), idx, pad)
-        cost = buffer[torch.from_numpy(idx).to(buffer.device)]
-        d = dtw_distance_batch(cost, torch.from_numpy(la), torch.from_numpy(lb))
+        sel_t = torch.from_numpy(sel).to(device)
+        la, lb = len_a_t[sel_t], len_b_t[sel_t]
+        # Skewed layout straight from the buffer: (k, b, i) -> cell (i, k - i) of pair b.
+        k = torch.arange(ta + tb - 1, device=device)[:, None, None]
+        i = torch.arange(ta, device=device)[None, None, :]
+        j = k - i
+        # Only cells left of column 0 must read inf; cells beyond (la, lb) are never used,
+        # so they may read anything (clamped into the buffer).
+        idx = base_t[sel_t][None, :, None] + i * stride_t[sel_t][None, :, None] + j
+        skew = buffer[torch.where(j < 0, pad, idx.clamp_(max=pad))]
+        total, length = _dtw_skewed(skew, la, lb)
+        d = total / length.to(total.dtype)
         out[sel] = d.to("cpu", torch.float64).numpy()
         pos = end
     return out

@@ -53,7 +53,7 @@ stage2() {
 probe() {  # probe NAME FEATS_PREFIX
   cpc probe phone --no-progress \
     --train-feats "scp:$feats/$2_train.scp" --test-feats "scp:$feats/$2_test.scp" \
-    --train-labels "$data/train/phone_frames.txt" --test-labels "$data/test/phone_frames.txt" \
+    --labels "$data/train/phone_frames.txt" --test-labels "$data/test/phone_frames.txt" \
     --phones "$data/phones.txt" --out "$exp/probe/$2" --name "$1"
 }
 

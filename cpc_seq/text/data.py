@@ -1,0 +1,487 @@
+"""Plain-text corpora for text CPC: reading, sentence splitting, training windows.
+
+Corpus layouts (``layout``):
+
+``document``
+    One document per file, running text. Each line is a paragraph; paragraphs are split
+    into sentences with :func:`split_sentences` (a sentence never spans a line break).
+    Blank lines are paragraph separators and are simply ignored.
+``lines``
+    One sentence per line; a file is one document (its lines are consecutive sentences).
+    Empty or whitespace-only lines are skipped and counted (``empty_lines="error"`` makes
+    them an error naming ``file:line``).
+
+Bad input, as documented here and reported through :class:`ReadNotes`:
+
+- invalid UTF-8: ``errors="strict"`` (default) raises :class:`~cpc_seq.errors.DataError`
+  naming the file, the byte offset and the line; ``errors="replace"`` decodes each
+  invalid sequence as U+FFFD and counts them per file.
+- a UTF-8 byte-order mark at the start of a file is dropped; ``\\r\\n`` and ``\\r`` line
+  ends are read as ``\\n``.
+- empty files (no text after stripping whitespace): skipped and counted
+  (``empty_files="error"`` raises); a corpus with no text at all is an error.
+- documents with fewer tokens (token level) or sentences (sentence level) than the
+  training window: ``short="error"`` (default) raises naming the document and both
+  lengths; ``short="skip"`` leaves them out and counts them.
+- sentences longer than ``max_sentence_tokens`` are truncated (counted).
+
+Training windows reuse :class:`cpc_seq.data.windows.WindowSampler`: a pure function of
+(seed, epoch), so resumed runs see the same batches.
+"""
+
+from __future__ import annotations
+
+import glob
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from cpc_seq.errors import DataError
+
+LAYOUTS = ("document", "lines")
+ENCODING_ERRORS = ("strict", "replace")
+
+
+# ------------------------------------------------------------------------ notes
+
+
+@dataclass
+class ReadNotes:
+    """Counts of what was skipped, replaced or truncated while reading a corpus."""
+
+    files: int = 0
+    empty_files: list[str] = field(default_factory=list)
+    empty_lines: int = 0
+    first_empty_line: str | None = None
+    replaced: dict[str, int] = field(default_factory=dict)
+    first_replaced: dict[str, int] = field(default_factory=dict)
+    short_documents: list[str] = field(default_factory=list)
+    truncated_sentences: int = 0
+
+    def summary(self) -> list[str]:
+        """One human-readable line per kind of event (empty when nothing happened)."""
+        out = []
+        if self.empty_files:
+            out.append(f"skipped {len(self.empty_files)} empty file(s) (first: {self.empty_files[0]})")
+        if self.empty_lines:
+            out.append(f"skipped {self.empty_lines} empty line(s) (first: {self.first_empty_line})")
+        if self.replaced:
+            total = sum(self.replaced.values())
+            first = next(iter(self.replaced))
+            out.append(
+                f"replaced {total} invalid UTF-8 sequence(s) with U+FFFD in "
+                f"{len(self.replaced)} file(s) (first: {first} at byte offset "
+                f"{self.first_replaced[first]})"
+            )
+        if self.short_documents:
+            out.append(f"skipped {len(self.short_documents)} document(s) shorter than the "
+                       f"window (first: {self.short_documents[0]})")
+        if self.truncated_sentences:
+            out.append(f"truncated {self.truncated_sentences} sentence(s) longer than "
+                       "data.max_sentence_tokens")
+        return out
+
+
+# ------------------------------------------------------------------------ reading
+
+
+def _line_col(data: bytes, offset: int) -> tuple[int, int]:
+    line_start = data.rfind(b"\n", 0, offset) + 1
+    return data.count(b"\n", 0, offset) + 1, offset - line_start + 1
+
+
+def decode_utf8(
+    data: bytes, path: str | Path = "<bytes>", errors: str = "strict",
+    notes: ReadNotes | None = None,
+) -> str:
+    """Decode UTF-8 bytes; a BOM is dropped and line ends become ``\\n``.
+
+    ``errors="strict"``: invalid UTF-8 raises DataError ``PATH: invalid UTF-8 at byte offset
+    N (line L, column C): ...``. ``errors="replace"``: every invalid sequence becomes one
+    U+FFFD (as Python's ``"replace"`` handler does) and is counted in ``notes``.
+    """
+    if errors not in ENCODING_ERRORS:
+        raise DataError(f"errors={errors!r}: one of {', '.join(ENCODING_ERRORS)}")
+    if data.startswith(b"\xef\xbb\xbf"):
+        data = data[3:]
+        base = 3
+    else:
+        base = 0
+    parts: list[str] = []
+    pos = 0
+    bad: list[int] = []
+    while True:
+        try:
+            parts.append(data[pos:].decode("utf-8"))
+            break
+        except UnicodeDecodeError as e:
+            start, end = pos + e.start, pos + e.end
+            if errors == "strict":
+                line, col = _line_col(data, start)
+                raise DataError(
+                    f"{path}: invalid UTF-8 at byte offset {start + base} (line {line}, byte "
+                    f"{col} of the line): {e.reason} (byte 0x{data[start]:02x}); fix the file or "
+                    "read it with encoding errors 'replace' to substitute U+FFFD"
+                ) from None
+            parts.append(data[pos:start].decode("utf-8"))
+            parts.append("\ufffd")
+            bad.append(start + base)
+            pos = end
+    if bad and notes is not None:
+        notes.replaced[str(path)] = len(bad)
+        notes.first_replaced[str(path)] = bad[0]
+    text = "".join(parts)
+    return text.replace("\r\n", "\n").replace("\r", "\n")
+
+
+def read_text_file(path: str | Path, errors: str = "strict", notes: ReadNotes | None = None) -> str:
+    """Whole file as text (see :func:`decode_utf8`); unreadable files raise DataError."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise DataError(f"{path}: cannot read ({e.strerror or e})") from None
+    return decode_utf8(data, path, errors, notes)
+
+
+def list_text_files(paths: str | Sequence[str]) -> list[Path]:
+    """Files named by ``paths``: files, directories (every ``*.txt`` below, sorted) or globs.
+
+    Order: as given, each directory's files sorted by path. Missing paths raise DataError.
+    """
+    items = [paths] if isinstance(paths, (str, Path)) else list(paths)
+    if not items:
+        raise DataError("no corpus paths given")
+    out: list[Path] = []
+    for item in items:
+        p = Path(item)
+        if p.is_dir():
+            found = sorted(x for x in p.rglob("*.txt") if x.is_file())
+            if not found:
+                raise DataError(f"{p}: directory has no *.txt files")
+            out.extend(found)
+        elif p.is_file():
+            out.append(p)
+        elif any(ch in str(item) for ch in "*?["):
+            found = sorted(Path(x) for x in glob.glob(str(item), recursive=True)
+                           if Path(x).is_file())
+            if not found:
+                raise DataError(f"{item}: pattern matches no files")
+            out.extend(found)
+        else:
+            raise DataError(f"{p}: no such file or directory")
+    return out
+
+
+# ------------------------------------------------------------------ sentence splitting
+
+#: Lower-cased words that end with a period without ending a sentence.
+ABBREVIATIONS = frozenset(
+    "mr mrs ms messrs dr prof rev fr sr jr st mt ft gen gov col capt lt sgt hon "
+    "vs cf viz al e.g i.e a.m p.m no nos vol vols fig figs ch chap pp ed eds inc ltd co corp "
+    "jan feb mar apr jun jul aug sep sept oct nov dec approx dept est".split()
+)
+
+_BOUNDARY = re.compile(r"[.!?]+['\"\u2019\u201d)\]]*\s+")
+_OPENERS = "'\"\u2018\u201c([\u00bf\u00a1"
+
+
+def _starts_sentence(rest: str) -> bool:
+    s = rest.lstrip(_OPENERS)
+    return bool(s) and (s[0].isupper() or s[0].isdigit())
+
+
+def _is_abbreviation(before: str) -> bool:
+    """``before`` ends just before a single ``.``: is the word it ends an abbreviation?"""
+    m = re.search(r"(\S+)$", before)
+    if not m:
+        return False
+    word = m.group(1).lstrip(_OPENERS)
+    if len(word) == 1 and word.isalpha() and word.isupper():
+        return True  # an initial: "J. R. R. Tolkien"
+    return word.lower() in ABBREVIATIONS
+
+
+def split_sentences(text: str) -> list[str]:
+    """Split running text into sentences (rule based; no dependency).
+
+    A sentence ends at ``.``, ``!`` or ``?`` (possibly repeated and followed by closing
+    quotes or brackets) followed by whitespace and a word starting with an upper-case
+    letter or digit (after optional opening quotes/brackets), except after a known
+    abbreviation (``Mr.``, ``e.g.``, ...) or a single capital initial. Line breaks always
+    end a sentence; whitespace inside a sentence is collapsed to single spaces and empty
+    results are dropped. ``"Yes. He went home! Did he?"`` -> three sentences;
+    ``"Where art thou? and he said"`` stays one (lower-case continuation).
+    """
+    out: list[str] = []
+    for para in text.split("\n"):
+        para = " ".join(para.split())
+        if not para:
+            continue
+        start = 0
+        for m in _BOUNDARY.finditer(para):
+            end = m.end()
+            if not _starts_sentence(para[end:]):
+                continue
+            punct = m.group(0).rstrip()
+            if punct.rstrip("'\"\u2019\u201d)]") == "." and _is_abbreviation(para[start : m.start()]):
+                continue
+            sent = para[start:end].strip()
+            if sent:
+                out.append(sent)
+            start = end
+        tail = para[start:].strip()
+        if tail:
+            out.append(tail)
+    return out
+
+
+# ---------------------------------------------------------------------- corpora
+
+
+@dataclass
+class Document:
+    """A document: its name (file stem, unique in a corpus), source path and sentences."""
+
+    name: str
+    path: str
+    sentences: list[str]
+
+    @property
+    def text(self) -> str:
+        """The sentences joined by single spaces (the token-level model's input)."""
+        return " ".join(self.sentences)
+
+
+def parse_document(
+    text: str, layout: str, path: str | Path = "<text>", empty_lines: str = "skip",
+    notes: ReadNotes | None = None,
+) -> list[str]:
+    """Sentences of one file's text under ``layout`` (see the module docstring)."""
+    if layout == "document":
+        return split_sentences(text)
+    if layout != "lines":
+        raise DataError(f"layout={layout!r}: one of {', '.join(LAYOUTS)}")
+    sents = []
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()  # the final newline does not make an empty line
+    for n, line in enumerate(lines, 1):
+        s = " ".join(line.split())
+        if not s:
+            if empty_lines == "error":
+                raise DataError(f"{path}:{n}: empty line in a one-sentence-per-line file")
+            if notes is not None:
+                notes.empty_lines += 1
+                if notes.first_empty_line is None:
+                    notes.first_empty_line = f"{path}:{n}"
+            continue
+        sents.append(s)
+    return sents
+
+
+def read_corpus(
+    paths: str | Sequence[str],
+    layout: str = "document",
+    errors: str = "strict",
+    empty_files: str = "skip",
+    empty_lines: str = "skip",
+    notes: ReadNotes | None = None,
+) -> list[Document]:
+    """Read a corpus: one :class:`Document` per non-empty file, in :func:`list_text_files` order.
+
+    Raises DataError for unreadable files, invalid UTF-8 (``errors="strict"``), empty files
+    with ``empty_files="error"``, two files with the same stem (document names must be
+    unique), or a corpus without any text.
+    """
+    if layout not in LAYOUTS:
+        raise DataError(f"layout={layout!r}: one of {', '.join(LAYOUTS)}")
+    notes = notes if notes is not None else ReadNotes()
+    docs: list[Document] = []
+    seen: dict[str, Path] = {}
+    for path in list_text_files(paths):
+        notes.files += 1
+        text = read_text_file(path, errors, notes)
+        sents = parse_document(text, layout, path, empty_lines, notes)
+        if not sents:
+            if empty_files == "error":
+                raise DataError(f"{path}: empty file (no text)")
+            notes.empty_files.append(str(path))
+            continue
+        name = path.stem
+        if name in seen:
+            raise DataError(f"{path}: document name {name!r} already used by {seen[name]}; "
+                            "file stems must be unique within a corpus")
+        seen[name] = path
+        docs.append(Document(name, str(path), sents))
+    if not docs:
+        raise DataError(f"{paths}: the corpus has no text ({notes.files} file(s), all empty)")
+    return docs
+
+
+def read_text_items(path: str | Path, errors: str = "strict") -> list[tuple[str, str]]:
+    """A Kaldi-style ``text`` file: ``<id> <text...>`` per line -> [(id, text)].
+
+    Blank lines are skipped; a line with an id but no text, or a repeated id, is an error
+    naming ``file:line``.
+    """
+    text = read_text_file(path, errors)
+    items: list[tuple[str, str]] = []
+    seen: set[str] = set()
+    for n, line in enumerate(text.split("\n"), 1):
+        if not line.strip():
+            continue
+        parts = line.strip().split(maxsplit=1)
+        if len(parts) < 2:
+            raise DataError(f"{path}:{n}: expected '<id> <text>', got {line.strip()!r}")
+        if parts[0] in seen:
+            raise DataError(f"{path}:{n}: id {parts[0]!r} repeated")
+        seen.add(parts[0])
+        items.append((parts[0], parts[1]))
+    if not items:
+        raise DataError(f"{path}: no '<id> <text>' lines")
+    return items
+
+
+def read_labels(path: str | Path) -> dict[str, str]:
+    """``<id> <label>`` per line (like Kaldi's utt2spk) -> {id: label}."""
+    out: dict[str, str] = {}
+    for n, line in enumerate(read_text_file(path).split("\n"), 1):
+        if not line.strip():
+            continue
+        parts = line.split()
+        if len(parts) != 2:
+            raise DataError(f"{path}:{n}: expected '<id> <label>', got {line.strip()!r}")
+        if parts[0] in out:
+            raise DataError(f"{path}:{n}: id {parts[0]!r} repeated")
+        out[parts[0]] = parts[1]
+    if not out:
+        raise DataError(f"{path}: no labels")
+    return out
+
+
+def sentence_items(docs: Sequence[Document]) -> list[tuple[str, str]]:
+    """One (id, sentence) per sentence, ids ``<document>-<nnnnn>`` (0-based)."""
+    return [(f"{d.name}-{i:05d}", s) for d in docs for i, s in enumerate(d.sentences)]
+
+
+# ---------------------------------------------------------------- token windows
+
+
+class TokenStore:
+    """Token sequences concatenated in one int32 tensor.
+
+    ``gather(seq_idx (B,), offset (B,), n) -> (B, n)`` int64 windows; ``sequence(i)``.
+    """
+
+    def __init__(self, names: Sequence[str], seqs: Sequence[Sequence[int]]) -> None:
+        self.names = list(names)
+        lengths = [len(s) for s in seqs]
+        self.lengths = torch.tensor(lengths, dtype=torch.long)
+        self.starts = torch.zeros(len(lengths), dtype=torch.long)
+        if lengths:
+            self.starts[1:] = torch.cumsum(self.lengths, 0)[:-1]
+        flat = np.zeros(int(sum(lengths)), dtype=np.int32)
+        pos = 0
+        for s in seqs:
+            flat[pos : pos + len(s)] = s
+            pos += len(s)
+        self.data = torch.from_numpy(flat)
+
+    @property
+    def total_tokens(self) -> int:
+        return int(self.lengths.sum())
+
+    def gather(self, seq_idx: Tensor, offset: Tensor, n: int) -> Tensor:
+        idx = (self.starts[seq_idx] + offset).unsqueeze(1) + torch.arange(n)
+        return self.data[idx].long()
+
+    def sequence(self, i: int) -> Tensor:
+        s, n = int(self.starts[i]), int(self.lengths[i])
+        return self.data[s : s + n].long()
+
+
+class SentenceStore:
+    """Documents as sequences of tokenised sentences.
+
+    ``lengths``: (D,) sentences per document. ``gather(doc_idx (B,), offset (B,), n)``
+    returns ``tokens`` (B, n, L) int64 zero-padded, and ``token_lengths`` (B, n), with L the
+    longest of the gathered sentences.
+    """
+
+    def __init__(self, names: Sequence[str], docs: Sequence[Sequence[Sequence[int]]]) -> None:
+        self.names = list(names)
+        self.lengths = torch.tensor([len(d) for d in docs], dtype=torch.long)
+        self.doc_start = torch.zeros(len(docs), dtype=torch.long)
+        if len(docs):
+            self.doc_start[1:] = torch.cumsum(self.lengths, 0)[:-1]
+        sents = [s for d in docs for s in d]
+        self.sent_store = TokenStore([str(i) for i in range(len(sents))], sents)
+
+    @property
+    def total_sentences(self) -> int:
+        return int(self.lengths.sum())
+
+    def gather(self, doc_idx: Tensor, offset: Tensor, n: int) -> tuple[Tensor, Tensor]:
+        sid = (self.doc_start[doc_idx] + offset).unsqueeze(1) + torch.arange(n)  # (B, n)
+        tl = self.sent_store.lengths[sid]  # (B, n)
+        width = max(1, int(tl.max()))
+        pos = torch.arange(width)
+        idx = self.sent_store.starts[sid].unsqueeze(-1) + pos  # (B, n, L)
+        valid = pos < tl.unsqueeze(-1)
+        idx = torch.where(valid, idx, torch.zeros_like(idx))
+        toks = self.sent_store.data[idx].long() * valid
+        return toks, tl
+
+
+def pad_sequences(seqs: Sequence[Sequence[int]]) -> tuple[Tensor, Tensor]:
+    """Zero-pad token lists: -> (B, N) int64 ids, (B,) lengths."""
+    lengths = torch.tensor([len(s) for s in seqs], dtype=torch.long)
+    out = torch.zeros(len(seqs), max(1, int(lengths.max()) if len(seqs) else 1), dtype=torch.long)
+    for i, s in enumerate(seqs):
+        out[i, : len(s)] = torch.as_tensor(list(s), dtype=torch.long)
+    return out, lengths
+
+
+def pad_sentence_docs(docs: Sequence[Sequence[Sequence[int]]]) -> tuple[Tensor, Tensor, Tensor]:
+    """Documents of tokenised sentences -> tokens (B, S, L), token_lengths (B, S),
+    sentence counts (B,); everything zero-padded."""
+    n_sent = torch.tensor([len(d) for d in docs], dtype=torch.long)
+    s_max = max(1, int(n_sent.max()) if len(docs) else 1)
+    l_max = max([1] + [len(s) for d in docs for s in d])
+    toks = torch.zeros(len(docs), s_max, l_max, dtype=torch.long)
+    tl = torch.zeros(len(docs), s_max, dtype=torch.long)
+    for i, d in enumerate(docs):
+        for j, s in enumerate(d):
+            toks[i, j, : len(s)] = torch.as_tensor(list(s), dtype=torch.long)
+            tl[i, j] = len(s)
+    return toks, tl, n_sent
+
+
+def keep_long_enough(
+    names: Sequence[str], lengths: Sequence[int], window: int, short: str, what: str,
+    notes: ReadNotes | None = None,
+) -> list[int]:
+    """Indices of sequences with at least ``window`` items; shorter ones raise (``short=
+    "error"``) or are skipped and recorded in ``notes`` (``short="skip"``)."""
+    keep = []
+    for i, (name, n) in enumerate(zip(names, lengths)):
+        if n >= window:
+            keep.append(i)
+            continue
+        if short == "error":
+            raise DataError(
+                f"document {name}: {n} {what}, shorter than the training window of {window}; "
+                "set data.short_documents=skip to leave such documents out, or use a "
+                "shorter data.window"
+            )
+        if notes is not None:
+            notes.short_documents.append(name)
+    if not keep:
+        raise DataError(f"no document has at least {window} {what} (data.window)")
+    return keep

@@ -1,0 +1,269 @@
+"""Text CPC models: token level and sentence level.
+
+**Token level** (``level: token``): token embedding -> strided 1-D conv encoder over the
+token sequence -> context (GRU, LSTM or causal Transformer, from
+:func:`cpc_seq.models.context.build_context`) -> k-step linear heads. The encoder pads on
+the left only (causal): with total stride S, frame t is computed from tokens
+``[S t - R + S, S (t+1))`` where R is the receptive field, so c_t never sees a token of a
+later frame. With the default kernel == stride the frames do not overlap at all: z_{t+k}
+for k >= 1 shares no token with what c_t has seen, so the InfoNCE task cannot be solved by
+matching tokens the context already knows. An input of N tokens gives
+``T = ceil(N / S)`` frames (the last one zero-padded).
+
+**Sentence level** (``level: sentence``, the CPC paper's NLP model): a sentence encoder
+(token embedding -> 1-D convs with "same" padding -> max or mean over the valid tokens)
+gives one z per sentence; a GRU (or any context) over consecutive sentences gives c; the
+heads predict the next k sentences' z, scored against the other sentences of the batch
+by :func:`cpc_seq.losses.kstep_infonce`.
+
+Shapes: token ids (B, N) int64, 0 = padding; token level z (B, T, D_z), c (B, T, D_c);
+sentence level tokens (B, S, L), z (B, S, D_z), c (B, S, D_c); predictions
+(B, T or S, K, D_z). Padded batches give the same valid outputs as one item at a time.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor, nn
+
+from cpc_seq.config import check
+from cpc_seq.models.context import CONTEXTS, build_context
+from cpc_seq.models.cpc import PredictionHeads
+from cpc_seq.models.encoder import ChannelNorm
+
+LEVELS = ("token", "sentence")
+POOLS = ("max", "mean")
+TEXT_NORMS = ("none", "channel")
+
+
+@dataclass
+class TextModelConfig:
+    """Architecture of a text CPC model, as plain data (stored in the checkpoint).
+
+    ``encoder_layers``: [[kernel, stride, channels], ...]. Token level: causal, total
+    stride = tokens per frame (default 4 tokens with two kernel==stride layers); sentence
+    level: "same" padding, usually stride 1, then pooled (``pool``). ``vocab_size`` is set
+    from the tokeniser when training starts (0 = not yet known).
+    """
+
+    level: str = "token"
+    vocab_size: int = 0
+    embed_dim: int = 64
+    encoder_layers: list[list[int]] = field(default_factory=lambda: [[2, 2, 256], [2, 2, 256]])
+    encoder_norm: str = "channel"
+    pool: str = "max"
+    context: str = "gru"
+    dim_c: int = 256
+    context_layers: int = 1
+    transformer_heads: int = 4
+    dropout: float = 0.0
+    n_steps: int = 6
+
+    def validate(self) -> None:
+        check(self.level in LEVELS, "model.level", f"one of {LEVELS}")
+        check(self.vocab_size >= 0, "model.vocab_size", "must be >= 0 (0 = from the tokenizer)")
+        check(self.embed_dim > 0, "model.embed_dim", "must be positive")
+        check(bool(self.encoder_layers), "model.encoder_layers", "needs at least one layer")
+        for i, spec in enumerate(self.encoder_layers):
+            check(len(spec) == 3 and all(int(v) > 0 for v in spec), f"model.encoder_layers[{i}]",
+                  "expected [kernel, stride, channels], all positive")
+            check(spec[0] >= spec[1], f"model.encoder_layers[{i}]",
+                  "kernel must be >= stride (no token may be skipped)")
+        check(self.encoder_norm in TEXT_NORMS, "model.encoder_norm", f"one of {TEXT_NORMS}")
+        check(self.pool in POOLS, "model.pool", f"one of {POOLS}")
+        check(self.context in CONTEXTS, "model.context", f"one of {CONTEXTS}")
+        check(self.dim_c > 0, "model.dim_c", "must be positive")
+        check(self.context_layers > 0, "model.context_layers", "must be positive")
+        check(self.n_steps > 0, "model.n_steps", "must be positive")
+        check(0.0 <= self.dropout < 1.0, "model.dropout", "must be in [0, 1)")
+        if self.context == "transformer":
+            check(self.dim_c % self.transformer_heads == 0, "model.transformer_heads",
+                  f"must divide dim_c={self.dim_c}")
+
+    @property
+    def stride(self) -> int:
+        """Tokens per output frame of the encoder."""
+        return math.prod(int(s[1]) for s in self.encoder_layers)
+
+
+class TokenConvEncoder(nn.Module):
+    """Token embedding + 1-D conv stack (Conv -> norm -> ReLU per layer).
+
+    ``causal=True`` pads each layer on the left by ``kernel - stride`` (token level);
+    ``causal=False`` splits the padding ``kernel - stride`` around ("same"-like; sentence
+    level). Inputs are padded to a multiple of the total stride, so N tokens give exactly
+    ``ceil(N / stride)`` frames. Frames past each layer's valid length are zeroed, so a
+    padded batch gives the same valid frames as each item alone.
+
+    ``forward(tokens (B, N), lengths (B,)) -> (z (B, T, C), frame_lengths (B,))``.
+    """
+
+    def __init__(
+        self, vocab_size: int, embed_dim: int, layers: Sequence[Sequence[int]],
+        norm: str = "channel", causal: bool = True,
+    ) -> None:
+        super().__init__()
+        if vocab_size < 2:
+            raise ValueError(f"vocab_size must be at least 2, got {vocab_size}")
+        self.embed = nn.Embedding(vocab_size, embed_dim, padding_idx=0)
+        self.specs = [tuple(int(v) for v in s) for s in layers]
+        self.causal = causal
+        convs, norms = [], []
+        c_in = embed_dim
+        for kernel, stride, channels in self.specs:
+            convs.append(nn.Conv1d(c_in, channels, kernel, stride=stride))
+            norms.append(ChannelNorm(channels) if norm == "channel" else nn.Identity())
+            c_in = channels
+        self.convs = nn.ModuleList(convs)
+        self.norms = nn.ModuleList(norms)
+        self.out_channels = c_in
+        self.stride = math.prod(s for _, s, _ in self.specs)
+
+    @property
+    def receptive_field(self) -> int:
+        """Tokens that one output frame depends on."""
+        rf, jump = 1, 1
+        for kernel, stride, _ in self.specs:
+            rf += (kernel - 1) * jump
+            jump *= stride
+        return rf
+
+    def frame_lengths(self, lengths: Tensor) -> Tensor:
+        """Valid frames for ``lengths`` tokens: ``ceil(lengths / stride)``."""
+        return torch.div(lengths + self.stride - 1, self.stride, rounding_mode="floor")
+
+    def forward(self, tokens: Tensor, lengths: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        bsz, n = tokens.shape
+        if lengths is None:
+            lengths = torch.full((bsz,), n, dtype=torch.long, device=tokens.device)
+        n_pad = -n % self.stride
+        if n_pad:
+            tokens = nn.functional.pad(tokens, (0, n_pad))
+        x = self.embed(tokens).transpose(1, 2)  # (B, E, N)
+        valid = lengths
+        for (kernel, stride, _), conv, norm in zip(self.specs, self.convs, self.norms):
+            extra = kernel - stride
+            left = extra if self.causal else extra // 2
+            x = nn.functional.pad(x, (left, extra - left))
+            x = torch.relu(norm(conv(x)))
+            valid = torch.div(valid + stride - 1, stride, rounding_mode="floor")
+            mask = torch.arange(x.shape[-1], device=x.device).unsqueeze(0) < valid.unsqueeze(1)
+            x = x * mask.unsqueeze(1).to(x.dtype)
+        return x.transpose(1, 2), valid
+
+
+@dataclass
+class TextCPCOutput:
+    """``z`` (B, T, D_z), ``c`` (B, T, D_c), ``lengths`` (B,) valid frames or sentences."""
+
+    z: Tensor
+    c: Tensor
+    lengths: Tensor
+
+
+class TokenCPC(nn.Module):
+    """Token-level CPC. ``model(tokens (B, N), lengths (B,)) -> TextCPCOutput`` (frames);
+    ``model.predict(c)`` -> (B, T, K, D_z)."""
+
+    level = "token"
+
+    def __init__(self, config: TextModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.encoder = TokenConvEncoder(config.vocab_size, config.embed_dim,
+                                        config.encoder_layers, config.encoder_norm, causal=True)
+        self.context = build_context(config.context, self.encoder.out_channels, config.dim_c,
+                                     config.context_layers, config.transformer_heads,
+                                     config.dropout)
+        self.heads = PredictionHeads(config.dim_c, self.encoder.out_channels, config.n_steps)
+        self.downsample_rate = self.encoder.stride
+
+    def forward(self, tokens: Tensor, lengths: Tensor | None = None) -> TextCPCOutput:
+        z, frames = self.encoder(tokens, lengths)
+        return TextCPCOutput(z=z, c=self.context(z), lengths=frames)
+
+    def predict(self, c: Tensor) -> Tensor:
+        return self.heads(c)
+
+
+class SentenceEncoder(nn.Module):
+    """Sentences -> one vector each: conv over token embeddings, pooled over valid frames.
+
+    ``forward(tokens (N, L), lengths (N,)) -> (N, D_z)``; a sentence of 0 tokens gives 0.
+    """
+
+    def __init__(self, config: TextModelConfig) -> None:
+        super().__init__()
+        self.conv = TokenConvEncoder(config.vocab_size, config.embed_dim, config.encoder_layers,
+                                     config.encoder_norm, causal=False)
+        self.pool = config.pool
+        self.out_channels = self.conv.out_channels
+
+    def forward(self, tokens: Tensor, lengths: Tensor) -> Tensor:
+        h, frames = self.conv(tokens, lengths)  # (N, T, C)
+        mask = (torch.arange(h.shape[1], device=h.device).unsqueeze(0)
+                < frames.unsqueeze(1)).unsqueeze(-1)
+        if self.pool == "mean":
+            return (h * mask).sum(1) / frames.clamp_min(1).unsqueeze(1).to(h.dtype)
+        # ReLU outputs are >= 0, so zeros at padded frames never win the max.
+        return (h * mask).amax(1)
+
+
+class SentenceCPC(nn.Module):
+    """Sentence-level CPC.
+
+    ``model(tokens (B, S, L), token_lengths (B, S), sent_lengths (B,)) -> TextCPCOutput``
+    with z (B, S, D_z) (zero for padded sentences), c (B, S, D_c), lengths = sentence
+    counts. ``model.predict(c)`` -> (B, S, K, D_z); ``model.embed(tokens (N, L),
+    lengths (N,))`` -> (N, D_z) sentence embeddings.
+    """
+
+    level = "sentence"
+    downsample_rate = 1
+
+    def __init__(self, config: TextModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.encoder = SentenceEncoder(config)
+        self.context = build_context(config.context, self.encoder.out_channels, config.dim_c,
+                                     config.context_layers, config.transformer_heads,
+                                     config.dropout)
+        self.heads = PredictionHeads(config.dim_c, self.encoder.out_channels, config.n_steps)
+
+    def embed(self, tokens: Tensor, lengths: Tensor) -> Tensor:
+        return self.encoder(tokens, lengths)
+
+    def forward(
+        self, tokens: Tensor, token_lengths: Tensor, sent_lengths: Tensor | None = None
+    ) -> TextCPCOutput:
+        bsz, n_sent, width = tokens.shape
+        if sent_lengths is None:
+            sent_lengths = torch.full((bsz,), n_sent, dtype=torch.long, device=tokens.device)
+        valid = (torch.arange(n_sent, device=tokens.device).unsqueeze(0)
+                 < sent_lengths.unsqueeze(1))  # (B, S)
+        flat_tok = tokens.reshape(bsz * n_sent, width)[valid.reshape(-1)]
+        flat_len = token_lengths.reshape(-1)[valid.reshape(-1)]
+        zv = self.encoder(flat_tok, flat_len)
+        z = zv.new_zeros(bsz * n_sent, zv.shape[1])
+        z[valid.reshape(-1)] = zv
+        z = z.view(bsz, n_sent, -1)
+        return TextCPCOutput(z=z, c=self.context(z), lengths=sent_lengths)
+
+    def predict(self, c: Tensor) -> Tensor:
+        return self.heads(c)
+
+
+TextCPC = TokenCPC | SentenceCPC
+
+
+def build_text_model(config: TextModelConfig) -> TokenCPC | SentenceCPC:
+    """Build the model of ``config.level`` (``config.vocab_size`` must be set)."""
+    if config.vocab_size < 2:
+        raise ValueError("model.vocab_size must be set (from the tokenizer) before building")
+    if config.level == "token":
+        return TokenCPC(config)
+    return SentenceCPC(config)
