@@ -108,6 +108,17 @@ def _add_validate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--allow-pipes", action="store_true")
 
 
+def _add_abx(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("abx", help="ABX phone discriminability (ZeroSpeech .item format)")
+    p.add_argument("--feats", required=True, help="scp:F.scp | npy:DIR (keys = item file ids)")
+    p.add_argument("--item", required=True, help="ZeroSpeech / Libri-light .item file")
+    p.add_argument("--mode", choices=["within", "across", "both"], default="both")
+    p.add_argument("--distance", choices=["angular", "cosine", "euclidean"], default="angular",
+                   help="angular = acos(cos)/pi, what ZeroSpeech/Libri-light call cosine")
+    p.add_argument("--frame-rate", type=float, default=100.0, help="frames per second")
+    p.add_argument("--out", help="write the result as JSON here")
+
+
 def _add_table(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("table", help="print a markdown table from probe result.json files")
     p.add_argument("results", nargs="+")
@@ -120,6 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_extract(sub)
     _add_probe(sub)
     _add_validate(sub)
+    _add_abx(sub)
     _add_table(sub)
     return parser
 
@@ -308,6 +320,25 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_abx(args: argparse.Namespace) -> int:
+    from cpc_seq.checkpoint import atomic_write
+    from cpc_seq.probes.abx import abx_error, read_item_file
+
+    feats = read_features(args.feats)
+    items = read_item_file(args.item)
+    modes = ["within", "across"] if args.mode == "both" else [args.mode]
+    results = {}
+    for mode in modes:
+        r = abx_error(feats, items, mode=mode, distance=args.distance, frame_rate=args.frame_rate)
+        results[mode] = r
+        print(f"ABX {mode}-speaker error ({args.distance}): {100 * r['error']:.2f}% "
+              f"({r['n_triplets']} triplets)")
+    if args.out:
+        with atomic_write(args.out, "w") as f:
+            json.dump(results, f, indent=1)
+    return 0
+
+
 def cmd_table(args: argparse.Namespace) -> int:
     rows: list[dict[str, Any]] = []
     for path in args.results:
@@ -325,7 +356,7 @@ def cmd_table(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"train": cmd_train, "extract": cmd_extract, "probe": cmd_probe, "table": cmd_table,
-            "validate-data": cmd_validate}
+            "validate-data": cmd_validate, "abx": cmd_abx}
 
 
 def main(argv: list[str] | None = None) -> int:

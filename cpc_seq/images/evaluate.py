@@ -25,7 +25,7 @@ from tqdm import tqdm
 from cpc_seq.checkpoint import atomic_write
 from cpc_seq.errors import ConfigError, DataError
 from cpc_seq.images.amdim import AMDIMModel
-from cpc_seq.images.data import ImageArrays, load_dataset, prepare
+from cpc_seq.images.data import load_dataset, prepare
 from cpc_seq.images.dim import DIMModel
 from cpc_seq.images.train import load_image_model
 from cpc_seq.probes.linear import (
@@ -137,8 +137,7 @@ def run_probes(
     if grid < 1:
         raise ConfigError(f"grid must be >= 1, got {grid}")
     root = data_root or cfg.data.root or None
-    probe_split = "train" if dataset != "stl10" or cfg.data.train_split != "unlabeled" else "train"
-    train = load_dataset(dataset, root, probe_split, download)
+    train = load_dataset(dataset, root, "train", download)  # the labelled training split
     train = train.subset(opt.train_subset, seed=opt.seed)
     test = load_dataset(dataset, root, "test", download)
     for split, d in (("train", train), ("test", test)):
@@ -186,7 +185,3 @@ def format_table(results: Sequence[dict[str, Any]], title: str = "") -> str:
                      f"{100 * r['train_accuracy']:.2f} % |")
     return "\n".join(lines) + "\n"
 
-
-def subset_images(data: ImageArrays, n: int, seed: int = 0) -> ImageArrays:
-    """Alias of :meth:`ImageArrays.subset` (kept for scripts)."""
-    return data.subset(n, seed)

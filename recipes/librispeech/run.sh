@@ -1,0 +1,92 @@
+#!/usr/bin/env bash
+# recipes/librispeech/run.sh: the CPC paper's experiment on LibriSpeech train-clean-100:
+# train the paper preset, extract c, then a 41-class frame-level phone probe and a
+# 251-speaker probe with the paper's split files, against MFCC and random init.
+#
+# Expected (CPC paper, linear probes on c): phone 64.6 % (MFCC 39.7, random init 27.6,
+# supervised 74.6); speaker 97.4 % (MFCC 17.6). Training the paper config takes GPU-days.
+#
+# Usage: recipes/librispeech/run.sh [--db DIR] [--align DIR] [--exp DIR] [--stage N] [--stop-stage M]
+#   --db DIR     where LibriSpeech is / goes (default downloads/librispeech); a local
+#                copy in the corpus layout works too (the tests use ../shared/data/librispeech-sample)
+#   --align DIR  converted_aligned_phones.txt, train_split.txt, test_split.txt
+#                (default DB/alignments)
+#   stage 0: download train-clean-100 (openslr.org/12) and the alignments (local/download.sh)
+#   stage 1: prepare Kaldi data dirs and labels (local/prepare_data.py)
+#   stage 2: train CPC (conf/cpc.yaml; TRAIN_OVERRIDES="key=value ..." to change it)
+#   stage 3: extract CPC c, random-init c, MFCC (+ no-CMVN MFCC for speakers)
+#   stage 4: phone probe (41 classes, paper's split files)
+#   stage 5: speaker probe (utterance and window level) and the table
+# Finished stages leave EXP/.done.N and are skipped on a rerun; logs in EXP/log/.
+
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+stage=0
+stop_stage=5
+db=downloads/librispeech
+align=
+exp=exp/librispeech
+conf=recipes/librispeech/conf/cpc.yaml
+. recipes/common/parse_options.sh
+align=${align:-$db/alignments}
+
+cpc() { python -m cpc_seq "$@"; }
+data=$exp/data
+feats=$exp/feats
+ckpt=$exp/cpc/last.pt
+
+stage0() {
+  if [ -f "$align/converted_aligned_phones.txt" ] && find "$db" -name "*.flac" -print -quit | grep -q .; then
+    log "found audio under $db and alignments in $align; nothing to download"
+  else
+    bash recipes/librispeech/local/download.sh "$db"
+  fi
+}
+stage1() {
+  python recipes/librispeech/local/prepare_data.py "$db" "$align" "$data"
+  cpc validate-data "$data/all" --labels "$data/labels.txt" --phones "$data/phones.txt"
+}
+stage2() {
+  # shellcheck disable=SC2086
+  cpc train --config "$conf" data.train="$data/train" train.out_dir="$exp/cpc" ${TRAIN_OVERRIDES:-}
+}
+stage3() {
+  local src="scp:$data/all/wav.scp"
+  cpc extract --ckpt "$ckpt" --layer c --skip-existing \
+    --write-num-frames "ark,t:$feats/c.utt2num_frames" "$src" "ark,scp:$feats/c.ark,$feats/c.scp"
+  cpc extract --ckpt "$ckpt" --layer c --random-init --skip-existing "$src" "ark,scp:$feats/rand_c.ark,$feats/rand_c.scp"
+  cpc extract --mfcc --skip-existing "$src" "ark,scp:$feats/mfcc.ark,$feats/mfcc.scp"
+  cpc extract --mfcc --no-cmvn --skip-existing "$src" "ark,scp:$feats/mfcc_raw.ark,$feats/mfcc_raw.scp"
+}
+split_args=(--train-split "$data/train_split.txt" --test-split "$data/test_split.txt")
+stage4() {
+  for entry in "c:CPC c" "mfcc:MFCC+d+dd (CMVN)" "rand_c:random-init c"; do
+    cpc probe phone --no-progress --feats "scp:$feats/${entry%%:*}.scp" "${split_args[@]}" \
+      --labels "$data/labels.txt" --phones "$data/phones.txt" \
+      --out "$exp/probe/phone_${entry%%:*}" --name "${entry#*:}"
+  done
+}
+stage5() {
+  for level in utterance window; do
+    for entry in "c:CPC c" "mfcc_raw:MFCC+d+dd (no CMVN)" "rand_c:random-init c"; do
+      cpc probe speaker --no-progress --level $level --feats "scp:$feats/${entry%%:*}.scp" \
+        "${split_args[@]}" --utt2spk "$data/all/utt2spk" \
+        --out "$exp/probe/speaker_${level}_${entry%%:*}" --name "${entry#*:}"
+    done
+  done
+  cpc table "$exp"/probe/phone_*/result.json "$exp"/probe/speaker_*/result.json > "$exp/table.md.tmp"
+  mv "$exp/table.md.tmp" "$exp/table.md"
+}
+
+mkdir -p "$exp"
+run_stage 0 "download" stage0
+run_stage 1 "prepare data" stage1
+run_stage 2 "train CPC ($conf)" stage2
+run_stage 3 "extract features" stage3
+run_stage 4 "phone probe" stage4
+run_stage 5 "speaker probe" stage5
+if [ "$stop_stage" -ge 5 ] && [ -f "$exp/table.md" ]; then
+  log "results (paper: phone 64.6 / MFCC 39.7 / random 27.6; speaker 97.4 / MFCC 17.6):"
+  cat "$exp/table.md"
+fi
