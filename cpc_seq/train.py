@@ -23,8 +23,10 @@ from typing import Any
 
 import torch
 import yaml
+from torch import nn
 from tqdm import tqdm
 
+from cpc_seq import distributed
 from cpc_seq.checkpoint import atomic_write, load_checkpoint, save_checkpoint
 from cpc_seq.config import apply_overrides, check, from_dict, load_yaml, to_dict
 from cpc_seq.data.windows import WaveStore, WindowSampler, fixed_windows, normalize_windows
@@ -53,11 +55,16 @@ class DataConfig:
 
 @dataclass
 class LossConfig:
-    """k-step InfoNCE options; see :mod:`cpc_seq.losses.kstep` for the negative modes."""
+    """k-step InfoNCE options; see :mod:`cpc_seq.losses.kstep` for the negative modes.
+
+    ``cross_rank``: under torchrun, draw candidates from the z of every process's
+    shard (all-gather with gradients), so N processes compute the 1-process loss.
+    """
 
     negatives: str = "all"
     n_negatives: int = 128
     exclude_positive: bool = True
+    cross_rank: bool = False
 
     def validate(self) -> None:
         check(self.negatives in NEGATIVE_MODES, "loss.negatives", f"one of {NEGATIVE_MODES}")
@@ -189,6 +196,18 @@ def load_waves(
     return WaveStore(utts, waves)
 
 
+class _TrainStep(nn.Module):
+    """Forward used for training (what DDP wraps): waves -> (z, frame_lengths, predictions)."""
+
+    def __init__(self, model: CPCModel) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        z, c, frame_lengths = self.model(x)
+        return z, frame_lengths, self.model.predict(c)
+
+
 class Trainer:
     """Owns model, optimizer, data and the loop state; ``run()`` trains to ``train.steps``."""
 
@@ -198,13 +217,27 @@ class Trainer:
         if run.threads:
             torch.set_num_threads(run.threads)
         self.device = resolve_device(run.device)
+        self.dist = distributed.init_from_env(self.device.type)
+        if self.dist.enabled:
+            if self.device.type == "cuda":
+                self.device = torch.device("cuda", self.dist.local_rank)
+            if cfg.data.batch_size % self.dist.world:
+                raise ConfigError(f"data.batch_size={cfg.data.batch_size} (the global batch) must "
+                                  f"divide by the {self.dist.world} processes")
+            run.progress = run.progress and self.dist.is_main
         self.out = Path(run.out_dir)
         torch.manual_seed(run.seed)
         self.model: CPCModel = build_model(cfg.model).to(self.device)
+        self.step_module: nn.Module = _TrainStep(self.model)
+        if self.dist.enabled:
+            self.step_module = nn.parallel.DistributedDataParallel(
+                self.step_module, device_ids=[self.device.index] if self.device.type == "cuda"
+                else None)
         self.opt = torch.optim.Adam(
             self.model.parameters(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay
         )
-        self.neg_gen = torch.Generator(device=self.device).manual_seed(run.seed + 17)
+        self.neg_gen = torch.Generator(device=self.device).manual_seed(
+            run.seed + 17 + 1000 * self.dist.rank)
         self.step = 0
         self.epoch = 0
         self.batch_in_epoch = 0
@@ -220,7 +253,7 @@ class Trainer:
             self.train_store.lengths, cfg.data.window, cfg.data.batch_size, run.seed
         )
         self.dev_store = None
-        if cfg.data.dev:
+        if cfg.data.dev and self.dist.is_main:
             self.dev_store = load_waves(
                 cfg.data.dev, cfg.data.window, "skip", cfg.data.allow_pipes,
                 cfg.model.sample_rate, run.progress, "dev",
@@ -262,22 +295,30 @@ class Trainer:
         tqdm.write(f"resumed from {path} at step {self.step}")
 
     def save(self, name: str) -> None:
-        save_checkpoint(self.state(), self.out / name)
+        if self.dist.is_main:
+            save_checkpoint(self.state(), self.out / name)
 
     # -- one step ----------------------------------------------------------------------
     def _batch(self, store: WaveStore, utt: torch.Tensor, off: torch.Tensor) -> torch.Tensor:
         x = store.gather(utt, off, self.cfg.data.window)
         return normalize_windows(x).to(self.device, non_blocking=True)
 
-    def _loss(self, x: torch.Tensor):
+    def _loss(self, x: torch.Tensor, training: bool = True):
         amp = self.cfg.train.precision == "bf16"
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=amp):
-            z, c, frame_lengths = self.model(x)
-            pred = self.model.predict(c)
+            module = self.step_module if training else _TrainStep(self.model)
+            z, frame_lengths, pred = module(x)
+            extra = {}
+            if training and self.dist.enabled and self.cfg.loss.cross_rank:
+                extra = {
+                    "candidates": distributed.gather_with_grad(z),
+                    "candidate_lengths": distributed.gather_with_grad(frame_lengths),
+                    "query_offset": self.dist.rank * z.shape[0],
+                }
             return kstep_infonce(
                 pred, z, frame_lengths, negatives=self.cfg.loss.negatives,
                 n_negatives=self.cfg.loss.n_negatives,
-                exclude_positive=self.cfg.loss.exclude_positive, generator=self.neg_gen,
+                exclude_positive=self.cfg.loss.exclude_positive, generator=self.neg_gen, **extra,
             )
 
     @torch.no_grad()
@@ -293,7 +334,8 @@ class Trainer:
         for i in range(0, len(utt), bs):
             if len(utt[i : i + bs]) < 2 and self.cfg.loss.negatives != "same_sequence":
                 continue
-            out = self._loss(self._batch(self.dev_store, utt[i : i + bs], off[i : i + bs]))
+            out = self._loss(self._batch(self.dev_store, utt[i : i + bs], off[i : i + bs]),
+                             training=False)
             losses.append(float(out.loss))
             accs.append(float(out.step_acc.mean()))
         self.neg_gen.set_state(g_state)
@@ -308,9 +350,11 @@ class Trainer:
 
         cfg, run = self.cfg, self.cfg.train
         self.out.mkdir(parents=True, exist_ok=True)
-        with atomic_write(self.out / "config.yaml", "w") as f:
-            yaml.safe_dump(to_dict(cfg), f, sort_keys=False)
-        self.writer = SummaryWriter(str(self.out / "tb"), purge_step=self.step or None)
+        if self.dist.is_main:
+            with atomic_write(self.out / "config.yaml", "w") as f:
+                yaml.safe_dump(to_dict(cfg), f, sort_keys=False)
+        self.writer = SummaryWriter(str(self.out / "tb"), purge_step=self.step or None) \
+            if self.dist.is_main else None
         audio_per_batch = cfg.data.batch_size * cfg.data.window / cfg.model.sample_rate
         plan = self.sampler.epoch_plan(self.epoch)
         self.model.train()
@@ -327,6 +371,10 @@ class Trainer:
                     self.batch_in_epoch = 0
                     plan = self.sampler.epoch_plan(self.epoch)
                 utt, off = plan[0][self.batch_in_epoch], plan[1][self.batch_in_epoch]
+                if self.dist.enabled:  # this rank's contiguous share of the global batch
+                    share = len(utt) // self.dist.world
+                    lo = self.dist.rank * share
+                    utt, off = utt[lo : lo + share], off[lo : lo + share]
                 self.batch_in_epoch += 1
                 lr = lr_at(self.step, cfg.optim, run.steps)
                 for group in self.opt.param_groups:
@@ -339,7 +387,10 @@ class Trainer:
                                                            cfg.optim.grad_clip)
                 else:
                     gnorm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), float("inf"))
-                if not (torch.isfinite(out.loss) and torch.isfinite(gnorm)):
+                bad = not bool(torch.isfinite(out.loss) and torch.isfinite(gnorm))
+                if self.dist.enabled:
+                    bad = distributed.any_rank(bad, self.device)
+                if bad:
                     self.bad_in_row += 1
                     tqdm.write(f"warning: step {self.step}: non-finite loss or gradient; "
                                f"step skipped ({self.bad_in_row} in a row)")
@@ -370,10 +421,11 @@ class Trainer:
                         metrics[f"step_loss/k{k + 1:02d}"] = float(out.step_loss[k])
                         metrics[f"step_acc/k{k + 1:02d}"] = float(out.step_acc[k])
                         metrics[f"step_mi/k{k + 1:02d}"] = float(out.step_mi[k])
-                    for key, val in metrics.items():
-                        self.writer.add_scalar(key, val, self.step)
-                    with open(log_path, "a", encoding="utf-8") as f:
-                        f.write(json.dumps({"step": self.step, **metrics}) + "\n")
+                    if self.writer is not None:
+                        for key, val in metrics.items():
+                            self.writer.add_scalar(key, val, self.step)
+                        with open(log_path, "a", encoding="utf-8") as f:
+                            f.write(json.dumps({"step": self.step, **metrics}) + "\n")
                     bar.set_postfix(loss=f"{metrics['train/loss']:.3f}",
                                     acc=f"{metrics['train/acc']:.3f}",
                                     audio_s_per_s=f"{speed:.1f}")
@@ -381,7 +433,8 @@ class Trainer:
                                                    or self.step == run.steps):
                     dev = self.evaluate()
                     for key, val in dev.items():
-                        self.writer.add_scalar(key, val, self.step)
+                        if self.writer is not None:
+                            self.writer.add_scalar(key, val, self.step)
                     metrics.update(dev)
                     if dev and dev["dev/loss"] < self.best_dev:
                         self.best_dev = dev["dev/loss"]
@@ -394,10 +447,25 @@ class Trainer:
                     break
         finally:
             bar.close()
-            self.writer.close()
+            if self.writer is not None:
+                self.writer.close()
         return metrics
 
 
 def train(cfg: ExperimentConfig, resume: bool = False) -> dict[str, float]:
     """Train a CPC model as configured; returns the last logged metrics."""
-    return Trainer(cfg, resume=resume).run()
+    try:
+        return Trainer(cfg, resume=resume).run()
+    finally:
+        distributed.shutdown()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m cpc_seq.train`` (for ``torchrun -m cpc_seq.train``): same as ``cpc-seq train``."""
+    from cpc_seq.cli import main as cli_main
+
+    return cli_main(["train", *(argv if argv is not None else __import__("sys").argv[1:])])
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -84,15 +84,18 @@ def sample_negatives(
     lengths: Tensor,
     exclude_positive: bool,
     generator: torch.Generator | None = None,
+    query_offset: int = 0,
 ) -> Tensor:
-    """Flat candidate indices (into B*T) of the negatives for step k.
+    """Flat candidate indices (into the candidates' B_c*T frames) of the negatives for step k.
 
-    Returns (B*(T-k), n) int64. ``lengths``: (B,) valid frames per sequence.
+    Queries are the ``batch`` sequences starting at candidate sequence ``query_offset``
+    (0 unless candidates were gathered from other processes). ``lengths``: (B_c,) valid
+    frames of every candidate sequence. Returns (batch*(T-k), n) int64.
     """
     device = lengths.device
-    pos = positive_index(batch, frames, k, device)  # (Q,)
+    pos = positive_index(batch, frames, k, device) + query_offset * frames  # (Q,)
     q = pos.numel()
-    b_of_q = torch.arange(batch, device=device).repeat_interleave(frames - k)  # (Q,)
+    b_of_q = torch.arange(batch, device=device).repeat_interleave(frames - k) + query_offset
     n_same = {"same_sequence": n, "cross_batch": 0, "mixed": (n + 1) // 2}[mode]
     n_cross = n - n_same
     parts = []
@@ -125,6 +128,9 @@ def kstep_infonce(
     n_negatives: int = 128,
     exclude_positive: bool = True,
     generator: torch.Generator | None = None,
+    candidates: Tensor | None = None,
+    candidate_lengths: Tensor | None = None,
+    query_offset: int = 0,
 ) -> KStepOutput:
     """k-step InfoNCE loss.
 
@@ -137,6 +143,10 @@ def kstep_infonce(
         n_negatives: N for the sampled modes (ignored for ``all``).
         exclude_positive: never draw the positive as one of its own negatives.
         generator: RNG for the sampled modes (reproducibility).
+        candidates: (B_c, T, D) frames to draw positives and negatives from instead of
+            ``z`` - e.g. z gathered from every process (cross-rank negatives); the
+            queries are candidate sequences ``query_offset .. query_offset + B - 1``.
+        candidate_lengths: (B_c,) valid frames of ``candidates``.
 
     Returns:
         :class:`KStepOutput`.
@@ -152,10 +162,15 @@ def kstep_infonce(
     if lengths is None:
         lengths = torch.full((bsz,), frames, device=device, dtype=torch.long)
     lengths = lengths.to(device=device, dtype=torch.long)
-    z_flat = z.reshape(bsz * frames, dim)
+    if candidates is None:
+        candidates, candidate_lengths, query_offset = z, lengths, 0
+    elif candidate_lengths is None:
+        candidate_lengths = torch.full((candidates.shape[0],), frames, device=device)
+    cand_lengths = candidate_lengths.to(device=device, dtype=torch.long)
+    z_flat = candidates.reshape(-1, dim)
     frame_ids = torch.arange(frames, device=device)
-    cand_valid = (frame_ids.unsqueeze(0) < lengths.unsqueeze(1)).reshape(-1)  # (B*T,)
-    n_valid = int(lengths.sum())  # one host sync per call (needed for N anyway)
+    cand_valid = (frame_ids.unsqueeze(0) < cand_lengths.unsqueeze(1)).reshape(-1)  # (B_c*T,)
+    n_valid = int(cand_lengths.sum())  # one host sync per call (needed for N anyway)
     if negatives == "all":
         num_candidates = n_valid
     else:
@@ -165,7 +180,7 @@ def kstep_infonce(
     losses, accs, mis = [], [], []
     for k in range(1, n_steps + 1):
         q_pred = pred[:, : frames - k, k - 1].reshape(-1, dim)  # (Q, D)
-        pos = positive_index(bsz, frames, k, device)  # (Q,)
+        pos = positive_index(bsz, frames, k, device) + query_offset * frames  # (Q,)
         q_valid = (frame_ids[: frames - k].unsqueeze(0) + k < lengths.unsqueeze(1)).reshape(-1)
         scores = (q_pred @ z_flat.t()).float()  # (Q, B*T)
         if negatives == "all":
@@ -173,7 +188,8 @@ def kstep_infonce(
             target = pos
         else:
             neg_idx = sample_negatives(
-                negatives, n_negatives, bsz, frames, k, lengths, exclude_positive, generator
+                negatives, n_negatives, bsz, frames, k, cand_lengths, exclude_positive,
+                generator, query_offset,
             )
             cols = torch.cat([pos.unsqueeze(1), neg_idx], dim=1)  # (Q, N+1), positive first
             logits = scores.gather(1, cols)

@@ -93,7 +93,7 @@ def stack(
         if labels[key] not in index:
             unknown += 1
             continue
-        f = torch.as_tensor(np.asarray(feats[key]), dtype=torch.float32)
+        f = torch.tensor(np.asarray(feats[key]), dtype=torch.float32)
         if f.dim() == 1:
             f = f.unsqueeze(0)
         if f.dim() != 2 or f.shape[0] == 0:
