@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -188,9 +189,10 @@ def load_waves(
         utts.append(utt)
         waves.append(w)
     for line in notes.summary():
-        tqdm.write(f"[{role}] {line}")
+        tqdm.write(f"[{role}] {line}", file=sys.stderr)
     if skipped:
-        tqdm.write(f"[{role}] skipped {len(skipped)} utterances shorter than {window} samples")
+        tqdm.write(f"[{role}] skipped {len(skipped)} utterances shorter than {window} samples",
+                   file=sys.stderr)
     if not utts:
         raise DataError(f"{data_dir}: no utterance is at least {window} samples long")
     return WaveStore(utts, waves)
@@ -292,7 +294,7 @@ class Trainer:
         self.neg_gen.set_state(st["rng_neg"].cpu() if self.device.type == "cpu" else st["rng_neg"])
         if st.get("rng_cuda") is not None and self.device.type == "cuda":
             torch.cuda.set_rng_state(st["rng_cuda"].cpu())
-        tqdm.write(f"resumed from {path} at step {self.step}")
+        tqdm.write(f"resumed from {path} at step {self.step}", file=sys.stderr)
 
     def save(self, name: str) -> None:
         if self.dist.is_main:
@@ -393,7 +395,7 @@ class Trainer:
                 if bad:
                     self.bad_in_row += 1
                     tqdm.write(f"warning: step {self.step}: non-finite loss or gradient; "
-                               f"step skipped ({self.bad_in_row} in a row)")
+                               f"step skipped ({self.bad_in_row} in a row)", file=sys.stderr)
                     self.opt.zero_grad(set_to_none=True)
                     if self.bad_in_row >= run.max_bad_steps:
                         raise CpcSeqError(
@@ -442,7 +444,8 @@ class Trainer:
                 if self.step % run.save_every == 0 or self.step == run.steps:
                     self.save("last.pt")
                 if run.max_minutes and (time.perf_counter() - t_start) > 60 * run.max_minutes:
-                    tqdm.write(f"train.max_minutes={run.max_minutes} reached at step {self.step}")
+                    tqdm.write(f"train.max_minutes={run.max_minutes} reached at step {self.step}",
+                               file=sys.stderr)
                     self.save("last.pt")
                     break
         finally:

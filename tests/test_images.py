@@ -500,7 +500,7 @@ def test_cli_train_and_probe_table(tmp_path: Path, capsys) -> None:
     res = json.loads((tmp_path / "probe" / "raw" / "result.json").read_text())
     assert res["feature_dim"] == 784 and res["n"] == 32
     assert (tmp_path / "probe" / "rand_local" / "confusion.png").is_file()
-    assert (tmp_path / "probe" / "table.md").read_text().count("\n| ") == 5
+    assert (tmp_path / "probe" / "table.md").read_text().count("\n| ") == 6  # header + 5 rows
 
 
 def test_cli_user_errors_exit_2(tmp_path: Path, capsys) -> None:

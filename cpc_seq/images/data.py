@@ -94,8 +94,9 @@ NORMALIZATION: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
 }
 
 FASHION_MNIST_LAYOUT = (
-    "expected {train,t10k}-images-idx3-ubyte[.gz] ((N, 28, 28) uint8) and "
-    "{train,t10k}-labels-idx1-ubyte[.gz] ((N,) uint8); install them with "
+    "expected train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz, "
+    "t10k-images-idx3-ubyte.gz, t10k-labels-idx1-ubyte.gz (gzipped or not; images "
+    "(N, 28, 28) uint8, labels (N,) uint8 in 0..9); install them with "
     "'apt-get install dataset-fashion-mnist' (-> /usr/share/datasets/fashion-mnist/)"
 )
 CIFAR10_LAYOUT = (

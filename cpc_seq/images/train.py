@@ -193,6 +193,18 @@ def build_model(cfg: ImageExperimentConfig, channels: int, size: int) -> DIMMode
     return build_amdim(cfg.amdim, channels, size)
 
 
+def _load(path: str | Path, device: str | torch.device) -> dict[str, Any]:
+    """:func:`load_checkpoint`, with any other failure of a corrupt file (e.g. a
+    ``struct.error`` from a truncated pickle) turned into a :class:`CheckpointError`."""
+    try:
+        return load_checkpoint(path, map_location=device)
+    except CpcSeqError:
+        raise
+    except Exception as e:  # corrupt files fail in many ways inside torch.load
+        raise CheckpointError(f"{path}: not a readable checkpoint ({type(e).__name__}: {e})") \
+            from None
+
+
 def load_image_model(path: str | Path, random_init: bool = False, seed: int = 0,
                      device: str | torch.device = "cpu"
                      ) -> tuple[DIMModel | AMDIMModel, ImageExperimentConfig, dict[str, Any]]:
@@ -203,7 +215,7 @@ def load_image_model(path: str | Path, random_init: bool = False, seed: int = 0,
     its config and the checkpoint's ``input`` record (``channels``, ``image_size``,
     ``dataset``).
     """
-    st = load_checkpoint(path, map_location=device)
+    st = _load(path, device)
     if st.get("kind") not in KINDS:
         raise CheckpointError(
             f"{path}: a {st.get('kind')!r} checkpoint, not an image model (dim or amdim)"
@@ -306,7 +318,7 @@ class ImageTrainer:
         path = self.out / "last.pt"
         if not path.exists():
             raise CpcSeqError(f"--resume: no checkpoint {path} to resume from")
-        st = load_checkpoint(path, map_location=self.device)
+        st = _load(path, self.device)
         mine = to_dict(self.cfg)
         if st.get("kind") != self.cfg.kind or st["config"].get(self.cfg.kind) != mine[self.cfg.kind]:
             raise ConfigError(f"--resume: model config differs from the one in {path}")
