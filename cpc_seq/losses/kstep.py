@@ -75,6 +75,48 @@ def _uniform_below(high: Tensor, shape: tuple[int, ...], generator: torch.Genera
     return (u * high).long().clamp_max(high - 1).clamp_min(0)
 
 
+def _sample_block(
+    mode: str,
+    n: int,
+    pos_t: Tensor,
+    seq: Tensor,
+    frames: int,
+    lengths: Tensor,
+    exclude_positive: bool,
+    generator: torch.Generator | None,
+) -> Tensor:
+    """Negatives for a block of queries.
+
+    ``pos_t``: (..., ) frame of each query's positive within its sequence; ``seq``:
+    candidate sequence of each query (broadcastable to ``pos_t``); ``lengths``: (B_c,)
+    valid frames per candidate sequence. Returns (..., n) flat indices into B_c*T.
+    """
+    shape = torch.broadcast_shapes(pos_t.shape, seq.shape)
+    pos_t, seq = pos_t.expand(shape), seq.expand(shape)
+    n_same = {"same_sequence": n, "cross_batch": 0, "mixed": (n + 1) // 2}[mode]
+    n_cross = n - n_same
+    parts = []
+    if n_same:
+        seq_len = lengths[seq].unsqueeze(-1)  # (..., 1)
+        pool = seq_len - 1 if exclude_positive else seq_len
+        j = _uniform_below(pool.clamp_min(1), (*shape, n_same), generator)
+        if exclude_positive:
+            j = j + (j >= pos_t.unsqueeze(-1)).long()
+        parts.append(seq.unsqueeze(-1) * frames + j)
+    if n_cross:
+        device = lengths.device
+        valid = (torch.arange(frames, device=device).unsqueeze(0) < lengths.unsqueeze(1)).reshape(-1)
+        valid_idx = valid.nonzero().squeeze(1)  # sorted flat indices of valid frames
+        m = valid_idx.numel()
+        pool = torch.full((1,), m - 1 if exclude_positive else m, device=device)
+        r = _uniform_below(pool.clamp_min(1), (*shape, n_cross), generator)
+        if exclude_positive:
+            rank = torch.searchsorted(valid_idx, (seq * frames + pos_t).reshape(-1)).view(shape)
+            r = r + (r >= rank.unsqueeze(-1)).long()
+        parts.append(valid_idx[r.clamp_max(m - 1)])
+    return torch.cat(parts, dim=-1)
+
+
 def sample_negatives(
     mode: str,
     n: int,
@@ -89,35 +131,20 @@ def sample_negatives(
     """Flat candidate indices (into the candidates' B_c*T frames) of the negatives for step k.
 
     Queries are the ``batch`` sequences starting at candidate sequence ``query_offset``
-    (0 unless candidates were gathered from other processes). ``lengths``: (B_c,) valid
-    frames of every candidate sequence. Returns (batch*(T-k), n) int64.
+    (0 unless candidates were gathered from other processes), at frames t < T - k.
+    ``lengths``: (B_c,) valid frames of every candidate sequence.
+    Returns (batch*(T-k), n) int64.
     """
     device = lengths.device
-    pos = positive_index(batch, frames, k, device) + query_offset * frames  # (Q,)
-    q = pos.numel()
-    b_of_q = torch.arange(batch, device=device).repeat_interleave(frames - k) + query_offset
-    n_same = {"same_sequence": n, "cross_batch": 0, "mixed": (n + 1) // 2}[mode]
-    n_cross = n - n_same
-    parts = []
-    if n_same:
-        seq_len = lengths[b_of_q].unsqueeze(1)  # (Q, 1)
-        pool = seq_len - 1 if exclude_positive else seq_len
-        j = _uniform_below(pool.clamp_min(1), (q, n_same), generator)
-        if exclude_positive:
-            pos_in_seq = (pos - b_of_q * frames).unsqueeze(1)
-            j = j + (j >= pos_in_seq).long()
-        parts.append(b_of_q.unsqueeze(1) * frames + j)
-    if n_cross:
-        valid = (torch.arange(frames, device=device).unsqueeze(0) < lengths.unsqueeze(1)).reshape(-1)
-        valid_idx = valid.nonzero().squeeze(1)  # sorted flat indices of valid frames
-        m = valid_idx.numel()
-        pool = torch.full((q, 1), m - 1 if exclude_positive else m, device=device)
-        r = _uniform_below(pool.clamp_min(1), (q, n_cross), generator)
-        if exclude_positive:
-            rank = torch.searchsorted(valid_idx, pos).unsqueeze(1)
-            r = r + (r >= rank).long()
-        parts.append(valid_idx[r.clamp_max(m - 1)])
-    return torch.cat(parts, dim=1)
+    pos_t = (torch.arange(frames - k, device=device) + k).unsqueeze(0)  # (1, T-k)
+    seq = (torch.arange(batch, device=device) + query_offset).unsqueeze(1)  # (B, 1)
+    idx = _sample_block(mode, n, pos_t, seq, frames, lengths, exclude_positive, generator)
+    return idx.reshape(-1, n)
+
+
+#: Largest score block (query rows x candidate columns) formed at once; steps k are
+#: processed in chunks that fit (all 12 at once for the paper's batch of 8 x 128 frames).
+SCORE_BLOCK_ELEMENTS = 1 << 25
 
 
 def kstep_infonce(
@@ -177,36 +204,47 @@ def kstep_infonce(
         num_candidates = n_negatives + 1
     log_n = math.log(num_candidates)
 
-    losses, accs, mis = [], [], []
-    for k in range(1, n_steps + 1):
-        q_pred = pred[:, : frames - k, k - 1].reshape(-1, dim)  # (Q, D)
-        pos = positive_index(bsz, frames, k, device) + query_offset * frames  # (Q,)
-        q_valid = (frame_ids[: frames - k].unsqueeze(0) + k < lengths.unsqueeze(1)).reshape(-1)
-        scores = (q_pred @ z_flat.t()).float()  # (Q, B*T)
+    # Queries (b, t, k) for every t; those whose positive t+k lies past the sequence's
+    # length (or past T) are computed and masked out (about k/T of the rows).
+    t_ids = frame_ids.view(1, frames, 1)
+    seq = (torch.arange(bsz, device=device) + query_offset).view(bsz, 1, 1)
+    q_len = cand_lengths[seq]  # (B, 1, 1)
+    any_padding = n_valid < z_flat.shape[0]
+    per_k = bsz * frames * z_flat.shape[0]
+    chunk = max(1, SCORE_BLOCK_ELEMENTS // max(per_k, 1))
+    losses, accs = [], []
+    for k0 in range(1, n_steps + 1, chunk):
+        ks = torch.arange(k0, min(k0 + chunk, n_steps + 1), device=device)  # (Kc,)
+        kc = len(ks)
+        pos_t_raw = t_ids + ks.view(1, 1, kc)  # (1, T, Kc)
+        q_valid = pos_t_raw < q_len  # (B, T, Kc)
+        pos_t = pos_t_raw.clamp_max(frames - 1)
+        pos = (seq * frames + pos_t).reshape(-1)  # (B*T*Kc,)
+        q_pred = pred[:, :, k0 - 1 : k0 - 1 + kc].reshape(-1, dim)  # (B*T*Kc, D)
+        scores = (q_pred @ z_flat.t()).float()  # (B*T*Kc, B_c*T)
         if negatives == "all":
-            logits = scores.masked_fill(~cand_valid.unsqueeze(0), torch.finfo(scores.dtype).min)
+            logits = scores
+            if any_padding:
+                logits = scores.masked_fill(~cand_valid.unsqueeze(0), torch.finfo(scores.dtype).min)
             target = pos
         else:
-            neg_idx = sample_negatives(
-                negatives, n_negatives, bsz, frames, k, cand_lengths, exclude_positive,
-                generator, query_offset,
-            )
-            cols = torch.cat([pos.unsqueeze(1), neg_idx], dim=1)  # (Q, N+1), positive first
-            logits = scores.gather(1, cols)
+            neg_idx = _sample_block(negatives, n_negatives, pos_t, seq, frames, cand_lengths,
+                                    exclude_positive, generator)  # (B, T, Kc, N)
+            cols = torch.cat([pos.unsqueeze(1), neg_idx.reshape(-1, n_negatives)], dim=1)
+            logits = scores.gather(1, cols)  # (B*T*Kc, N+1), positive first
             target = torch.zeros_like(pos)
-        ce = F.cross_entropy(logits, target, reduction="none")
-        w = q_valid.float()
-        denom = w.sum().clamp_min(1.0)
-        loss_k = (ce * w).sum() / denom
-        acc_k = ((logits.argmax(dim=1) == target).float() * w).sum() / denom
-        losses.append(loss_k)
-        accs.append(acc_k.detach())
-        mis.append((log_n - loss_k).detach())
-    step_loss = torch.stack(losses)
+        ce = F.cross_entropy(logits, target, reduction="none").view(bsz, frames, kc)
+        w = q_valid.to(ce.dtype)
+        denom = w.sum(dim=(0, 1)).clamp_min(1.0)  # (Kc,)
+        losses.append((ce * w).sum(dim=(0, 1)) / denom)
+        hit = (logits.argmax(dim=1) == target).view(bsz, frames, kc).to(ce.dtype)
+        accs.append(((hit * w).sum(dim=(0, 1)) / denom).detach())
+    step_loss = torch.cat(losses)
+    mis = [log_n - step_loss.detach()]
     return KStepOutput(
         loss=step_loss.mean(),
         step_loss=step_loss.detach(),
-        step_acc=torch.stack(accs),
-        step_mi=torch.stack(mis),
+        step_acc=torch.cat(accs),
+        step_mi=mis[0],
         num_candidates=num_candidates,
     )
