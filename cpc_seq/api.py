@@ -87,7 +87,14 @@ def model_from_checkpoint(
     return model.eval(), state["config"]
 
 
-def load(ckpt: str | Path, random_init: bool = False, device: str = "cpu") -> Upstream:
-    """Load a cpc_seq checkpoint as an :class:`Upstream` (weights_only loading)."""
+def load(ckpt: str | Path, random_init: bool = False, device: str = "cpu") -> nn.Module:
+    """Load a cpc_seq checkpoint (weights_only loading) as an upstream with
+    ``extract_features``: :class:`Upstream` for audio CPC; for text checkpoints the
+    text upstream of :func:`cpc_seq.text.extract.load_text` (input: list of strings)."""
+    kind = load_checkpoint(ckpt).get("kind", "audio_cpc")
+    if kind in ("text_token", "text_sentence"):
+        from cpc_seq.text.extract import load_text
+
+        return load_text(ckpt, random_init=random_init, device=device)
     model, cfg = model_from_checkpoint(ckpt, random_init=random_init, map_location=device)
     return Upstream(model.to(device), cfg)

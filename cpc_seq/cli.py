@@ -133,6 +133,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_validate(sub)
     _add_abx(sub)
     _add_table(sub)
+    from cpc_seq.images.cli import add_image_commands
+    from cpc_seq.text.cli import add_text_commands
+
+    add_image_commands(sub)
+    add_text_commands(sub)
     return parser
 
 
@@ -166,6 +171,14 @@ def cmd_extract(args: argparse.Namespace) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.ckpt and not args.mfcc:
+        from cpc_seq.checkpoint import load_checkpoint
+
+        kind = load_checkpoint(args.ckpt).get("kind", "audio_cpc")
+        if kind in ("text_token", "text_sentence"):  # text checkpoints: text:FILE input
+            from cpc_seq.text.cli import cmd_text_extract
+
+            return cmd_text_extract(args)
     dd = load_data_dir(_data_dir_of(args.rspecifier), allow_pipes=args.allow_pipes)
     if args.mfcc:
         sr, featurize, desc = 16000, mfcc_featurizer(16000, not args.no_cmvn), "extract mfcc"
@@ -402,7 +415,9 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of ``cpc-seq``; user errors print one line and exit with status 2."""
     args = build_parser().parse_args(argv)
     try:
-        return COMMANDS[args.command](args)
+        if args.command in COMMANDS:
+            return COMMANDS[args.command](args)
+        return args.func(args)
     except CpcSeqError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

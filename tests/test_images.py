@@ -503,6 +503,17 @@ def test_cli_train_and_probe_table(tmp_path: Path, capsys) -> None:
     assert (tmp_path / "probe" / "table.md").read_text().count("\n| ") == 6  # header + 5 rows
 
 
+def test_amdim_trains_on_small_local_cifar_files(tmp_path: Path) -> None:
+    fake_cifar(tmp_path / "c10", n=4)
+    cfg = load_config(None, ["kind=amdim", "data.dataset=cifar10", f"data.root={tmp_path / 'c10'}",
+                             "data.batch_size=6", "train.steps=2", "train.progress=false",
+                             "amdim.ndf=4", "amdim.n_rkhs=8", f"train.out_dir={tmp_path / 'o'}"])
+    trainer = ImageTrainer(cfg)
+    assert len(trainer.data) == 20 and trainer.size == 32 and trainer.channels == 3
+    metrics = trainer.run()
+    assert metrics["acc/1t5"] >= 0 and load_checkpoint(tmp_path / "o" / "last.pt")["step"] == 2
+
+
 def test_cli_user_errors_exit_2(tmp_path: Path, capsys) -> None:
     rc = image_main(["image-train", "kind=dim", f"data.root={tmp_path / 'missing'}",
                      f"train.out_dir={tmp_path / 'o'}", "train.progress=false"])
