@@ -14,8 +14,6 @@ Layout of ``train.out_dir``: ``config.yaml``, ``last.pt``, ``best.pt``, ``tb/``,
 
 from __future__ import annotations
 
-import json
-import math
 import sys
 import time
 from dataclasses import dataclass, field
@@ -27,7 +25,7 @@ import yaml
 from torch import nn
 from tqdm import tqdm
 
-from cpc_seq import distributed
+from cpc_seq import distributed, trainutil
 from cpc_seq.checkpoint import atomic_write, load_checkpoint, save_checkpoint
 from cpc_seq.config import apply_overrides, check, from_dict, load_yaml, to_dict
 from cpc_seq.data.windows import WaveStore, WindowSampler, fixed_windows, normalize_windows
@@ -156,12 +154,7 @@ def resolve_device(name: str) -> torch.device:
 
 def lr_at(step: int, cfg: OptimConfig, total: int) -> float:
     """Learning rate for 0-based ``step``: linear warm-up, then constant or cosine."""
-    if cfg.warmup_steps and step < cfg.warmup_steps:
-        return cfg.lr * (step + 1) / cfg.warmup_steps
-    if cfg.schedule == "cosine":
-        span = max(1, total - cfg.warmup_steps)
-        return cfg.lr * 0.5 * (1 + math.cos(math.pi * min(1.0, (step - cfg.warmup_steps) / span)))
-    return cfg.lr
+    return trainutil.lr_at(step, cfg.lr, cfg.warmup_steps, cfg.schedule, total)
 
 
 def load_waves(
@@ -244,7 +237,6 @@ class Trainer:
         self.epoch = 0
         self.batch_in_epoch = 0
         self.best_dev = float("inf")
-        self.bad_in_row = 0
         if resume:
             self._resume()
         self.train_store = load_waves(
@@ -348,15 +340,13 @@ class Trainer:
 
     def run(self) -> dict[str, float]:
         """Train until ``train.steps`` (or ``train.max_minutes``); returns the last metrics."""
-        from torch.utils.tensorboard import SummaryWriter
-
         cfg, run = self.cfg, self.cfg.train
         self.out.mkdir(parents=True, exist_ok=True)
         if self.dist.is_main:
             with atomic_write(self.out / "config.yaml", "w") as f:
                 yaml.safe_dump(to_dict(cfg), f, sort_keys=False)
-        self.writer = SummaryWriter(str(self.out / "tb"), purge_step=self.step or None) \
-            if self.dist.is_main else None
+        self.writer = trainutil.ScalarLog(self.out, self.dist.is_main, purge_step=self.step)
+        guard = trainutil.NonFiniteGuard(run.max_bad_steps, self.out / "last.pt")
         audio_per_batch = cfg.data.batch_size * cfg.data.window / cfg.model.sample_rate
         plan = self.sampler.epoch_plan(self.epoch)
         self.model.train()
@@ -365,7 +355,6 @@ class Trainer:
         metrics: dict[str, float] = {}
         bar = tqdm(total=run.steps, initial=self.step, disable=not run.progress, desc="train",
                    unit="step", dynamic_ncols=True)
-        log_path = self.out / "log.jsonl"
         try:
             while self.step < run.steps:
                 if self.batch_in_epoch >= self.sampler.batches_per_epoch:
@@ -379,8 +368,7 @@ class Trainer:
                     utt, off = utt[lo : lo + share], off[lo : lo + share]
                 self.batch_in_epoch += 1
                 lr = lr_at(self.step, cfg.optim, run.steps)
-                for group in self.opt.param_groups:
-                    group["lr"] = lr
+                trainutil.set_lr(self.opt, lr)
                 out = self._loss(self._batch(self.train_store, utt, off))
                 self.opt.zero_grad(set_to_none=True)
                 out.loss.backward()
@@ -389,21 +377,13 @@ class Trainer:
                                                            cfg.optim.grad_clip)
                 else:
                     gnorm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), float("inf"))
-                bad = not bool(torch.isfinite(out.loss) and torch.isfinite(gnorm))
+                agreed = None
                 if self.dist.enabled:
-                    bad = distributed.any_rank(bad, self.device)
-                if bad:
-                    self.bad_in_row += 1
-                    tqdm.write(f"warning: step {self.step}: non-finite loss or gradient; "
-                               f"step skipped ({self.bad_in_row} in a row)", file=sys.stderr)
+                    local = not bool(torch.isfinite(out.loss) and torch.isfinite(gnorm))
+                    agreed = distributed.any_rank(local, self.device)
+                if guard.bad(self.step, out.loss.detach(), gnorm, any_rank=agreed):
                     self.opt.zero_grad(set_to_none=True)
-                    if self.bad_in_row >= run.max_bad_steps:
-                        raise CpcSeqError(
-                            f"{self.bad_in_row} non-finite steps in a row at step {self.step}; "
-                            f"stopping. The last good checkpoint is {self.out / 'last.pt'}"
-                        )
                     continue
-                self.bad_in_row = 0
                 self.opt.step()
                 self.step += 1
                 audio_window += audio_per_batch
@@ -423,20 +403,14 @@ class Trainer:
                         metrics[f"step_loss/k{k + 1:02d}"] = float(out.step_loss[k])
                         metrics[f"step_acc/k{k + 1:02d}"] = float(out.step_acc[k])
                         metrics[f"step_mi/k{k + 1:02d}"] = float(out.step_mi[k])
-                    if self.writer is not None:
-                        for key, val in metrics.items():
-                            self.writer.add_scalar(key, val, self.step)
-                        with open(log_path, "a", encoding="utf-8") as f:
-                            f.write(json.dumps({"step": self.step, **metrics}) + "\n")
+                    self.writer.add(self.step, metrics)
                     bar.set_postfix(loss=f"{metrics['train/loss']:.3f}",
                                     acc=f"{metrics['train/acc']:.3f}",
                                     audio_s_per_s=f"{speed:.1f}")
                 if self.dev_store is not None and (self.step % run.eval_every == 0
                                                    or self.step == run.steps):
                     dev = self.evaluate()
-                    for key, val in dev.items():
-                        if self.writer is not None:
-                            self.writer.add_scalar(key, val, self.step)
+                    self.writer.add(self.step, dev, jsonl=False)
                     metrics.update(dev)
                     if dev and dev["dev/loss"] < self.best_dev:
                         self.best_dev = dev["dev/loss"]
@@ -450,8 +424,7 @@ class Trainer:
                     break
         finally:
             bar.close()
-            if self.writer is not None:
-                self.writer.close()
+            self.writer.close()
         return metrics
 
 

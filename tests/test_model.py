@@ -82,3 +82,20 @@ def test_config_validation_messages() -> None:
         from_dict(ModelConfig, {"dimc": 3}, prefix="model.")
     with pytest.raises(ConfigError, match="model.dim_c: expected an integer"):
         from_dict(ModelConfig, {"dim_c": "big"}, prefix="model.")
+
+
+def test_bf16_autocast_loss_close_to_fp32() -> None:
+    """bf16 autocast (CPU here, the same code path on CUDA) stays within 2 % of fp32."""
+    from cpc_seq.losses import kstep_infonce
+
+    torch.manual_seed(0)
+    m = build_model(ModelConfig(encoder="tiny", dim_c=64, n_steps=4))
+    x = torch.randn(4, 6400)
+    losses = {}
+    for bf16 in (False, True):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            z, c, fl = m(x)
+            out = kstep_infonce(m.predict(c), z, fl, negatives="all")
+        assert out.loss.dtype == torch.float32  # scores are softmaxed in fp32
+        losses[bf16] = float(out.loss)
+    assert abs(losses[True] - losses[False]) / losses[False] < 0.02
