@@ -18,6 +18,7 @@ import math
 from collections.abc import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 #: (kernel, stride) of the CPC paper's encoder: 160x downsampling.
@@ -115,18 +116,32 @@ class ConvEncoder(nn.Module):
         if full:
             lengths = torch.full((bsz,), n, dtype=torch.long, device=wave.device)
         layer_lens = self._layer_lengths(lengths)
-        x = wave.unsqueeze(1)
+        # Convolutions run as conv2d on (B, C, 1, T) tensors in channels-last memory
+        # format: the physical layout is then (B, 1, T, C), which is what the channel
+        # layer norm wants, so no transposing copies are needed between layers.
+        h = wave.reshape(bsz, 1, 1, n).contiguous(memory_format=torch.channels_last)
         layers = []
+        t = h.permute(0, 2, 3, 1)
         for conv, norm, ln in zip(self.convs, self.norms, layer_lens):
-            x = torch.relu(norm(conv(x)))
+            h = F.conv2d(h, conv.weight.unsqueeze(2), conv.bias, stride=(1, conv.stride[0]),
+                         padding=(0, conv.padding[0]))
+            if isinstance(norm, ChannelNorm):
+                t = F.layer_norm(h.permute(0, 2, 3, 1), (h.shape[1],), norm.norm.weight,
+                                 norm.norm.bias, norm.norm.eps)
+            elif isinstance(norm, nn.BatchNorm1d):
+                t = norm(h.squeeze(2)).unsqueeze(2).permute(0, 2, 3, 1)
+            else:
+                t = h.permute(0, 2, 3, 1)
+            t = torch.relu(t)  # (B, 1, T_l, C_l)
             if not full:
-                mask = torch.arange(x.shape[-1], device=x.device).unsqueeze(0) < ln.unsqueeze(1)
-                x = x * mask.unsqueeze(1).to(x.dtype)
+                mask = torch.arange(t.shape[2], device=t.device).unsqueeze(0) < ln.unsqueeze(1)
+                t = t * mask[:, None, :, None].to(t.dtype)
             if return_layers:
-                layers.append(x.transpose(1, 2))
+                layers.append(t.squeeze(1))
+            h = t.permute(0, 3, 1, 2)
         frame_lengths = self.frame_lengths(lengths)
         t_out = n // self.downsample
-        z = x[..., :t_out].transpose(1, 2)
+        z = t.squeeze(1)[:, :t_out]
         if return_layers:
             return z, frame_lengths, layers
         return z, frame_lengths
