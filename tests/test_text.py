@@ -24,7 +24,7 @@ from cpc_seq.text.data import (
     read_text_items,
     split_sentences,
 )
-from cpc_seq.text.extract import load_text
+from cpc_seq.text.extract import extract_text_to, load_text
 from cpc_seq.text.models import SentenceCPC, TextModelConfig, TokenCPC, build_text_model
 from cpc_seq.text.probe import HashedBow
 from cpc_seq.text.tokenizers import (
@@ -381,6 +381,14 @@ def test_sentence_training_checkpoint_and_extraction(tmp_path: Path) -> None:
                       f"ark,scp:{ark},{scp}"]) == 0
     feats = kaldiio.load_scp(str(scp))
     assert len(feats) == len(sents) and feats["s000"].shape == (1, 16)
+    # --skip-existing: a second run adds only the new items; old entries stay valid
+    more = [*read_text_items(items), ("extra", "And God saw the light.")]
+    written = extract_text_to(up, more, f"ark,scp:{ark},{scp}", layer="z", pool="mean",
+                              skip_existing=True, progress=False)
+    assert list(written) == ["extra"]
+    again = kaldiio.load_scp(str(scp))
+    assert len(again) == len(sents) + 1
+    np.testing.assert_array_equal(again["s000"], feats["s000"])
     assert text_main(["text-extract", "--ckpt", str(out / "last.pt"), "--random-init",
                       "--unit", "document", "--no-progress", str(KJV_DEV / "01-genesis.txt"),
                       f"npy:{tmp_path / 'npy'}"]) == 0

@@ -239,9 +239,11 @@ class AMDIMModel(nn.Module):
     def features(self, x: Tensor, grid: int = 2) -> dict[str, Tensor]:
         """Frozen features for probes: ``r1`` (B, n_rkhs), ``h1`` (B, 4 ndf) and ``local``:
         the 7x7 trunk map average-pooled to ``grid x grid`` (B, 4 ndf * grid^2)."""
-        out = self.encoder(x)
-        local = F.adaptive_avg_pool2d(out.h7, grid).flatten(1)
-        return {"r1": out.r1, "h1": out.h1, "local": local}
+        enc = self.encoder
+        h7 = enc.to7(x)
+        h1 = enc.to1(enc.to5(h7))  # the 5x5 and 7x7 heads are not needed here
+        local = F.adaptive_avg_pool2d(h7, grid).flatten(1)
+        return {"r1": enc.head1(h1).flatten(1), "h1": h1.flatten(1), "local": local}
 
 
 def _flat(m: Tensor) -> Tensor:

@@ -94,7 +94,8 @@ def add_image_commands(subparsers: argparse._SubParsersAction) -> None:
                    "(default: DIM y,local; AMDIM r1,local)")
     q.add_argument("--baselines", default="random,raw",
                    help="comma list of random,raw, or none (default random,raw)")
-    q.add_argument("--grid", type=int, default=2, help="pooling grid of local features")
+    q.add_argument("--grid", type=int, default=3,
+                   help="local features are average-pooled to GRID x GRID (default 3)")
     q.add_argument("--data-root", default=None, help="data set dir (default: the checkpoint's)")
     q.add_argument("--download", action="store_true", help="fetch CIFAR-10/STL-10 if missing")
     q.add_argument("--probe-train", type=int, default=0,

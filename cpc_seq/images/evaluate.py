@@ -113,7 +113,7 @@ def _probe_one(name: str, key: str, xtr: Tensor, ytr: Tensor, xte: Tensor, yte: 
 
 def run_probes(
     ckpt: str | Path, out: str | Path, *, features: Sequence[str] | None = None,
-    baselines: Sequence[str] = ("random", "raw"), grid: int = 2, data_root: str | None = None,
+    baselines: Sequence[str] = ("random", "raw"), grid: int = 3, data_root: str | None = None,
     download: bool = False, options: ProbeOptions | None = None, device: str = "cpu",
     log: Any = print,
 ) -> list[dict[str, Any]]:

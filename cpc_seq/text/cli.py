@@ -134,9 +134,11 @@ def cmd_text_probe(args: argparse.Namespace) -> int:
     if unknown:
         print(f"note: {unknown} test items have labels not seen in training; left out",
               file=sys.stderr)
+    standardize = not (args.bow or args.no_standardize)
+    lr = args.lr if args.lr is not None else (1e-2 if not standardize else 1e-3)
     d = run_probe(tr_x, tr_y, te_x, te_y, classes, hidden=args.mlp, epochs=args.epochs,
-                  lr=args.lr, batch_size=args.batch_size, weight_decay=args.weight_decay,
-                  seed=args.seed)
+                  lr=lr, batch_size=args.batch_size, weight_decay=args.weight_decay,
+                  seed=args.seed, standardize=standardize)
     out = Path(args.out)
     d.update({"name": args.name or out.name, "task": args.task, "pool": args.pool,
               "test_unknown_labels": unknown, **source})
@@ -229,14 +231,15 @@ def add_text_commands(subparsers: argparse._SubParsersAction) -> None:
     q = subparsers.add_parser(
         "text-probe", help="linear probe on per-item text features (or bag of words)",
         description="Classify items (e.g. sentences) from extracted features, pooled per "
-        "item, or from hashed unigram+bigram TF-IDF (--bow). Labels: '<id> <label>' files.",
+        "item (standardised with the training mean/std), or from hashed unigram+bigram "
+        "TF-IDF (--bow; plain logistic regression). Labels: '<id> <label>' files.",
     )
     q.add_argument("--train-feats", help="scp:F.scp | npy:DIR")
     q.add_argument("--test-feats")
     q.add_argument("--bow", action="store_true", help="bag-of-words baseline from the texts")
     q.add_argument("--train-text", help="text file ('<id> <text>') for --bow")
     q.add_argument("--test-text")
-    q.add_argument("--bow-dim", type=int, default=8192, help="hash buckets (default 8192)")
+    q.add_argument("--bow-dim", type=int, default=16384, help="hash buckets (default 16384)")
     q.add_argument("--bow-ngrams", type=int, default=2, help="1 = unigrams, 2 = +bigrams")
     q.add_argument("--train-labels", required=True)
     q.add_argument("--test-labels", required=True)
@@ -245,7 +248,11 @@ def add_text_commands(subparsers: argparse._SubParsersAction) -> None:
     q.add_argument("--task", default="label", help="task name for the table")
     q.add_argument("--mlp", type=int, default=0, help="one hidden layer of this size")
     q.add_argument("--epochs", type=int, default=30)
-    q.add_argument("--lr", type=float, default=1e-3)
+    q.add_argument("--lr", type=float, default=None,
+                   help="Adam learning rate (default 1e-3; 1e-2 without standardisation)")
+    q.add_argument("--no-standardize", action="store_true",
+                   help="do not standardise features (always off for --bow: its TF-IDF rows "
+                   "are L2-normalised)")
     q.add_argument("--batch-size", type=int, default=256)
     q.add_argument("--weight-decay", type=float, default=0.0)
     q.add_argument("--seed", type=int, default=0)

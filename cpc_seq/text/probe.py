@@ -3,6 +3,9 @@
 - :class:`HashedBow`: hashed unigram + bigram counts (lower-cased words), weighted
   ``log(1 + tf) * idf`` with the idf fitted on the probe's training sentences, each row
   L2-normalised. Plain numpy (``zlib.crc32`` hashing, so it is the same on every run).
+  Its probe is a plain logistic regression on these rows (no per-feature
+  standardisation: dividing sparse n-gram columns by their tiny std blows rare n-grams up
+  and the probe overfits; on the KJV book-group task that costs about 10 points).
 - :func:`run_probe`: a linear (or MLP) probe on per-item vectors with
   :func:`cpc_seq.probes.linear.train_linear_probe`, scored with ``evaluate_probe``; the
   result dict also carries the majority-class accuracy for reference.
@@ -109,7 +112,7 @@ def stack(
 def run_probe(
     train_x: Tensor, train_y: Tensor, test_x: Tensor, test_y: Tensor, classes: Sequence[str],
     hidden: int = 0, epochs: int = 30, lr: float = 1e-3, batch_size: int = 256,
-    weight_decay: float = 0.0, seed: int = 0,
+    weight_decay: float = 0.0, seed: int = 0, standardize: bool = True,
 ) -> dict[str, Any]:
     """Train and score a probe; returns ``result_to_dict`` plus ``train_accuracy``,
     ``majority_accuracy`` (test accuracy of always answering the commonest training class),
@@ -117,7 +120,7 @@ def run_probe(
     n_cls = len(classes)
     probe = train_linear_probe(train_x, train_y, num_classes=n_cls, hidden=hidden,
                                epochs=epochs, lr=lr, batch_size=batch_size,
-                               weight_decay=weight_decay, seed=seed)
+                               weight_decay=weight_decay, standardize=standardize, seed=seed)
     res = evaluate_probe(probe, test_x, test_y, n_cls)
     train_acc = evaluate_probe(probe, train_x, train_y, n_cls).accuracy
     majority = int(torch.bincount(train_y, minlength=n_cls).argmax())
@@ -128,6 +131,7 @@ def run_probe(
         "majority_accuracy": float((test_y == majority).float().mean()),
         "train_items": int(train_x.shape[0]),
         "feature_dim": int(train_x.shape[1]),
+        "standardize": standardize, "lr": lr, "epochs": epochs, "weight_decay": weight_decay,
     })
     return d
 
