@@ -392,17 +392,8 @@ class Trainer:
                     now = time.perf_counter()
                     speed = audio_window / max(now - t_window, 1e-9)
                     t_window, audio_window = now, 0.0
-                    metrics = {
-                        "train/loss": float(out.loss.detach()),
-                        "train/acc": float(out.step_acc.mean()),
-                        "train/mi_bound": float(out.step_mi.mean()),
-                        "lr": lr,
-                        "speed/audio_sec_per_sec": speed,
-                    }
-                    for k in range(len(out.step_loss)):
-                        metrics[f"step_loss/k{k + 1:02d}"] = float(out.step_loss[k])
-                        metrics[f"step_acc/k{k + 1:02d}"] = float(out.step_acc[k])
-                        metrics[f"step_mi/k{k + 1:02d}"] = float(out.step_mi[k])
+                    metrics = {**trainutil.kstep_metrics(out), "lr": lr,
+                               "speed/audio_sec_per_sec": speed}
                     self.writer.add(self.step, metrics)
                     bar.set_postfix(loss=f"{metrics['train/loss']:.3f}",
                                     acc=f"{metrics['train/acc']:.3f}",

@@ -86,3 +86,17 @@ class ScalarLog:
     def close(self) -> None:
         if self.writer is not None:
             self.writer.close()
+
+
+def kstep_metrics(out: object) -> dict[str, float]:
+    """Scalars of a :class:`cpc_seq.losses.KStepOutput`: totals and every step k."""
+    metrics = {
+        "train/loss": float(out.loss.detach()),  # type: ignore[attr-defined]
+        "train/acc": float(out.step_acc.mean()),  # type: ignore[attr-defined]
+        "train/mi_bound": float(out.step_mi.mean()),  # type: ignore[attr-defined]
+    }
+    for k in range(len(out.step_loss)):  # type: ignore[attr-defined]
+        metrics[f"step_loss/k{k + 1:02d}"] = float(out.step_loss[k])  # type: ignore[attr-defined]
+        metrics[f"step_acc/k{k + 1:02d}"] = float(out.step_acc[k])  # type: ignore[attr-defined]
+        metrics[f"step_mi/k{k + 1:02d}"] = float(out.step_mi[k])  # type: ignore[attr-defined]
+    return metrics

@@ -20,7 +20,6 @@ Layout of ``train.out_dir``: ``config.yaml``, ``last.pt``, ``best.pt`` (with a d
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +29,7 @@ import torch
 import yaml
 from tqdm import tqdm
 
+from cpc_seq import trainutil
 from cpc_seq.checkpoint import atomic_write, load_checkpoint, save_checkpoint
 from cpc_seq.config import apply_overrides, check, from_dict, load_yaml, to_dict
 from cpc_seq.data.windows import WindowSampler, fixed_windows
@@ -199,7 +199,6 @@ class TextTrainer:
         self.epoch = 0
         self.batch_in_epoch = 0
         self.best_dev = float("inf")
-        self.bad_in_row = 0
         if resume_state is not None:
             self._resume(resume_state)
         self.train_store = build_store(train_docs, self.tokenizer, self.level, cfg.data,
@@ -314,7 +313,6 @@ class TextTrainer:
 
     def run(self) -> dict[str, float]:
         """Train until ``train.steps`` (or ``train.max_minutes``); returns the last metrics."""
-        from torch.utils.tensorboard import SummaryWriter
 
         cfg, run = self.cfg, self.cfg.train
         self.out.mkdir(parents=True, exist_ok=True)
@@ -323,7 +321,8 @@ class TextTrainer:
         save_model = getattr(self.tokenizer, "save_model", None)
         if save_model is not None:
             save_model(self.out / "tokenizer.model")
-        self.writer = SummaryWriter(str(self.out / "tb"), purge_step=self.step or None)
+        self.writer = trainutil.ScalarLog(self.out, purge_step=self.step)
+        guard = trainutil.NonFiniteGuard(run.max_bad_steps, self.out / "last.pt")
         plan = self.sampler.epoch_plan(self.epoch)
         self.model.train()
         t_start = time.perf_counter()
@@ -331,7 +330,6 @@ class TextTrainer:
         metrics: dict[str, float] = {}
         bar = tqdm(total=run.steps, initial=self.step, disable=not run.progress,
                    desc=f"train {self.level}", unit="step", dynamic_ncols=True)
-        log_path = self.out / "log.jsonl"
         try:
             while self.step < run.steps:
                 if self.batch_in_epoch >= self.sampler.batches_per_epoch:
@@ -341,25 +339,15 @@ class TextTrainer:
                 idx, off = plan[0][self.batch_in_epoch], plan[1][self.batch_in_epoch]
                 self.batch_in_epoch += 1
                 lr = lr_at(self.step, cfg.optim, run.steps)
-                for group in self.opt.param_groups:
-                    group["lr"] = lr
+                trainutil.set_lr(self.opt, lr)
                 out, n_tokens = self._loss(self.train_store, idx, off)
                 self.opt.zero_grad(set_to_none=True)
                 out.loss.backward()
                 clip = cfg.optim.grad_clip if cfg.optim.grad_clip > 0 else float("inf")
                 gnorm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip)
-                if not (torch.isfinite(out.loss) and torch.isfinite(gnorm)):
-                    self.bad_in_row += 1
-                    tqdm.write(f"warning: step {self.step}: non-finite loss or gradient; "
-                               f"step skipped ({self.bad_in_row} in a row)")
+                if guard.bad(self.step, out.loss.detach(), gnorm):
                     self.opt.zero_grad(set_to_none=True)
-                    if self.bad_in_row >= run.max_bad_steps:
-                        raise CpcSeqError(
-                            f"{self.bad_in_row} non-finite steps in a row at step {self.step}; "
-                            f"stopping. The last good checkpoint is {self.out / 'last.pt'}"
-                        )
                     continue
-                self.bad_in_row = 0
                 self.opt.step()
                 self.step += 1
                 tokens_window += n_tokens
@@ -368,29 +356,16 @@ class TextTrainer:
                     now = time.perf_counter()
                     speed = tokens_window / max(now - t_window, 1e-9)
                     t_window, tokens_window = now, 0
-                    metrics = {
-                        "train/loss": float(out.loss.detach()),
-                        "train/acc": float(out.step_acc.mean()),
-                        "train/mi_bound": float(out.step_mi.mean()),
-                        "lr": lr,
-                        "speed/tokens_per_sec": speed,
-                    }
-                    for k in range(len(out.step_loss)):
-                        metrics[f"step_loss/k{k + 1:02d}"] = float(out.step_loss[k])
-                        metrics[f"step_acc/k{k + 1:02d}"] = float(out.step_acc[k])
-                        metrics[f"step_mi/k{k + 1:02d}"] = float(out.step_mi[k])
-                    for key, val in metrics.items():
-                        self.writer.add_scalar(key, val, self.step)
-                    with open(log_path, "a", encoding="utf-8") as f:
-                        f.write(json.dumps({"step": self.step, **metrics}) + "\n")
+                    metrics = {**trainutil.kstep_metrics(out), "lr": lr,
+                               "speed/tokens_per_sec": speed}
+                    self.writer.add(self.step, metrics)
                     bar.set_postfix(loss=f"{metrics['train/loss']:.3f}",
                                     acc=f"{metrics['train/acc']:.3f}",
                                     tok_s=f"{speed:.0f}")
                 if self.dev_store is not None and (self.step % run.eval_every == 0
                                                    or self.step == run.steps):
                     dev = self.evaluate()
-                    for key, val in dev.items():
-                        self.writer.add_scalar(key, val, self.step)
+                    self.writer.add(self.step, dev, jsonl=False)
                     metrics.update(dev)
                     if dev and dev["dev/loss"] < self.best_dev:
                         self.best_dev = dev["dev/loss"]
