@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # recipes/amdim_fashion_mnist/run.sh: AMDIM (multiscale NCE between two augmented views:
 # 1->5, 1->7, 5->5) on Fashion-MNIST, then linear probes on the frozen features against
-# the same encoder with random weights and against raw pixels. About 20 minutes on 2 CPU cores.
+# the same encoder with random weights and against raw pixels. Measured: 17.6 min wall with
+# --threads 1 on the shared 2-core machine (training stopped by train.max_minutes=15 at
+# step 1238 of 1500); the whole recipe stays under ~20 min.
 #
 # Usage: recipes/amdim_fashion_mnist/run.sh [--stage N] [--stop-stage M] [--exp DIR]
 #          [--conf YAML] [--data DIR] [--threads N]
