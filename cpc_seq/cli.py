@@ -59,6 +59,10 @@ def _add_extract(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-seconds", type=float, default=160.0,
                    help="padded audio per batch, seconds (default 160)")
     p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="fp32",
+                   help="bf16 autocast (about 2.6x faster for the paper preset on CPUs with "
+                   "avx512_bf16; features differ from fp32 by bf16 rounding). auto = bf16 "
+                   "where the hardware has it. Default fp32")
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("rspecifier")
     p.add_argument("wspecifier")
@@ -184,7 +188,10 @@ def cmd_extract(args: argparse.Namespace) -> int:
         sr, featurize, desc = 16000, mfcc_featurizer(16000, not args.no_cmvn), "extract mfcc"
     else:
         model, _ = model_from_checkpoint(args.ckpt, random_init=args.random_init, seed=args.seed)
-        sr, featurize = model.sample_rate, model_featurizer(model, args.layer)
+        from cpc_seq.trainutil import use_bf16
+
+        bf16 = use_bf16(args.precision, torch.device("cpu"))
+        sr, featurize = model.sample_rate, model_featurizer(model, args.layer, bf16=bf16)
         desc = f"extract {args.layer}" + (" (random init)" if args.random_init else "")
     notes = AudioNotes()
 

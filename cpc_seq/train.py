@@ -102,7 +102,7 @@ class RunConfig:
     max_minutes: float = 0.0
     threads: int = 0
     device: str = "auto"
-    precision: str = "fp32"
+    precision: str = "auto"
     max_bad_steps: int = 10
     progress: bool = True
 
@@ -115,7 +115,8 @@ class RunConfig:
         check(self.threads >= 0, "train.threads", "must be >= 0 (0 = torch default)")
         check(self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"),
               "train.device", "auto, cpu, cuda or cuda:N")
-        check(self.precision in ("fp32", "bf16"), "train.precision", "fp32 or bf16")
+        check(self.precision in ("auto", "fp32", "bf16"), "train.precision",
+              "auto (bf16 autocast where the hardware has it), fp32 or bf16")
         check(self.max_bad_steps > 0, "train.max_bad_steps", "must be positive")
 
 
@@ -298,7 +299,7 @@ class Trainer:
         return normalize_windows(x).to(self.device, non_blocking=True)
 
     def _loss(self, x: torch.Tensor, training: bool = True):
-        amp = self.cfg.train.precision == "bf16"
+        amp = trainutil.use_bf16(self.cfg.train.precision, self.device)
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=amp):
             module = self.step_module if training else _TrainStep(self.model)
             z, frame_lengths, pred = module(x)

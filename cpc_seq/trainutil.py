@@ -100,3 +100,20 @@ def kstep_metrics(out: object) -> dict[str, float]:
         metrics[f"step_acc/k{k + 1:02d}"] = float(out.step_acc[k])  # type: ignore[attr-defined]
         metrics[f"step_mi/k{k + 1:02d}"] = float(out.step_mi[k])  # type: ignore[attr-defined]
     return metrics
+
+
+def fast_bf16(device: torch.device) -> bool:
+    """Whether bf16 autocast is the faster choice on ``device``: CUDA with bf16 support,
+    or a CPU with native bf16 instructions (avx512_bf16 / amx_bf16)."""
+    if device.type == "cuda":
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def use_bf16(precision: str, device: torch.device) -> bool:
+    """``precision`` is fp32 | bf16 | auto (bf16 where :func:`fast_bf16`)."""
+    return precision == "bf16" or (precision == "auto" and fast_bf16(device))

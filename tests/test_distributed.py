@@ -26,7 +26,7 @@ def _args(out: Path, *extra: str) -> list[str]:
         f"data.train={DEV}", "data.window=3200", "data.batch_size=4", "model.encoder=tiny",
         "model.encoder_channels=16", "model.dim_c=16", "model.n_steps=3", "train.steps=3",
         "train.progress=false", "train.threads=1", "optim.warmup_steps=0", "loss.negatives=all",
-        "loss.cross_rank=true", f"train.out_dir={out}", *extra,
+        "loss.cross_rank=true", "train.precision=fp32", f"train.out_dir={out}", *extra,
     ]
 
 

@@ -25,6 +25,7 @@ TINY = [
     f"data.train={DEV}", "data.window=3200", "data.batch_size=4", "model.encoder=tiny",
     "model.encoder_channels=16", "model.dim_c=16", "model.n_steps=3", "train.progress=false",
     "train.threads=1", "optim.warmup_steps=2", "train.log_every=1", "loss.negatives=cross_batch",
+    "train.precision=fp32",
     "loss.n_negatives=8",
 ]
 

@@ -24,7 +24,7 @@ TINY = [
     f"data.train={DEV}", "data.dev=null", "data.window=3200", "data.batch_size=4",
     "model.encoder=tiny", "model.encoder_channels=16", "model.dim_c=16", "model.n_steps=3",
     "train.steps=4", "train.log_every=2", "train.save_every=2", "train.progress=false",
-    "train.threads=1", "optim.warmup_steps=2",
+    "train.threads=1", "optim.warmup_steps=2", "train.precision=fp32",
 ]
 
 

@@ -204,14 +204,17 @@ class FeatureWriter:
 Featurizer = Callable[[list[Tensor]], list[np.ndarray]]
 
 
-def model_featurizer(model: CPCModel, layer: str = "c", device: torch.device | None = None) -> Featurizer:
+def model_featurizer(model: CPCModel, layer: str = "c", device: torch.device | None = None,
+                     bf16: bool = False) -> Featurizer:
     """Batch featurizer for one layer of a CPC model: waves -> [(T, H) float32]."""
     if layer not in model.layer_names:
         raise CpcSeqError(f"--layer {layer!r}: one of {', '.join(model.layer_names)}")
     model.eval()
 
     def featurize(waves: list[Tensor]) -> list[np.ndarray]:
-        return [f[layer].numpy() for f in run_layers(model, waves, [layer], device)]
+        dev = device or next(model.parameters()).device
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16):
+            return [f[layer].numpy() for f in run_layers(model, waves, [layer], device)]
 
     return featurize
 
