@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import os
 import pickle
+import struct
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -77,7 +78,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
             f"{path}: refused: the file holds objects that plain weights loading does not allow "
             f"(possibly code); {first}"
         ) from None
-    except (RuntimeError, EOFError, OSError, ValueError) as e:
+    except (RuntimeError, EOFError, OSError, ValueError, struct.error) as e:
         raise CheckpointError(f"{path}: not a readable checkpoint ({e})") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a cpc_seq checkpoint (no 'format: {FORMAT}' field)")

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # recipes/dim_fashion_mnist/run.sh: Deep InfoMax (global + local MI, adversarial prior
 # matching) on Fashion-MNIST, then linear probes on the frozen features against the same
-# encoder with random weights and against raw pixels. Measured: 13 min wall with
-# --threads 1 on the shared 2-core machine (3000 steps); train.max_minutes caps training
-# at 15 min on busier machines, so the whole recipe stays under ~20 min.
+# encoder with random weights and against raw pixels. Measured on a shared 2-core machine:
+# 13.3 min wall with --threads 1 (all 3000 steps), 17.7 min with the default 2 threads
+# while other jobs ran (train.max_minutes=15 stopped training at step 1179). When other
+# jobs share the cores, --threads 1 is faster than 2.
 #
 # Usage: recipes/dim_fashion_mnist/run.sh [--stage N] [--stop-stage M] [--exp DIR]
 #          [--conf YAML] [--data DIR] [--threads N]
