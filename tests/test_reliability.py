@@ -200,7 +200,3 @@ def test_config_parser_only_raises_own_errors(items: list[tuple[str, object]]) -
         assert "\n" not in msg
         assert any(k.split(".")[-1] in msg for k, _ in items) or "override" in msg, msg
 
-
-def test_property_case_counts_are_stated() -> None:
-    """The property tests above try CASES examples each (300 for configs)."""
-    assert CASES >= 100

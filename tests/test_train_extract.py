@@ -167,8 +167,14 @@ def test_extract_npy_and_random_init(trained: Path, tmp_path: Path) -> None:
                  "--no-progress", f"scp:{DEV}/wav.scp", f"npy:{out}"]) == 0
     files = sorted(out.glob("*.npy"))
     assert len(files) == len(list((DEV / "wav.scp").read_text().splitlines()))
-    trained_z = cpc_seq.load(trained).extract_features([np.load(files[0])[:, 0] * 0 + 0.1])
-    assert trained_z["hidden_states"][0].shape[-1] == 16
+    rand_z = np.load(files[0])
+    assert rand_z.ndim == 2 and rand_z.shape[1] == 16
+    from cpc_seq.data.kaldi import load_data_dir
+
+    wave = load_data_dir(DEV).load_audio(files[0].stem)
+    trained_z = cpc_seq.load(trained).extract_features([wave])["hidden_states"][0][0].numpy()
+    assert trained_z.shape == rand_z.shape
+    assert not np.allclose(trained_z, rand_z, atol=1e-3)  # --random-init really is not the checkpoint
 
 
 def test_checkpoint_with_code_is_refused(tmp_path: Path) -> None:

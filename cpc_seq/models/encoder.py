@@ -80,11 +80,7 @@ class ConvEncoder(nn.Module):
     @property
     def receptive_field(self) -> int:
         """Receptive field of one output frame, in input samples."""
-        rf, jump = 1, 1
-        for kernel, stride, _ in self.specs:
-            rf += (kernel - 1) * jump
-            jump *= stride
-        return rf
+        return receptive_field(self.specs)
 
     def frame_lengths(self, lengths: Tensor) -> Tensor:
         """Valid output frames for inputs of ``lengths`` samples: ``lengths // downsample``."""
@@ -145,6 +141,15 @@ class ConvEncoder(nn.Module):
         if return_layers:
             return z, frame_lengths, layers
         return z, frame_lengths
+
+
+def receptive_field(specs: Sequence[tuple[int, ...]]) -> int:
+    """Inputs one output frame of a stack of (kernel, stride, ...) convolutions depends on."""
+    rf, jump = 1, 1
+    for kernel, stride, *_ in specs:
+        rf += (kernel - 1) * jump
+        jump *= stride
+    return rf
 
 
 def paper_layers(channels: int = 512) -> list[tuple[int, int, int]]:

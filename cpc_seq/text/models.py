@@ -126,11 +126,9 @@ class TokenConvEncoder(nn.Module):
     @property
     def receptive_field(self) -> int:
         """Tokens that one output frame depends on."""
-        rf, jump = 1, 1
-        for kernel, stride, _ in self.specs:
-            rf += (kernel - 1) * jump
-            jump *= stride
-        return rf
+        from cpc_seq.models.encoder import receptive_field
+
+        return receptive_field(self.specs)
 
     def frame_lengths(self, lengths: Tensor) -> Tensor:
         """Valid frames for ``lengths`` tokens: ``ceil(lengths / stride)``."""
