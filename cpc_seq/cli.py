@@ -56,11 +56,12 @@ def _add_extract(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--skip-existing", action="store_true", help="resume a partial run")
     p.add_argument("--allow-pipes", action="store_true", help="run piped wav.scp entries")
     p.add_argument("--skip-bad", action="store_true", help="warn and skip unreadable audio")
-    p.add_argument("--batch-seconds", type=float, default=160.0,
-                   help="padded audio per batch, seconds (default 160)")
+    p.add_argument("--batch-seconds", type=float, default=10.0,
+                   help="padded audio per batch, seconds (default 10; larger batches are "
+                   "slower on CPU: the first conv layer's output outgrows the caches)")
     p.add_argument("--threads", type=int, default=0)
     p.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="fp32",
-                   help="bf16 autocast (about 2.6x faster for the paper preset on CPUs with "
+                   help="bf16 autocast (about 1.7x faster for the paper preset on CPUs with "
                    "avx512_bf16; features differ from fp32 by bf16 rounding). auto = bf16 "
                    "where the hardware has it. Default fp32")
     p.add_argument("--no-progress", action="store_true")

@@ -236,7 +236,7 @@ def extract_to(
     utts: list[str],
     wspec: str,
     skip_existing: bool = False,
-    max_batch_samples: int = 160 * 16000,
+    max_batch_samples: int = 10 * 16000,
     num_frames_path: str | Path | None = None,
     progress: bool = True,
     skip_bad: bool = False,

@@ -20,8 +20,6 @@ Config sections: ``kind``, ``data`` (:class:`ImageDataConfig`), ``dim``
 
 from __future__ import annotations
 
-import json
-import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,6 +43,8 @@ from cpc_seq.images.amdim import (
 )
 from cpc_seq.images.data import DATASETS, ImageArrays, load_dataset, prepare
 from cpc_seq.images.dim import DIMConfig, DIMModel, build_dim
+from cpc_seq.train import OptimConfig, resolve_device
+from cpc_seq.trainutil import NonFiniteGuard, ScalarLog, lr_at, set_lr
 
 KINDS = ("dim", "amdim")
 
@@ -79,24 +79,18 @@ class ImageDataConfig:
 
 
 @dataclass
-class ImageOptimConfig:
-    """Adam for the encoder (and MI heads); ``prior_lr`` for DIM's prior discriminator
-    (0 = ``lr``); linear warm-up then constant or cosine; gradient-norm clipping."""
+class ImageOptimConfig(OptimConfig):
+    """The audio trainer's :class:`~cpc_seq.train.OptimConfig` (Adam, warm-up, constant or
+    cosine, gradient-norm clipping) with image defaults, plus ``prior_lr`` for DIM's prior
+    discriminator (0 = ``lr``)."""
 
-    lr: float = 2e-4
-    prior_lr: float = 0.0
-    weight_decay: float = 0.0
     warmup_steps: int = 0
-    schedule: str = "constant"
     grad_clip: float = 10.0
+    prior_lr: float = 0.0
 
     def validate(self) -> None:
-        check(self.lr > 0, "optim.lr", "must be positive")
+        super().validate()
         check(self.prior_lr >= 0, "optim.prior_lr", "must be >= 0 (0 = lr)")
-        check(self.weight_decay >= 0, "optim.weight_decay", "must be >= 0")
-        check(self.warmup_steps >= 0, "optim.warmup_steps", "must be >= 0")
-        check(self.schedule in ("constant", "cosine"), "optim.schedule", "constant or cosine")
-        check(self.grad_clip >= 0, "optim.grad_clip", "must be >= 0 (0 disables)")
 
 
 @dataclass
@@ -165,25 +159,6 @@ def image_size_for(cfg: ImageDataConfig, native: int) -> int:
     if cfg.image_size:
         return cfg.image_size
     return 64 if native == 96 else native
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` -> CUDA when available, else CPU."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"train.device: {name} requested but CUDA is not available")
-    return torch.device(name)
-
-
-def lr_at(step: int, cfg: ImageOptimConfig, total: int) -> float:
-    """Learning rate for 0-based ``step``: linear warm-up, then constant or cosine."""
-    if cfg.warmup_steps and step < cfg.warmup_steps:
-        return cfg.lr * (step + 1) / cfg.warmup_steps
-    if cfg.schedule == "cosine":
-        span = max(1, total - cfg.warmup_steps)
-        return cfg.lr * 0.5 * (1 + math.cos(math.pi * min(1.0, (step - cfg.warmup_steps) / span)))
-    return cfg.lr
 
 
 def build_model(cfg: ImageExperimentConfig, channels: int, size: int) -> DIMModel | AMDIMModel:
@@ -288,7 +263,7 @@ class ImageTrainer:
         self.epoch = 0
         self.pos = 0
         self._order_cache: tuple[int, Tensor] | None = None
-        self.bad_in_row = 0
+        self.guard = NonFiniteGuard(run.max_bad_steps, self.out / "last.pt")
         self.probe_hits = 0.0
         self.probe_seen = 0.0
         if resume:
@@ -403,15 +378,15 @@ class ImageTrainer:
         because of a non-finite loss or gradient."""
         cfg = self.cfg
         images, labels = self.next_batch()
-        lr = lr_at(self.step, cfg.optim, cfg.train.steps)
-        for group in self.opt.param_groups:
-            group["lr"] = lr
+        o = cfg.optim
+        lr = lr_at(self.step, o.lr, o.warmup_steps, o.schedule, cfg.train.steps)
+        set_lr(self.opt, lr)
         loss, metrics, feats, y = self._forward(images)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         clip = cfg.optim.grad_clip if cfg.optim.grad_clip > 0 else float("inf")
         gnorm = torch.nn.utils.clip_grad_norm_(self.params, clip)
-        if not (torch.isfinite(loss) and torch.isfinite(gnorm)):
+        if self.guard.bad(self.step, loss, gnorm):
             self.opt.zero_grad(set_to_none=True)
             return None
         self.opt.step()
@@ -430,34 +405,22 @@ class ImageTrainer:
 
     def run(self) -> dict[str, float]:
         """Train until ``train.steps`` (or ``train.max_minutes``); returns the last metrics."""
-        from torch.utils.tensorboard import SummaryWriter
-
         cfg, run = self.cfg, self.cfg.train
         self.out.mkdir(parents=True, exist_ok=True)
         with atomic_write(self.out / "config.yaml", "w") as f:
             yaml.safe_dump(to_dict(cfg), f, sort_keys=False)
-        writer = SummaryWriter(str(self.out / "tb"), purge_step=self.step or None)
+        log = ScalarLog(self.out, purge_step=self.step)
         self.model.train()
         t_start = t_window = time.perf_counter()
         images_window = 0
         metrics: dict[str, float] = {}
         bar = tqdm(total=run.steps, initial=self.step, disable=not run.progress,
                    desc=f"train {cfg.kind}", unit="step", dynamic_ncols=True)
-        log_path = self.out / "log.jsonl"
         try:
             while self.step < run.steps:
                 step_metrics = self.train_step()
-                if step_metrics is None:
-                    self.bad_in_row += 1
-                    tqdm.write(f"warning: step {self.step}: non-finite loss or gradient; "
-                               f"step skipped ({self.bad_in_row} in a row)")
-                    if self.bad_in_row >= run.max_bad_steps:
-                        raise CpcSeqError(
-                            f"{self.bad_in_row} non-finite steps in a row at step {self.step}; "
-                            f"stopping. The last good checkpoint is {self.out / 'last.pt'}"
-                        )
+                if step_metrics is None:  # non-finite: skipped (NonFiniteGuard warned)
                     continue
-                self.bad_in_row = 0
                 self.step += 1
                 images_window += cfg.data.batch_size
                 bar.update(1)
@@ -470,10 +433,7 @@ class ImageTrainer:
                         metrics["online_probe/acc"] = self.probe_hits / self.probe_seen
                     t_window, images_window = now, 0
                     self.probe_hits = self.probe_seen = 0.0
-                    for key, val in metrics.items():
-                        writer.add_scalar(key, val, self.step)
-                    with open(log_path, "a", encoding="utf-8") as f:
-                        f.write(json.dumps({"step": self.step, **metrics}) + "\n")
+                    log.add(self.step, metrics)
                     post = {"loss": f"{metrics['loss/total']:.3f}"}
                     if "online_probe/acc" in metrics:
                         post["probe"] = f"{metrics['online_probe/acc']:.3f}"
@@ -487,7 +447,7 @@ class ImageTrainer:
                     break
         finally:
             bar.close()
-            writer.close()
+            log.close()
         return metrics
 
 

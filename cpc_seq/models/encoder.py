@@ -128,10 +128,15 @@ class ConvEncoder(nn.Module):
                 t = norm(h.squeeze(2)).unsqueeze(2).permute(0, 2, 3, 1)
             else:
                 t = h.permute(0, 2, 3, 1)
-            t = torch.relu(t)  # (B, 1, T_l, C_l)
-            if not full:
+            # In place: t is a fresh tensor here and neither the norms' nor the convs'
+            # backward needs their output. These element-wise passes over the first
+            # layers' large outputs cost about as much as the convolutions otherwise.
+            t = torch.relu_(t)  # (B, 1, T_l, C_l)
+            if not full and int(ln.min()) < t.shape[2]:  # some utterance ends early
                 mask = torch.arange(t.shape[2], device=t.device).unsqueeze(0) < ln.unsqueeze(1)
-                t = t * mask[:, None, :, None].to(t.dtype)
+                mask = mask[:, None, :, None].to(t.dtype)
+                # relu's backward reads its output, so only mask in place without autograd
+                t = t.mul_(mask) if not torch.is_grad_enabled() else t * mask
             if return_layers:
                 layers.append(t.squeeze(1))
             h = t.permute(0, 3, 1, 2)
