@@ -29,8 +29,8 @@ def count_flops(fn: Callable[[], object]) -> int:
     return counter.get_total_flops()
 
 
-def time_it(fn: Callable[[], object], warmup: int = 2, reps: int = 5) -> float:
-    """Median seconds per call after ``warmup`` calls."""
+def run_times(fn: Callable[[], object], warmup: int = 2, reps: int = 5) -> list[float]:
+    """Seconds of each of ``reps`` calls of ``fn`` after ``warmup`` calls."""
     for _ in range(warmup):
         fn()
     times = []
@@ -38,7 +38,12 @@ def time_it(fn: Callable[[], object], warmup: int = 2, reps: int = 5) -> float:
         t = time.perf_counter()
         fn()
         times.append(time.perf_counter() - t)
-    times.sort()
+    return times
+
+
+def time_it(fn: Callable[[], object], warmup: int = 2, reps: int = 5) -> float:
+    """Median seconds per call after ``warmup`` calls."""
+    times = sorted(run_times(fn, warmup, reps))
     return times[len(times) // 2]
 
 

@@ -3,12 +3,14 @@
     python benchmarks/scaling.py --out docs/scaling      # writes docs/scaling.md and .png
 
 Each sweep varies one factor around the base config (small preset, batch 8, window 20480,
-128 cross-batch negatives, K=12, fp32) and reports seconds per step and audio-s/s.
+128 cross-batch negatives, K=12) in fp32 and bf16 autocast and reports seconds per step
+and audio-s/s.
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
 from pathlib import Path
 
@@ -18,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_train import make_step  # noqa: E402
-from common import time_it  # noqa: E402
+from common import run_times  # noqa: E402
 
 BASE = {"batch": 8, "window": 20480, "n_neg": 128, "n_steps": 12}
 SWEEPS = {
@@ -32,27 +34,38 @@ SWEEPS = {
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--preset", default="small")
-    ap.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
+    ap.add_argument("--precision", default="fp32,bf16", help="comma-separated: fp32, bf16")
     ap.add_argument("--out", default="docs/scaling")
     ap.add_argument("--reps", type=int, default=3)
     args = ap.parse_args()
+    precisions = args.precision.split(",")
+    bad = [p for p in precisions if p not in ("fp32", "bf16")]
+    if bad:
+        ap.error(f"--precision: unknown {', '.join(bad)} (fp32, bf16)")
     rows = []
     for factor, values in SWEEPS.items():
         for v in values:
             cfg = {**BASE, factor: v}
-            step = make_step(args.preset, "cross_batch", cfg["n_neg"], args.precision == "bf16",
-                             cfg["batch"], cfg["window"], cfg["n_steps"])
-            sec = time_it(step, warmup=1, reps=args.reps)
             audio = cfg["batch"] * cfg["window"] / 16000
-            rows.append((factor, v, sec, audio / sec))
-            print(f"{factor}={v}: {sec:.3f} s/step, {audio / sec:.1f} audio-s/s", flush=True)
+            for prec in precisions:
+                step = make_step(args.preset, "cross_batch", cfg["n_neg"], prec == "bf16",
+                                 cfg["batch"], cfg["window"], cfg["n_steps"])
+                times = run_times(step, warmup=1, reps=args.reps)
+                sec = statistics.median(times)
+                spread = (max(times) - min(times)) / sec
+                rows.append((factor, v, prec, sec, audio / sec, spread))
+                print(f"{factor}={v} {prec}: {sec:.3f} s/step, {audio / sec:.1f} audio-s/s "
+                      f"(spread {100 * spread:.0f} %)", flush=True)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    lines = [f"Training-step cost, {args.preset} preset, {args.precision}, "
-             f"{torch.get_num_threads()} threads (`python benchmarks/scaling.py`). Base: "
-             + ", ".join(f"{k}={v}" for k, v in BASE.items()), "",
-             "| factor | value | s/step | audio-s/s |", "|---|---|---|---|"]
-    lines += [f"| {f} | {v} | {s:.3f} | {a:.1f} |" for f, v, s, a in rows]
+    lines = [f"Training-step cost (forward, loss, backward, Adam step), {args.preset} preset, "
+             f"{torch.get_num_threads()} threads, median of {args.reps} steps after one warm-up "
+             f"(`python benchmarks/scaling.py --reps {args.reps}`). Base: "
+             + ", ".join(f"{k}={v}" for k, v in BASE.items())
+             + ", cross-batch negatives. Spread = (slowest - fastest) / median.", "",
+             "| factor | value | precision | s/step | audio-s/s | spread |", "|---|---|---|---|---|---|"]
+    lines += [f"| {f} | {v} | {p} | {s:.3f} | {a:.1f} | {100 * sp:.0f} % |"
+              for f, v, p, s, a, sp in rows]
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     import matplotlib
 
@@ -61,12 +74,16 @@ def main() -> None:
 
     fig, axes = plt.subplots(1, 4, figsize=(14, 3.2))
     for ax, factor in zip(axes, SWEEPS):
-        pts = [(v, s) for f, v, s, _ in rows if f == factor]
-        ax.plot([p[0] for p in pts], [p[1] for p in pts], "o-")
+        for prec in precisions:
+            pts = [(v, s) for f, v, p, s, _, _ in rows if f == factor and p == prec]
+            ax.plot([q[0] for q in pts], [q[1] for q in pts], "o-", label=prec)
         ax.set_xlabel(factor)
         ax.set_ylabel("s / step")
+        ax.set_ylim(bottom=0)
         ax.grid(alpha=0.3)
-    fig.suptitle(f"CPC training step cost ({args.preset}, {args.precision})")
+    axes[0].legend()
+    fig.suptitle(f"CPC training step cost ({args.preset} preset; base: "
+                 + ", ".join(f"{k}={v}" for k, v in BASE.items()) + ")")
     fig.tight_layout()
     fig.savefig(out.with_suffix(".png"), dpi=90)
     print(f"wrote {out.with_suffix('.md')} and {out.with_suffix('.png')}")
