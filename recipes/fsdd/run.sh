@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # recipes/fsdd/run.sh: CPC on the Free Spoken Digit Dataset (real speech, 6 speakers),
 # then phone and speaker linear probes on CPC c and z against MFCC+d+dd and the same
-# architecture with random weights. About 15-20 minutes on 2 CPU cores.
+# architecture with random weights. About 10 minutes on 2 idle CPU cores.
 #
 # Usage: recipes/fsdd/run.sh [--fsdd DIR] [--exp DIR] [--stage N] [--stop-stage M]
 #   --fsdd DIR   a copy of FSDD as a Kaldi data dir with phone_frames.txt
