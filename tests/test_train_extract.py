@@ -177,6 +177,7 @@ def test_extract_npy_and_random_init(trained: Path, tmp_path: Path) -> None:
     assert not np.allclose(trained_z, rand_z, atol=1e-3)  # --random-init really is not the checkpoint
 
 
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")  # the hand-made pickle below
 def test_checkpoint_with_code_is_refused(tmp_path: Path) -> None:
     import pickle
 
