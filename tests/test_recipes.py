@@ -11,7 +11,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
-RECIPES = ["tiny", "fsdd", "librispeech"]
+RECIPES = ["tiny", "fsdd", "librispeech", "text", "dim_fashion_mnist", "amdim_fashion_mnist",
+           "amdim_cifar10"]
 
 
 def _env() -> dict[str, str]:
@@ -75,3 +76,26 @@ def test_librispeech_all_stages_on_sample(tmp_path: Path) -> None:
     # a rerun skips every finished stage
     again = subprocess.run(cmd, capture_output=True, text=True, env=env)
     assert again.returncode == 0 and again.stderr.count("already done") == 6
+
+
+@pytest.mark.parametrize("recipe,kind", [("dim_fashion_mnist", "DIM"),
+                                         ("amdim_fashion_mnist", "AMDIM")])
+def test_image_recipe_all_stages_on_fake_data(tmp_path: Path, recipe: str, kind: str) -> None:
+    from test_images import fake_fashion_mnist
+
+    data = fake_fashion_mnist(tmp_path / "fm", n_train=40, n_test=20)
+    env = _env()
+    env["TRAIN_OVERRIDES"] = ("train.steps=2 data.batch_size=8 train.progress=false "
+                              "dim.ndf=8 amdim.ndf=8 amdim.n_rkhs=32")
+    env["PROBE_OPTS"] = "--epochs 1"
+    exp = tmp_path / "exp"
+    cmd = ["bash", str(ROOT / "recipes" / recipe / "run.sh"), "--data", str(data),
+           "--exp", str(exp), "--threads", "1"]
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    assert out.returncode == 0, out.stderr[-3000:]
+    table = (exp / "table.md").read_text()
+    assert f"| {kind} " in table and "(random init)" in table and "| raw pixels |" in table
+    lines = (exp / kind.lower() / "log.jsonl").read_text().splitlines()
+    assert '"step": 2' in lines[-1]
+    again = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    assert again.returncode == 0 and again.stderr.count("already done") == 3

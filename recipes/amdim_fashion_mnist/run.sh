@@ -14,6 +14,7 @@
 #   stage 2: linear probes, the table -> EXP/table.md
 # Finished stages leave EXP/.done.N and are skipped on a rerun; logs in EXP/log/.
 # Extra overrides: TRAIN_OVERRIDES="train.steps=100" PROBE_OPTS="--epochs 5" run.sh
+# The stages themselves are in recipes/common/image_recipe.sh.
 
 set -euo pipefail
 cd "$(dirname "$0")/../.."   # repository root: paths below are relative to it
@@ -26,32 +27,11 @@ data=/usr/share/datasets/fashion-mnist
 threads=2
 . recipes/common/parse_options.sh
 
-img() { python -m cpc_seq.images.cli "$@"; }
-t0=$(date +%s)
-
+kind=amdim
+features=r1,local
+dataset=Fashion-MNIST
+stage0_desc="check data"
 stage0() {
   python -m cpc_seq.images.data fashion_mnist "$data"
 }
-
-stage1() {
-  # shellcheck disable=SC2086
-  img image-train --config "$conf" data.root="$data" train.out_dir="$exp/amdim" \
-    train.threads="$threads" ${TRAIN_OVERRIDES:-}
-}
-
-stage2() {
-  # shellcheck disable=SC2086
-  img image-probe --ckpt "$exp/amdim/last.pt" --out "$exp/probe" --data-root "$data" \
-    --features r1,local --threads "$threads" --no-progress ${PROBE_OPTS:-} > "$exp/table.md.tmp"
-  mv "$exp/table.md.tmp" "$exp/table.md"
-}
-
-mkdir -p "$exp"
-run_stage 0 "check data" stage0
-run_stage 1 "train AMDIM ($conf)" stage1
-run_stage 2 "linear probes" stage2
-if [ "$stop_stage" -ge 2 ] && [ -f "$exp/table.md" ]; then
-  log "Fashion-MNIST test accuracy, linear probe on frozen features ($exp/probe/table.md):"
-  cat "$exp/table.md"
-fi
-log "done in $(( $(date +%s) - t0 )) s"
+. recipes/common/image_recipe.sh

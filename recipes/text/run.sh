@@ -4,8 +4,8 @@
 # CPC model, then a linear probe on sentence embeddings for the book group a sentence
 # comes from (8 classes: law, history, wisdom, major/minor prophets, gospels+acts,
 # pauline, general epistles+revelation), against a hashed unigram+bigram TF-IDF
-# bag-of-words and the same encoders with random weights. About 10-16 minutes on 2 CPU cores
-# (training stops at train.max_minutes: 4 + 3 minutes).
+# bag-of-words and the same encoders with random weights. About 6 minutes on 2 idle CPU cores
+# (train.max_minutes: 4 + 3 minutes cap the trainings on slower machines).
 #
 # Usage: recipes/text/run.sh [--stage N] [--stop-stage M] [--exp DIR] [--threads N]
 #   stage 0: labelled probe sets (8000 train-split sentences, all test-split sentences)
