@@ -26,15 +26,14 @@ from typing import Any
 import numpy as np
 import torch
 
+from cpc_seq.cliutil import add_train_command, print_metrics, run_command
 from cpc_seq.errors import CpcSeqError, DataError
 
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("train", help="train a CPC model",
-                       description="Train CPC. Overrides are key=value with dotted keys.")
-    p.add_argument("--config", help="YAML config (sections model, data, loss, optim, train)")
-    p.add_argument("--resume", action="store_true", help="continue from OUT_DIR/last.pt")
-    p.add_argument("overrides", nargs="*", help="key=value, e.g. train.steps=100")
+    add_train_command(sub, "train", help="train a CPC model",
+                      description="Train CPC. Overrides are key=value with dotted keys.",
+                      config_help="YAML config (sections model, data, loss, optim, train)")
 
 
 def _add_extract(sub: argparse._SubParsersAction) -> None:
@@ -153,9 +152,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from cpc_seq.train import load_config, train
 
     cfg = load_config(args.config, args.overrides)
-    metrics = train(cfg, resume=args.resume)
-    if metrics:
-        print(json.dumps({k: round(v, 4) for k, v in metrics.items() if "/k" not in k}))
+    print_metrics(train(cfg, resume=args.resume))
     return 0
 
 
@@ -422,16 +419,7 @@ COMMANDS = {"train": cmd_train, "extract": cmd_extract, "probe": cmd_probe, "tab
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``cpc-seq``; user errors print one line and exit with status 2."""
     args = build_parser().parse_args(argv)
-    try:
-        if args.command in COMMANDS:
-            return COMMANDS[args.command](args)
-        return args.func(args)
-    except CpcSeqError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    return run_command(COMMANDS.get(args.command) or args.func, args)
 
 
 if __name__ == "__main__":

@@ -14,13 +14,12 @@ prints ``error: <what and where>`` and exits with status 2.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Callable
 
 import torch
 
-from cpc_seq.errors import CpcSeqError
+from cpc_seq.cliutil import add_train_command, print_metrics, run_command
 
 __all__ = ["add_image_commands", "cmd_image_train", "cmd_image_probe", "IMAGE_COMMANDS", "main"]
 
@@ -30,9 +29,7 @@ def cmd_image_train(args: argparse.Namespace) -> int:
     from cpc_seq.images.train import load_config, train
 
     cfg = load_config(args.config, args.overrides)
-    metrics = train(cfg, resume=args.resume)
-    if metrics:
-        print(json.dumps({k: round(v, 4) for k, v in metrics.items()}))
+    print_metrics(train(cfg, resume=args.resume))
     return 0
 
 
@@ -72,15 +69,12 @@ def add_image_commands(subparsers: argparse._SubParsersAction) -> None:
     Each parser gets ``func`` (its command function) as a default, so a caller can run
     ``args.func(args)``; :data:`IMAGE_COMMANDS` maps the names to the same functions.
     """
-    p = subparsers.add_parser(
-        "image-train", help="train DIM or AMDIM on images",
+    add_train_command(
+        subparsers, "image-train", help="train DIM or AMDIM on images",
         description="Train DIM or AMDIM (kind: dim | amdim in the config). Overrides are "
         "key=value with dotted keys, e.g. train.steps=100 data.train_subset=5000.",
+        config_help="YAML config (kind, data, dim, amdim, optim, train)", func=cmd_image_train,
     )
-    p.add_argument("--config", help="YAML config (kind, data, dim, amdim, optim, train)")
-    p.add_argument("--resume", action="store_true", help="continue from OUT_DIR/last.pt")
-    p.add_argument("overrides", nargs="*", help="key=value, e.g. train.steps=100")
-    p.set_defaults(func=cmd_image_train)
 
     q = subparsers.add_parser(
         "image-probe", help="linear probes on frozen DIM/AMDIM features vs baselines",
@@ -117,14 +111,7 @@ def main(argv: list[str] | None = None) -> int:
                                      description="DIM/AMDIM commands of cpc-seq")
     add_image_commands(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(argv)
-    try:
-        return args.func(args)
-    except CpcSeqError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    return run_command(args.func, args)
 
 
 if __name__ == "__main__":

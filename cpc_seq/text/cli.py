@@ -27,6 +27,7 @@ from pathlib import Path
 
 import torch
 
+from cpc_seq.cliutil import add_train_command, print_metrics, run_command
 from cpc_seq.errors import CpcSeqError, DataError
 
 __all__ = ["add_text_commands", "TEXT_COMMANDS", "cmd_text_train", "cmd_text_extract",
@@ -38,9 +39,7 @@ def cmd_text_train(args: argparse.Namespace) -> int:
     from cpc_seq.text.train import load_text_config, train_text
 
     cfg = load_text_config(args.config, args.overrides)
-    metrics = train_text(cfg, resume=args.resume)
-    if metrics:
-        print(json.dumps({k: round(v, 4) for k, v in metrics.items() if "/k" not in k}))
+    print_metrics(train_text(cfg, resume=args.resume))
     return 0
 
 
@@ -187,15 +186,13 @@ def add_text_commands(subparsers: argparse._SubParsersAction) -> None:
     Each parser gets ``func`` (its command function) as a default, so a caller can run
     ``args.func(args)``; :data:`TEXT_COMMANDS` maps the names to the same functions.
     """
-    p = subparsers.add_parser(
-        "text-train", help="train token- or sentence-level CPC on text",
+    add_train_command(
+        subparsers, "text-train", help="train token- or sentence-level CPC on text",
         description="Train text CPC (model.level: token | sentence). Overrides are key=value "
         "with dotted keys, e.g. train.steps=100 tokenizer.kind=sentencepiece.",
+        config_help="YAML config (model, tokenizer, data, loss, optim, train)",
+        func=cmd_text_train,
     )
-    p.add_argument("--config", help="YAML config (model, tokenizer, data, loss, optim, train)")
-    p.add_argument("--resume", action="store_true", help="continue from OUT_DIR/last.pt")
-    p.add_argument("overrides", nargs="*", help="key=value, e.g. train.steps=100")
-    p.set_defaults(func=cmd_text_train)
 
     e = subparsers.add_parser(
         "text-extract", help="extract text CPC features (Kaldi ark/scp or npy)",
@@ -273,14 +270,7 @@ def main(argv: list[str] | None = None) -> int:
                                      description="text CPC commands of cpc-seq")
     add_text_commands(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(argv)
-    try:
-        return args.func(args)
-    except CpcSeqError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    return run_command(args.func, args)
 
 
 if __name__ == "__main__":

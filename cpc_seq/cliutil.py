@@ -1,0 +1,47 @@
+"""Pieces the command-line front ends share (``cpc_seq.cli``, ``cpc_seq.images.cli``,
+``cpc_seq.text.cli``): the ``*-train`` parser shape, the final metrics line and the
+error convention (a :class:`~cpc_seq.errors.CpcSeqError` prints ``error: ...`` and exits
+with status 2; Ctrl-C exits with 130)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable
+
+from cpc_seq.errors import CpcSeqError
+
+Command = Callable[[argparse.Namespace], int]
+
+
+def add_train_command(
+    subparsers: argparse._SubParsersAction, name: str, help: str, description: str,
+    config_help: str, func: Command | None = None,
+) -> argparse.ArgumentParser:
+    """``NAME [--config YAML] [--resume] [key=value ...]``; ``func`` becomes ``args.func``."""
+    p = subparsers.add_parser(name, help=help, description=description)
+    p.add_argument("--config", help=config_help)
+    p.add_argument("--resume", action="store_true", help="continue from OUT_DIR/last.pt")
+    p.add_argument("overrides", nargs="*", help="key=value, e.g. train.steps=100")
+    if func is not None:
+        p.set_defaults(func=func)
+    return p
+
+
+def print_metrics(metrics: dict[str, float]) -> None:
+    """The last logged metrics as one JSON line (per-step ``.../kNN`` keys left out)."""
+    if metrics:
+        print(json.dumps({k: round(v, 4) for k, v in metrics.items() if "/k" not in k}))
+
+
+def run_command(func: Command, args: argparse.Namespace) -> int:
+    """Run ``func(args)`` with the error convention; returns the exit status."""
+    try:
+        return func(args)
+    except CpcSeqError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
