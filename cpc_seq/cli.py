@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -193,9 +194,14 @@ def cmd_extract(args: argparse.Namespace) -> int:
         desc = f"extract {args.layer}" + (" (random init)" if args.random_init else "")
     notes = AudioNotes()
 
-    def load(utt: str) -> np.ndarray:
-        return dd.load_audio(utt, target_sr=sr, allow_pipes=args.allow_pipes, notes=notes)
+    loaded = [0]  # samples read, for the real-time factor
 
+    def load(utt: str) -> np.ndarray:
+        wav = dd.load_audio(utt, target_sr=sr, allow_pipes=args.allow_pipes, notes=notes)
+        loaded[0] += len(wav)
+        return wav
+
+    t0 = time.perf_counter()
     written = extract_to(
         featurize, load, dd.utts, args.wspecifier, skip_existing=args.skip_existing,
         max_batch_samples=int(args.batch_seconds * sr), num_frames_path=args.write_num_frames,
@@ -203,8 +209,10 @@ def cmd_extract(args: argparse.Namespace) -> int:
     )
     for line in notes.summary():
         print(f"note: {line}", file=sys.stderr)
-    print(f"wrote {len(written)} utterances ({sum(written.values())} frames) to {args.wspecifier}",
-          file=sys.stderr)
+    secs, audio = time.perf_counter() - t0, loaded[0] / sr
+    print(f"wrote {len(written)} utterances ({sum(written.values())} frames) to "
+          f"{args.wspecifier}; {audio:.0f} s of audio in {secs:.1f} s "
+          f"({audio / max(secs, 1e-9):.0f}x real time)", file=sys.stderr)
     return 0
 
 
