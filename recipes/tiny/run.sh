@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # recipes/tiny/run.sh: the demo. CPC on the embedded espeak-ng corpus (data/tiny),
 # then a frame-level linear phone probe on CPC c and z against MFCC+d+dd and the
-# same architecture with random weights. About 10-12 minutes on 2 CPU cores.
+# same architecture with random weights. About 8 minutes on 2 idle CPU cores.
 #
 # Usage: recipes/tiny/run.sh [--stage N] [--stop-stage M] [--exp DIR] [--conf YAML]
 #   stage 0: check the data dirs and labels
