@@ -131,6 +131,22 @@ def test_extract_ark_scp_matches_api_and_labels(trained: Path, tmp_path: Path) -
         assert feats[u].shape[0] == len(labels[u]) == int(nf[u])
 
 
+def test_extract_device_option(trained: Path, tmp_path: Path, capsys) -> None:
+    base = ["extract", "--ckpt", str(trained), "--no-progress", f"scp:{DEV}/wav.scp"]
+    rc = main([*base[:-1], "--device", "cpu", "--batch-seconds", "0", base[-1],
+               f"npy:{tmp_path / 'npy'}"])
+    err = capsys.readouterr().err
+    assert rc == 0 and "x real time" in err and len(list((tmp_path / "npy").glob("*.npy"))) > 0
+    assert main([*base[:-1], "--device", "tpu", base[-1], f"npy:{tmp_path / 'x'}"]) == 2
+    assert "--device 'tpu'" in capsys.readouterr().err
+    assert main([*base[:-1], "--batch-seconds", "-1", base[-1], f"npy:{tmp_path / 'y'}"]) == 2
+    assert "--batch-seconds must be positive" in capsys.readouterr().err
+    if not torch.cuda.is_available():
+        assert main([*base[:-1], "--device", "cuda", base[-1], f"npy:{tmp_path / 'z'}"]) == 2
+        assert "CUDA is not available" in capsys.readouterr().err
+        assert not (tmp_path / "z").exists()  # nothing half-written
+
+
 def test_extract_resumes_after_partial_run(trained: Path, tmp_path: Path) -> None:
     out = tmp_path / "f"
     args = ["extract", "--ckpt", str(trained), "--layer", "z", "--no-progress",
