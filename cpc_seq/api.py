@@ -67,10 +67,14 @@ class Upstream(nn.Module):
 
 
 def model_from_checkpoint(
-    path: str | Path, random_init: bool = False, seed: int = 0, map_location: str = "cpu"
+    path: str | Path, random_init: bool = False, seed: int = 0, map_location: str = "cpu",
+    state: dict[str, Any] | None = None,
 ) -> tuple[CPCModel, dict[str, Any]]:
-    """Build the checkpoint's model and load its weights (or keep a seeded random init)."""
-    state = load_checkpoint(path, map_location=map_location)
+    """Build the checkpoint's model and load its weights (or keep a seeded random init).
+    ``state``: the checkpoint already read by :func:`load_checkpoint` (``path`` then only
+    names it in errors)."""
+    if state is None:
+        state = load_checkpoint(path, map_location=map_location)
     if state.get("kind", "audio_cpc") != "audio_cpc":
         raise CheckpointError(f"{path}: a {state.get('kind')} checkpoint, not an audio CPC model")
     try:
@@ -91,10 +95,10 @@ def load(ckpt: str | Path, random_init: bool = False, device: str = "cpu") -> nn
     """Load a cpc_seq checkpoint (weights_only loading) as an upstream with
     ``extract_features``: :class:`Upstream` for audio CPC; for text checkpoints the
     text upstream of :func:`cpc_seq.text.extract.load_text` (input: list of strings)."""
-    kind = load_checkpoint(ckpt).get("kind", "audio_cpc")
-    if kind in ("text_token", "text_sentence"):
+    state = load_checkpoint(ckpt, map_location=device)
+    if state.get("kind", "audio_cpc") in ("text_token", "text_sentence"):
         from cpc_seq.text.extract import load_text
 
         return load_text(ckpt, random_init=random_init, device=device)
-    model, cfg = model_from_checkpoint(ckpt, random_init=random_init, map_location=device)
+    model, cfg = model_from_checkpoint(ckpt, random_init=random_init, state=state)
     return Upstream(model.to(device), cfg)

@@ -169,17 +169,6 @@ def _data_dir_of(rspec: str) -> Path:
     return Path(rspec)
 
 
-def _extract_device(name: str) -> torch.device:
-    """``--device``: cpu | cuda | cuda:N | auto; a clear error when CUDA is missing."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name != "cpu" and not (name == "cuda" or name.startswith("cuda:")):
-        raise CpcSeqError(f"--device {name!r}: expected cpu, cuda, cuda:N or auto")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise CpcSeqError(f"--device {name}: CUDA is not available on this machine")
-    return torch.device(name)
-
-
 def cmd_extract(args: argparse.Namespace) -> int:
     from cpc_seq.api import model_from_checkpoint
     from cpc_seq.data.audio import AudioNotes
@@ -188,12 +177,13 @@ def cmd_extract(args: argparse.Namespace) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
+    state = None
     if args.ckpt and not args.mfcc:
         from cpc_seq.checkpoint import load_checkpoint
 
-        kind = load_checkpoint(args.ckpt).get("kind", "audio_cpc")
-        if kind in ("text_token", "text_sentence"):  # text checkpoints: text:FILE input
-            from cpc_seq.text.cli import cmd_text_extract
+        state = load_checkpoint(args.ckpt)
+        if state.get("kind", "audio_cpc") in ("text_token", "text_sentence"):
+            from cpc_seq.text.cli import cmd_text_extract  # text checkpoints: text:FILE input
 
             return cmd_text_extract(args)
     dd = load_data_dir(_data_dir_of(args.rspecifier), allow_pipes=args.allow_pipes)
@@ -201,10 +191,12 @@ def cmd_extract(args: argparse.Namespace) -> int:
     if args.mfcc:
         sr, featurize, desc = 16000, mfcc_featurizer(16000, not args.no_cmvn), "extract mfcc"
     else:
-        model, _ = model_from_checkpoint(args.ckpt, random_init=args.random_init, seed=args.seed)
+        model, _ = model_from_checkpoint(args.ckpt, random_init=args.random_init, seed=args.seed,
+                                         state=state)
+        from cpc_seq.train import resolve_device
         from cpc_seq.trainutil import use_bf16
 
-        device = _extract_device(args.device)
+        device = resolve_device(args.device, "--device")
         model.to(device)
         bf16 = use_bf16(args.precision, device)
         sr = model.sample_rate

@@ -144,12 +144,15 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
     return from_dict(ExperimentConfig, data)
 
 
-def resolve_device(name: str) -> torch.device:
-    """``auto`` -> CUDA when available, else CPU."""
+def resolve_device(name: str, option: str = "train.device") -> torch.device:
+    """``auto`` -> CUDA when available, else CPU; ``cpu``, ``cuda``, ``cuda:N`` as given.
+    Anything else, or CUDA on a machine without it, is a ConfigError naming ``option``."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name not in ("cpu", "cuda") and not name.startswith("cuda:"):
+        raise ConfigError(f"{option}: expected auto, cpu, cuda or cuda:N, got {name!r}")
     if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"train.device: {name} requested but CUDA is not available")
+        raise ConfigError(f"{option}: {name} requested but CUDA is not available")
     return torch.device(name)
 
 
@@ -373,11 +376,7 @@ class Trainer:
                 out = self._loss(self._batch(self.train_store, utt, off))
                 self.opt.zero_grad(set_to_none=True)
                 out.loss.backward()
-                if cfg.optim.grad_clip > 0:
-                    gnorm = torch.nn.utils.clip_grad_norm_(self.model.parameters(),
-                                                           cfg.optim.grad_clip)
-                else:
-                    gnorm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), float("inf"))
+                gnorm = trainutil.clip_grad_norm(self.model.parameters(), cfg.optim.grad_clip)
                 agreed = None
                 if self.dist.enabled:
                     local = not bool(torch.isfinite(out.loss) and torch.isfinite(gnorm))

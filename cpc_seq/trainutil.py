@@ -35,6 +35,12 @@ def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
         group["lr"] = lr
 
 
+def clip_grad_norm(params: object, max_norm: float) -> torch.Tensor:
+    """Clip to ``max_norm`` (0 = no clipping) and return the total gradient norm, which
+    the non-finite check needs either way."""
+    return torch.nn.utils.clip_grad_norm_(params, max_norm if max_norm > 0 else float("inf"))
+
+
 class NonFiniteGuard:
     """Counts non-finite steps in a row; ``bad(...)`` says whether to skip this step."""
 

@@ -168,23 +168,37 @@ class FeatureWriter:
         self.prog = open(self.progress, "a")  # noqa: SIM115
 
     def write(self, utt: str, feats: np.ndarray) -> None:
-        feats = np.ascontiguousarray(feats, dtype=np.float32)
+        """Write one utterance durably (see :meth:`write_batch`)."""
+        self.write_batch([(utt, feats)])
+
+    def write_batch(self, entries: list[tuple[str, np.ndarray]]) -> None:
+        """Append ``(utt, (T, D) features)`` entries and make them durable with one fsync.
+
+        The entries are recorded in the ``.partial`` progress file only after the ark is
+        fsynced, so a recorded entry is always complete on disk; one fsync per batch
+        rather than per utterance matters for many short items (FSDD digits, sentences).
+        npy output writes one atomic file per entry.
+        """
         if self.spec.kind == "npy":
             assert self.spec.npy_dir is not None
-            path = self.spec.npy_dir / f"{utt}.npy"
-            with atomic_write(path) as f:
-                np.save(f, feats)
-            self.done[utt] = str(path)
+            for utt, feats in entries:
+                path = self.spec.npy_dir / f"{utt}.npy"
+                with atomic_write(path) as f:
+                    np.save(f, np.ascontiguousarray(feats, dtype=np.float32))
+                self.done[utt] = str(path)
             return
-        start = self.ark.tell()
-        kaldiio.save_ark(self.ark, {utt: feats})
+        records = []
+        for utt, feats in entries:
+            start = self.ark.tell()
+            kaldiio.save_ark(self.ark, {utt: np.ascontiguousarray(feats, dtype=np.float32)})
+            records.append((utt, f"{self.spec.ark}:{start + len(utt.encode()) + 1}",
+                            self.ark.tell()))
         self.ark.flush()
         os.fsync(self.ark.fileno())
-        end = self.ark.tell()
-        value = f"{self.spec.ark}:{start + len(utt.encode()) + 1}"
-        self.prog.write(f"{utt} {value} {end}\n")
+        for utt, value, end in records:
+            self.prog.write(f"{utt} {value} {end}\n")
+            self.done[utt] = value
         self.prog.flush()
-        self.done[utt] = value
 
     def close(self, complete: bool) -> None:
         """Close files; when ``complete``, write the final scp atomically."""
@@ -252,7 +266,6 @@ def extract_to(
     num_frames: dict[str, int] = {}
     bad: list[str] = []
     complete = False
-    max_samples = max_batch_samples
     bar = tqdm(total=len(utts), initial=len(utts) - len(todo), desc=desc,
                unit="utt", disable=not progress)
     try:
@@ -278,11 +291,10 @@ def extract_to(
                     continue
                 waves[utt] = w
             lens = {u: len(w) for u, w in waves.items()}
-            for batch in length_batches(lens, max_samples):
+            for batch in length_batches(lens, max_batch_samples):
                 feats = featurize([waves[u] for u in batch])
-                for utt, arr in zip(batch, feats):
-                    writer.write(utt, arr)
-                    num_frames[utt] = arr.shape[0]
+                writer.write_batch(list(zip(batch, feats)))
+                num_frames.update((utt, arr.shape[0]) for utt, arr in zip(batch, feats))
                 bar.update(len(batch))
         complete = True
     finally:

@@ -43,8 +43,8 @@ from cpc_seq.images.amdim import (
 )
 from cpc_seq.images.data import DATASETS, ImageArrays, load_dataset, prepare
 from cpc_seq.images.dim import DIMConfig, DIMModel, build_dim
-from cpc_seq.train import OptimConfig, resolve_device
-from cpc_seq.trainutil import NonFiniteGuard, ScalarLog, lr_at, set_lr
+from cpc_seq.train import OptimConfig, lr_at, resolve_device
+from cpc_seq.trainutil import NonFiniteGuard, ScalarLog, clip_grad_norm, set_lr
 
 KINDS = ("dim", "amdim")
 
@@ -378,14 +378,12 @@ class ImageTrainer:
         because of a non-finite loss or gradient."""
         cfg = self.cfg
         images, labels = self.next_batch()
-        o = cfg.optim
-        lr = lr_at(self.step, o.lr, o.warmup_steps, o.schedule, cfg.train.steps)
+        lr = lr_at(self.step, cfg.optim, cfg.train.steps)
         set_lr(self.opt, lr)
         loss, metrics, feats, y = self._forward(images)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
-        clip = cfg.optim.grad_clip if cfg.optim.grad_clip > 0 else float("inf")
-        gnorm = torch.nn.utils.clip_grad_norm_(self.params, clip)
+        gnorm = clip_grad_norm(self.params, cfg.optim.grad_clip)
         if self.guard.bad(self.step, loss, gnorm):
             self.opt.zero_grad(set_to_none=True)
             return None

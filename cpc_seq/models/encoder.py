@@ -117,7 +117,6 @@ class ConvEncoder(nn.Module):
         # layer norm wants, so no transposing copies are needed between layers.
         h = wave.reshape(bsz, 1, 1, n).contiguous(memory_format=torch.channels_last)
         layers = []
-        t = h.permute(0, 2, 3, 1)
         for conv, norm, ln in zip(self.convs, self.norms, layer_lens):
             h = F.conv2d(h, conv.weight.unsqueeze(2), conv.bias, stride=(1, conv.stride[0]),
                          padding=(0, conv.padding[0]))

@@ -19,7 +19,6 @@ through :class:`cpc_seq.features.extract.FeatureWriter` (crash-safe ark/scp, npy
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -39,37 +38,6 @@ from cpc_seq.text.tokenizers import Tokenizer, encode_many, tokenizer_from_state
 
 TEXT_KINDS = ("text_token", "text_sentence")
 POOLINGS = ("none", "mean", "max")
-
-
-class BatchFeatureWriter(FeatureWriter):
-    """:class:`FeatureWriter` that makes a whole batch durable with one fsync.
-
-    Text items are small (a sentence embedding is one row) and many, so one fsync per item
-    (what ``FeatureWriter.write`` does) would dominate the run time. ``write_batch`` appends
-    every entry to the ark, fsyncs once, and only then records the entries in the
-    ``.partial`` progress file: the crash-safety contract is unchanged (a recorded entry is
-    always complete on disk). npy output keeps one atomic file per item.
-    """
-
-    def write_batch(self, entries: list[tuple[str, np.ndarray]]) -> None:
-        if self.spec.kind == "npy":
-            for key, arr in entries:
-                self.write(key, arr)
-            return
-        import kaldiio
-
-        records = []
-        for key, arr in entries:
-            start = self.ark.tell()
-            kaldiio.save_ark(self.ark, {key: np.ascontiguousarray(arr, dtype=np.float32)})
-            records.append((key, f"{self.spec.ark}:{start + len(key.encode()) + 1}",
-                            self.ark.tell()))
-        self.ark.flush()
-        os.fsync(self.ark.fileno())
-        for key, value, end in records:
-            self.prog.write(f"{key} {value} {end}\n")
-            self.done[key] = value
-        self.prog.flush()
 
 
 def text_model_from_checkpoint(
@@ -245,7 +213,7 @@ def extract_text_to(
     for key, text in items:
         if not text.strip():
             raise DataError(f"item {key}: empty text")
-    writer = BatchFeatureWriter(parse_wspecifier(wspec), resume=skip_existing)
+    writer = FeatureWriter(parse_wspecifier(wspec), resume=skip_existing)
     todo = {k: len(text_of[k]) for k in ids if k not in writer.done}
     rows: dict[str, int] = {}
     complete = False

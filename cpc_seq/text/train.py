@@ -343,8 +343,7 @@ class TextTrainer:
                 out, n_tokens = self._loss(self.train_store, idx, off)
                 self.opt.zero_grad(set_to_none=True)
                 out.loss.backward()
-                clip = cfg.optim.grad_clip if cfg.optim.grad_clip > 0 else float("inf")
-                gnorm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip)
+                gnorm = trainutil.clip_grad_norm(self.model.parameters(), cfg.optim.grad_clip)
                 if guard.bad(self.step, out.loss.detach(), gnorm):
                     self.opt.zero_grad(set_to_none=True)
                     continue
