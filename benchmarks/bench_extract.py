@@ -22,8 +22,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import peak_rss_mib, time_it  # noqa: E402
 
-from cpc_seq.features.extract import length_batches, model_featurizer  # noqa: E402
-from cpc_seq.models import ModelConfig, build_model  # noqa: E402
+from cpc_seq.audio.extract import length_batches, model_featurizer  # noqa: E402
+from cpc_seq.audio.model import ModelConfig, build_model  # noqa: E402
 
 
 def main() -> None:

@@ -22,8 +22,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import count_flops, matmul_peak, peak_rss_mib, time_it  # noqa: E402
 
+from cpc_seq.audio.model import ModelConfig, build_model  # noqa: E402
 from cpc_seq.losses import kstep_infonce  # noqa: E402
-from cpc_seq.models import ModelConfig, build_model  # noqa: E402
 
 
 def make_step(preset: str, negatives: str, n_neg: int, bf16: bool, batch: int, window: int,

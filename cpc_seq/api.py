@@ -16,11 +16,11 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from cpc_seq.checkpoint import load_checkpoint
+from cpc_seq.audio.extract import run_layers
+from cpc_seq.audio.model import CPCModel, ModelConfig, build_model
 from cpc_seq.config import from_dict
 from cpc_seq.errors import CheckpointError, ConfigError
-from cpc_seq.features.extract import run_layers
-from cpc_seq.models.cpc import CPCModel, ModelConfig, build_model
+from cpc_seq.io.checkpoint import load_checkpoint
 
 
 class Upstream(nn.Module):

@@ -153,7 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from cpc_seq.train import load_config, train
+    from cpc_seq.audio.train import load_config, train
 
     cfg = load_config(args.config, args.overrides)
     print_metrics(train(cfg, resume=args.resume))
@@ -171,15 +171,15 @@ def _data_dir_of(rspec: str) -> Path:
 
 def cmd_extract(args: argparse.Namespace) -> int:
     from cpc_seq.api import model_from_checkpoint
-    from cpc_seq.data.audio import AudioNotes
-    from cpc_seq.data.kaldi import load_data_dir
-    from cpc_seq.features.extract import extract_to, mfcc_featurizer, model_featurizer
+    from cpc_seq.audio.extract import extract_to, mfcc_featurizer, model_featurizer
+    from cpc_seq.audio.kaldi import load_data_dir
+    from cpc_seq.audio.wav import AudioNotes
 
     if args.threads:
         torch.set_num_threads(args.threads)
     state = None
     if args.ckpt and not args.mfcc:
-        from cpc_seq.checkpoint import load_checkpoint
+        from cpc_seq.io.checkpoint import load_checkpoint
 
         state = load_checkpoint(args.ckpt)
         if state.get("kind", "audio_cpc") in ("text_token", "text_sentence"):
@@ -193,8 +193,8 @@ def cmd_extract(args: argparse.Namespace) -> int:
     else:
         model, _ = model_from_checkpoint(args.ckpt, random_init=args.random_init, seed=args.seed,
                                          state=state)
-        from cpc_seq.train import resolve_device
-        from cpc_seq.trainutil import use_bf16
+        from cpc_seq.audio.train import resolve_device
+        from cpc_seq.engine.util import use_bf16
 
         device = resolve_device(args.device, "--device")
         model.to(device)
@@ -289,7 +289,7 @@ def read_features(rspec: str) -> dict[str, torch.Tensor]:
 
 def _probe_sets(args: argparse.Namespace, utt2spk: dict[str, str] | None
                 ) -> tuple[dict, dict, list[str], list[str]]:
-    from cpc_seq.data.kaldi import read_split
+    from cpc_seq.audio.kaldi import read_split
     from cpc_seq.probes.tasks import choose_split
 
     if args.feats:
@@ -310,7 +310,7 @@ def _probe_sets(args: argparse.Namespace, utt2spk: dict[str, str] | None
 
 
 def cmd_probe(args: argparse.Namespace) -> int:
-    from cpc_seq.data.kaldi import (
+    from cpc_seq.audio.kaldi import (
         phone_table_from_labels,
         read_frame_labels,
         read_phone_table,
@@ -352,14 +352,14 @@ def cmd_probe(args: argparse.Namespace) -> int:
 def cmd_validate(args: argparse.Namespace) -> int:
     import soundfile as sf
 
-    from cpc_seq.data.audio import is_pipe
-    from cpc_seq.data.kaldi import (
+    from cpc_seq.audio.kaldi import (
         check_label_length,
         load_data_dir,
         phone_table_from_labels,
         read_frame_labels,
         read_phone_table,
     )
+    from cpc_seq.audio.wav import is_pipe
 
     dd = load_data_dir(args.data_dir, allow_pipes=args.allow_pipes)
     seconds = 0.0
@@ -399,7 +399,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_abx(args: argparse.Namespace) -> int:
-    from cpc_seq.checkpoint import atomic_write
+    from cpc_seq.io.checkpoint import atomic_write
     from cpc_seq.probes.abx import abx_error, read_item_file
 
     feats = read_features(args.feats)

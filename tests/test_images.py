@@ -18,7 +18,6 @@ import torch
 import torch.nn.functional as F
 
 import cpc_seq.images.dim as dim_mod
-from cpc_seq.checkpoint import load_checkpoint
 from cpc_seq.errors import ConfigError, CpcSeqError, DataError
 from cpc_seq.images import data as data_mod
 from cpc_seq.images.amdim import AMDIMConfig, build_amdim, make_view_transform, two_views
@@ -33,6 +32,7 @@ from cpc_seq.images.data import (
 )
 from cpc_seq.images.dim import DIMConfig, build_dim, global_scores, local_scores
 from cpc_seq.images.train import ImageTrainer, load_config, load_image_model
+from cpc_seq.io.checkpoint import load_checkpoint
 from cpc_seq.losses.amdim_nce import amdim_nce, amdim_scores, tanh_clip
 from cpc_seq.losses.estimators import estimate, jsd
 

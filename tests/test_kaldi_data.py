@@ -1,4 +1,4 @@
-"""Tests for cpc_seq.data.kaldi: data dirs, validation, labels, splits, writing."""
+"""Tests for cpc_seq.audio.kaldi: data dirs, validation, labels, splits, writing."""
 
 from __future__ import annotations
 
@@ -8,8 +8,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from cpc_seq.data.audio import AudioNotes
-from cpc_seq.data.kaldi import (
+from cpc_seq.audio.kaldi import (
     DataDir,
     check_label_length,
     fit_labels,
@@ -22,6 +21,7 @@ from cpc_seq.data.kaldi import (
     write_data_dir,
     write_phone_table,
 )
+from cpc_seq.audio.wav import AudioNotes
 from cpc_seq.errors import DataError
 
 FSDD = Path("/work/shared/data/fsdd")

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from cpc_seq.models import ConvEncoder, ModelConfig, build_model, cpc_paper, cpc_small
-from cpc_seq.models.context import build_context
+from cpc_seq.audio.model import ConvEncoder, ModelConfig, build_model, cpc_paper, cpc_small
+from cpc_seq.nn.context import build_context
 
 
 def test_paper_preset_geometry() -> None:

@@ -15,8 +15,8 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cpc_seq.checkpoint import load_checkpoint
 from cpc_seq.errors import CpcSeqError
+from cpc_seq.io.checkpoint import load_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 DEV = ROOT / "data" / "tiny" / "dev"
@@ -73,7 +73,7 @@ def test_sigkill_then_resume_matches_uninterrupted_run(tmp_path: Path) -> None:
 
 
 def test_non_finite_steps_are_skipped_then_stop(tmp_path: Path, monkeypatch, capsys) -> None:
-    import cpc_seq.train as train_mod
+    import cpc_seq.audio.train as train_mod
 
     real = train_mod.kstep_infonce
     calls = {"n": 0}
@@ -102,7 +102,7 @@ def test_nan_audio_names_the_utterance(tmp_path: Path) -> None:
     import numpy as np
     import soundfile as sf
 
-    from cpc_seq.data.kaldi import load_data_dir
+    from cpc_seq.audio.kaldi import load_data_dir
 
     d = tmp_path / "d"
     d.mkdir()
@@ -132,7 +132,7 @@ def _check_message(e: CpcSeqError, name: str) -> None:
 @given(wav=_text, utt2spk=_text, text=_text)
 def test_data_dir_parser_only_raises_own_errors(tmp_path: Path, wav: str, utt2spk: str,
                                                 text: str) -> None:
-    from cpc_seq.data.kaldi import load_data_dir
+    from cpc_seq.audio.kaldi import load_data_dir
 
     d = tmp_path / "dd"
     d.mkdir(exist_ok=True)
@@ -149,7 +149,7 @@ def test_data_dir_parser_only_raises_own_errors(tmp_path: Path, wav: str, utt2sp
 @given(labels=_lines, phones=_lines)
 def test_label_parser_only_raises_own_errors(tmp_path: Path, labels: list[str],
                                              phones: list[str]) -> None:
-    from cpc_seq.data.kaldi import read_frame_labels, read_phone_table
+    from cpc_seq.audio.kaldi import read_frame_labels, read_phone_table
 
     lp, pp = tmp_path / "labels.txt", tmp_path / "phones.txt"
     lp.write_text("\n".join(labels))
@@ -189,8 +189,8 @@ _keys = st.sampled_from(["model.dim_c", "model.context", "model.encoder", "data.
 @settings(max_examples=CASES * 2, deadline=None)
 @given(items=st.lists(st.tuples(_keys, _scalar), max_size=4))
 def test_config_parser_only_raises_own_errors(items: list[tuple[str, object]]) -> None:
+    from cpc_seq.audio.train import load_config
     from cpc_seq.errors import ConfigError
-    from cpc_seq.train import load_config
 
     overrides = [f"{k}={json.dumps(v)}" for k, v in items]
     try:

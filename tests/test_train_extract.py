@@ -12,10 +12,10 @@ import pytest
 import torch
 
 import cpc_seq
-from cpc_seq.checkpoint import load_checkpoint
+from cpc_seq.audio.train import Trainer, load_config
 from cpc_seq.cli import main
 from cpc_seq.errors import CheckpointError, ConfigError
-from cpc_seq.train import Trainer, load_config
+from cpc_seq.io.checkpoint import load_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 DEV = ROOT / "data" / "tiny" / "dev"
@@ -111,7 +111,7 @@ def test_extract_ark_scp_matches_api_and_labels(trained: Path, tmp_path: Path) -
                f"scp:{DEV}/wav.scp", f"ark,scp:{out}/c.ark,{out}/c.scp"])
     assert rc == 0
     feats = dict(kaldiio.load_scp(str(out / "c.scp")))
-    from cpc_seq.data.kaldi import load_data_dir, read_frame_labels, read_phone_table
+    from cpc_seq.audio.kaldi import load_data_dir, read_frame_labels, read_phone_table
 
     dd = load_data_dir(DEV)
     assert sorted(feats) == dd.utts
@@ -185,7 +185,7 @@ def test_extract_npy_and_random_init(trained: Path, tmp_path: Path) -> None:
     assert len(files) == len(list((DEV / "wav.scp").read_text().splitlines()))
     rand_z = np.load(files[0])
     assert rand_z.ndim == 2 and rand_z.shape[1] == 16
-    from cpc_seq.data.kaldi import load_data_dir
+    from cpc_seq.audio.kaldi import load_data_dir
 
     wave = load_data_dir(DEV).load_audio(files[0].stem)
     trained_z = cpc_seq.load(trained).extract_features([wave])["hidden_states"][0][0].numpy()

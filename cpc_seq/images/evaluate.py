@@ -22,12 +22,12 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
-from cpc_seq.checkpoint import atomic_write
 from cpc_seq.errors import ConfigError, DataError
 from cpc_seq.images.amdim import AMDIMModel
 from cpc_seq.images.data import load_dataset, prepare
 from cpc_seq.images.dim import DIMModel
 from cpc_seq.images.train import load_image_model
+from cpc_seq.io.checkpoint import atomic_write
 from cpc_seq.probes.linear import (
     evaluate_probe,
     result_to_dict,

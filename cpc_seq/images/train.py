@@ -30,8 +30,9 @@ import yaml
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from cpc_seq.checkpoint import atomic_write, load_checkpoint, save_checkpoint
+from cpc_seq.audio.train import OptimConfig, lr_at, resolve_device
 from cpc_seq.config import apply_overrides, check, from_dict, load_yaml, to_dict
+from cpc_seq.engine.util import NonFiniteGuard, ScalarLog, clip_grad_norm, set_lr
 from cpc_seq.errors import CheckpointError, ConfigError, CpcSeqError
 from cpc_seq.images.amdim import (
     SUPPORTED_SIZES,
@@ -43,8 +44,7 @@ from cpc_seq.images.amdim import (
 )
 from cpc_seq.images.data import DATASETS, ImageArrays, load_dataset, prepare
 from cpc_seq.images.dim import DIMConfig, DIMModel, build_dim
-from cpc_seq.train import OptimConfig, lr_at, resolve_device
-from cpc_seq.trainutil import NonFiniteGuard, ScalarLog, clip_grad_norm, set_lr
+from cpc_seq.io.checkpoint import atomic_write, load_checkpoint, save_checkpoint
 
 KINDS = ("dim", "amdim")
 
@@ -80,7 +80,7 @@ class ImageDataConfig:
 
 @dataclass
 class ImageOptimConfig(OptimConfig):
-    """The audio trainer's :class:`~cpc_seq.train.OptimConfig` (Adam, warm-up, constant or
+    """The audio trainer's :class:`~cpc_seq.audio.train.OptimConfig` (Adam, warm-up, constant or
     cosine, gradient-norm clipping) with image defaults, plus ``prior_lr`` for DIM's prior
     discriminator (0 = ``lr``)."""
 

@@ -27,8 +27,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from cpc_seq.checkpoint import atomic_write
 from cpc_seq.errors import DataError
+from cpc_seq.io.checkpoint import atomic_write
 from cpc_seq.probes.linear import (
     ProbeResult,
     evaluate_probe,

@@ -101,7 +101,7 @@ def cmd_text_probe(args: argparse.Namespace) -> int:
     """Sentence-level linear probe on extracted features, or the bag-of-words baseline."""
     import numpy as np
 
-    from cpc_seq.checkpoint import atomic_write
+    from cpc_seq.io.checkpoint import atomic_write
     from cpc_seq.probes.linear import ProbeResult, save_confusion_csv, save_confusion_png
     from cpc_seq.text.data import read_labels, read_text_items
     from cpc_seq.text.probe import HashedBow, label_table, read_vectors, run_probe, stack
@@ -155,7 +155,7 @@ def cmd_text_probe(args: argparse.Namespace) -> int:
 
 def cmd_text_table(args: argparse.Namespace) -> int:
     """Print (and optionally write) a markdown table of probe results."""
-    from cpc_seq.checkpoint import atomic_write
+    from cpc_seq.io.checkpoint import atomic_write
     from cpc_seq.text.probe import markdown_table
 
     rows = []

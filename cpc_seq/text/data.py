@@ -25,7 +25,7 @@ Bad input, as documented here and reported through :class:`ReadNotes`:
   lengths; ``short="skip"`` leaves them out and counts them.
 - sentences longer than ``max_sentence_tokens`` are truncated (counted).
 
-Training windows reuse :class:`cpc_seq.data.windows.WindowSampler`: a pure function of
+Training windows reuse :class:`cpc_seq.engine.windows.WindowSampler`: a pure function of
 (seed, epoch), so resumed runs see the same batches.
 """
 

@@ -14,7 +14,7 @@ sentence alone), c summarises it and the earlier sentences of the same string.
 
 Extraction to files (:func:`extract_text_to`) writes one matrix per item: (T, D) frames
 of layer ``z`` or ``c``, or (1, D) with ``pool`` = ``mean``/``max`` over the frames,
-through :class:`cpc_seq.features.extract.FeatureWriter` (crash-safe ark/scp, npy).
+through :class:`cpc_seq.audio.extract.FeatureWriter` (crash-safe ark/scp, npy).
 """
 
 from __future__ import annotations
@@ -27,10 +27,10 @@ import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from cpc_seq.checkpoint import load_checkpoint
+from cpc_seq.audio.extract import FeatureWriter, length_batches, parse_wspecifier
 from cpc_seq.config import from_dict
 from cpc_seq.errors import CheckpointError, ConfigError, DataError
-from cpc_seq.features.extract import FeatureWriter, length_batches, parse_wspecifier
+from cpc_seq.io.checkpoint import load_checkpoint
 from cpc_seq.text.data import pad_sentence_docs, pad_sequences
 from cpc_seq.text.data import split_sentences as _split
 from cpc_seq.text.models import SentenceCPC, TextModelConfig, TokenCPC, build_text_model
@@ -200,7 +200,7 @@ def extract_text_to(
     = mean/max. Items are batched by length (at most ``max_batch_chars`` padded characters
     per batch); batching does not change the features. Returns {id: rows} written.
     """
-    from cpc_seq.features.extract import write_num_frames
+    from cpc_seq.audio.extract import write_num_frames
 
     if layer not in upstream.hidden_state_names:
         raise ConfigError(f"--layer {layer!r}: one of {', '.join(upstream.hidden_state_names)}")

@@ -2,7 +2,7 @@
 
 **Token level** (``level: token``): token embedding -> strided 1-D conv encoder over the
 token sequence -> context (GRU, LSTM or causal Transformer, from
-:func:`cpc_seq.models.context.build_context`) -> k-step linear heads. The encoder pads on
+:func:`cpc_seq.nn.context.build_context`) -> k-step linear heads. The encoder pads on
 the left only (causal): with total stride S, frame t is computed from tokens
 ``[S t - R + S, S (t+1))`` where R is the receptive field, so c_t never sees a token of a
 later frame. With the default kernel == stride the frames do not overlap at all: z_{t+k}
@@ -31,9 +31,8 @@ import torch
 from torch import Tensor, nn
 
 from cpc_seq.config import check
-from cpc_seq.models.context import CONTEXTS, build_context
-from cpc_seq.models.cpc import PredictionHeads
-from cpc_seq.models.encoder import ChannelNorm
+from cpc_seq.nn.context import CONTEXTS, build_context
+from cpc_seq.nn.layers import ChannelNorm, PredictionHeads, receptive_field
 
 LEVELS = ("token", "sentence")
 POOLS = ("max", "mean")
@@ -126,7 +125,6 @@ class TokenConvEncoder(nn.Module):
     @property
     def receptive_field(self) -> int:
         """Tokens that one output frame depends on."""
-        from cpc_seq.models.encoder import receptive_field
 
         return receptive_field(self.specs)
 

@@ -202,7 +202,7 @@ class SentencePieceTokenizer:
 
     def save_model(self, path: str | Path) -> None:
         """Write the ``.model`` file (the same bytes as in the checkpoint)."""
-        from cpc_seq.checkpoint import atomic_write
+        from cpc_seq.io.checkpoint import atomic_write
 
         with atomic_write(path) as f:
             f.write(self.model_proto)

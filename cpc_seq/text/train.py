@@ -2,7 +2,7 @@
 
 ``python -m cpc_seq.text.cli text-train --config recipes/text/conf/sent.yaml [key=value ...]``
 
-The same loop as the audio trainer (:mod:`cpc_seq.train`): windows from a deterministic
+The same loop as the audio trainer (:mod:`cpc_seq.audio.train`): windows from a deterministic
 per-epoch plan -> model -> k-step InfoNCE (:func:`cpc_seq.losses.kstep_infonce`, any
 negative mode) -> Adam with warm-up, cosine/constant schedule and gradient clipping; tqdm,
 TensorBoard, ``log.jsonl``; atomic ``last.pt``/``best.pt`` carrying the config as plain
@@ -29,11 +29,12 @@ import torch
 import yaml
 from tqdm import tqdm
 
-from cpc_seq import trainutil
-from cpc_seq.checkpoint import atomic_write, load_checkpoint, save_checkpoint
+from cpc_seq.audio.train import LossConfig, OptimConfig, RunConfig, lr_at, resolve_device
 from cpc_seq.config import apply_overrides, check, from_dict, load_yaml, to_dict
-from cpc_seq.data.windows import WindowSampler, fixed_windows
+from cpc_seq.engine import util as trainutil
+from cpc_seq.engine.windows import WindowSampler, fixed_windows
 from cpc_seq.errors import ConfigError, CpcSeqError
+from cpc_seq.io.checkpoint import atomic_write, load_checkpoint, save_checkpoint
 from cpc_seq.losses import KStepOutput, kstep_infonce
 from cpc_seq.text.data import (
     ENCODING_ERRORS,
@@ -53,7 +54,6 @@ from cpc_seq.text.tokenizers import (
     tokenizer_from_state,
     train_tokenizer,
 )
-from cpc_seq.train import LossConfig, OptimConfig, RunConfig, lr_at, resolve_device
 
 KIND = {"token": "text_token", "sentence": "text_sentence"}
 
@@ -94,7 +94,7 @@ class TextDataConfig:
 
 @dataclass
 class TextRunConfig(RunConfig):
-    """:class:`cpc_seq.train.RunConfig` with the text default ``out_dir``."""
+    """:class:`cpc_seq.audio.train.RunConfig` with the text default ``out_dir``."""
 
     out_dir: str = "exp/text/cpc"
 

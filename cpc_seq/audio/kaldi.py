@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cpc_seq.data.audio import AudioNotes, is_pipe, read_audio, read_segment
+from cpc_seq.audio.wav import AudioNotes, is_pipe, read_audio, read_segment
 from cpc_seq.errors import DataError, where
 
 __all__ = [

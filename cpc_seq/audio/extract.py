@@ -35,9 +35,9 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
-from cpc_seq.checkpoint import atomic_write
+from cpc_seq.audio.model import CPCModel
 from cpc_seq.errors import CpcSeqError, DataError
-from cpc_seq.models.cpc import CPCModel
+from cpc_seq.io.checkpoint import atomic_write
 
 
 def normalize_padded(x: Tensor, lengths: Tensor, eps: float = 1e-5) -> Tensor:
@@ -236,7 +236,7 @@ def model_featurizer(model: CPCModel, layer: str = "c", device: torch.device | N
 def mfcc_featurizer(sample_rate: int = 16000, cmvn: bool = True) -> Featurizer:
     """MFCC+delta+delta-delta (39-dim, per-utterance CMVN unless ``cmvn=False``),
     ``N // 160`` frames per utterance."""
-    from cpc_seq.features.mfcc import mfcc_deltas
+    from cpc_seq.audio.mfcc import mfcc_deltas
 
     def featurize(waves: list[Tensor]) -> list[np.ndarray]:
         return [mfcc_deltas(w, sample_rate, cmvn=cmvn).numpy().astype(np.float32) for w in waves]

@@ -12,7 +12,7 @@ call can come out a few samples longer or shorter after a different predecessor.
 
 Example::
 
-    >>> from cpc_seq.data.espeak import synthesize
+    >>> from cpc_seq.audio.espeak import synthesize
     >>> wav, sr, phones = synthesize("Let there be light.", "en-us+f3", 170)
     >>> sr
     22050

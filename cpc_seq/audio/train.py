@@ -25,13 +25,15 @@ import yaml
 from torch import nn
 from tqdm import tqdm
 
-from cpc_seq import distributed, trainutil
-from cpc_seq.checkpoint import atomic_write, load_checkpoint, save_checkpoint
+from cpc_seq.audio.model import CPCModel, ModelConfig, build_model
+from cpc_seq.audio.windows import WaveStore, normalize_windows
 from cpc_seq.config import apply_overrides, check, from_dict, load_yaml, to_dict
-from cpc_seq.data.windows import WaveStore, WindowSampler, fixed_windows, normalize_windows
+from cpc_seq.engine import distributed
+from cpc_seq.engine import util as trainutil
+from cpc_seq.engine.windows import WindowSampler, fixed_windows
 from cpc_seq.errors import ConfigError, CpcSeqError, DataError
+from cpc_seq.io.checkpoint import atomic_write, load_checkpoint, save_checkpoint
 from cpc_seq.losses import NEGATIVE_MODES, kstep_infonce
-from cpc_seq.models.cpc import CPCModel, ModelConfig, build_model
 
 
 @dataclass
@@ -166,8 +168,8 @@ def load_waves(
     progress: bool, role: str,
 ) -> WaveStore:
     """Load a Kaldi data dir's audio into a :class:`WaveStore`, checking window length."""
-    from cpc_seq.data.audio import AudioNotes
-    from cpc_seq.data.kaldi import load_data_dir
+    from cpc_seq.audio.kaldi import load_data_dir
+    from cpc_seq.audio.wav import AudioNotes
 
     dd = load_data_dir(data_dir, allow_pipes=allow_pipes)
     notes = AudioNotes()
@@ -428,7 +430,7 @@ def train(cfg: ExperimentConfig, resume: bool = False) -> dict[str, float]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m cpc_seq.train`` (for ``torchrun -m cpc_seq.train``): same as ``cpc-seq train``."""
+    """``python -m cpc_seq.audio.train`` (for ``torchrun -m cpc_seq.audio.train``): same as ``cpc-seq train``."""
     from cpc_seq.cli import main as cli_main
 
     return cli_main(["train", *(argv if argv is not None else __import__("sys").argv[1:])])

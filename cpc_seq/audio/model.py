@@ -12,12 +12,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import torch
 from torch import Tensor, nn
 
+from cpc_seq.audio.encoder import NORMS, ConvEncoder, paper_layers
 from cpc_seq.config import check
-from cpc_seq.models.context import CONTEXTS, build_context
-from cpc_seq.models.encoder import NORMS, ConvEncoder, paper_layers
+from cpc_seq.nn.context import CONTEXTS, build_context
+from cpc_seq.nn.layers import PredictionHeads
 
 ENCODER_PRESETS = ("paper", "small", "tiny", "custom")
 
@@ -73,22 +73,6 @@ class ModelConfig:
         if self.encoder_channels is not None:
             specs = [(k, s, self.encoder_channels) for k, s, _ in specs]
         return [tuple(int(v) for v in s) for s in specs]  # type: ignore[misc]
-
-
-class PredictionHeads(nn.Module):
-    """K linear maps c_t -> prediction of z_{t+k}, run as one matmul.
-
-    ``forward(c (B, T, D_c)) -> (B, T, K, D_z)``.
-    """
-
-    def __init__(self, dim_c: int, dim_z: int, n_steps: int) -> None:
-        super().__init__()
-        self.n_steps, self.dim_z = n_steps, dim_z
-        self.proj = nn.Linear(dim_c, n_steps * dim_z, bias=False)
-
-    def forward(self, c: Tensor) -> Tensor:
-        b, t, _ = c.shape
-        return self.proj(c).view(b, t, self.n_steps, self.dim_z)
 
 
 @dataclass
@@ -163,8 +147,3 @@ def cpc_small(**overrides: object) -> CPCModel:
     """CPU-sized model: 256-channel encoder, GRU 256, 12 steps."""
     return build_model(ModelConfig(encoder="small", **overrides))  # type: ignore[arg-type]
 
-
-@torch.no_grad()
-def count_parameters(model: nn.Module) -> int:
-    """Number of trainable parameters."""
-    return sum(p.numel() for p in model.parameters() if p.requires_grad)

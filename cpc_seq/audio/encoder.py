@@ -5,7 +5,7 @@ With the paper's kernels (10, 8, 4, 4, 4) and strides (5, 4, 2, 2, 2) the total 
 is 160: one frame per 10 ms at 16 kHz. An input of N samples gives exactly
 ``N // 160`` frames (the encoder trims the at most one extra frame a partial hop can
 give), and frame t is centred on samples [160 t, 160 (t+1)): its receptive field is
-that span extended by the kernels' reach on both sides (see ``receptive_field``).
+that span extended by the kernels' reach on both sides (see :func:`cpc_seq.nn.layers.receptive_field`).
 
 Padded batches give the same frames as one utterance at a time: after each layer the
 frames beyond that layer's valid length are zeroed, which is exactly what the next
@@ -21,21 +21,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from cpc_seq.nn.layers import ChannelNorm
+
 #: (kernel, stride) of the CPC paper's encoder: 160x downsampling.
 PAPER_KERNELS_STRIDES: tuple[tuple[int, int], ...] = ((10, 5), (8, 4), (4, 2), (4, 2), (4, 2))
 
 NORMS = ("none", "batch", "channel")
-
-
-class ChannelNorm(nn.Module):
-    """Layer norm over channels at every time step. Input/output (B, C, T)."""
-
-    def __init__(self, channels: int, eps: float = 1e-5) -> None:
-        super().__init__()
-        self.norm = nn.LayerNorm(channels, eps=eps)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.norm(x.transpose(1, 2)).transpose(1, 2)
 
 
 def _norm(kind: str, channels: int) -> nn.Module:
@@ -76,11 +67,6 @@ class ConvEncoder(nn.Module):
         self.norms = nn.ModuleList(norms)
         self.out_channels = c_in
         self.downsample = math.prod(s for _, s, _ in self.specs)
-
-    @property
-    def receptive_field(self) -> int:
-        """Receptive field of one output frame, in input samples."""
-        return receptive_field(self.specs)
 
     def frame_lengths(self, lengths: Tensor) -> Tensor:
         """Valid output frames for inputs of ``lengths`` samples: ``lengths // downsample``."""
@@ -145,15 +131,6 @@ class ConvEncoder(nn.Module):
         if return_layers:
             return z, frame_lengths, layers
         return z, frame_lengths
-
-
-def receptive_field(specs: Sequence[tuple[int, ...]]) -> int:
-    """Inputs one output frame of a stack of (kernel, stride, ...) convolutions depends on."""
-    rf, jump = 1, 1
-    for kernel, stride, *_ in specs:
-        rf += (kernel - 1) * jump
-        jump *= stride
-    return rf
 
 
 def paper_layers(channels: int = 512) -> list[tuple[int, int, int]]:

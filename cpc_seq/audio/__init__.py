@@ -1,0 +1,1 @@
+"""Audio CPC: waveform encoder, Kaldi data dirs, training task, extraction, commands."""

@@ -1,0 +1,1 @@
+"""Shared I/O: atomic writes, checkpoints, feature files."""

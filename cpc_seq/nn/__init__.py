@@ -1,0 +1,1 @@
+"""Neural building blocks shared by the modalities (context networks, prediction heads, norms)."""
