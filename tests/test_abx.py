@@ -371,6 +371,28 @@ def test_max_x_speakers_caps_x_speakers():
     assert run(tokens, "across", max_x_speakers=2)["n_triplets"] == 4 * 2 * 2
 
 
+def _hierarchical_mean(cells, mode, average):
+    """cells: (context, s, x, a, b) -> triplet scores; the documented averaging order."""
+    def mean_by(groups, key):
+        out = {}
+        for k, v in groups.items():
+            out.setdefault(key(k), []).append(v)
+        return {k: float(np.mean(v)) for k, v in out.items()}
+
+    cell = {k: float(np.mean(v)) for k, v in cells.items()}
+    if mode == "within" or average == "librilight":
+        # (context, x) together per (s, a, b), then speakers s, then pairs (x = s within)
+        by_s = {}
+        for (_c, s, _x, a, b), v in cell.items():
+            by_s.setdefault((s, a, b), []).append(v)
+        by_pair = mean_by({k: float(np.mean(v)) for k, v in by_s.items()},
+                          lambda k: (k[1], k[2]))
+    else:
+        by_sx = mean_by(cell, lambda k: (k[1], k[2], k[3], k[4]))  # contexts
+        by_pair = mean_by(by_sx, lambda k: (k[2], k[3]))  # all speaker pairs
+    return float(np.mean(list(by_pair.values())))
+
+
 def test_abx_matches_brute_force_on_random_data():
     rng = np.random.default_rng(3)
     tokens = []
@@ -393,21 +415,97 @@ def test_abx_matches_brute_force_on_random_data():
             s, x = tokens[ia][0], tokens[ix][0]
             key = (tokens[ia][2], s, x, tokens[ia][1], tokens[ib][1])
             cells.setdefault(key, []).append(score)
-        # context -> (x) -> speaker -> phone pair
-        lvl = {}
-        for (_c, s, x, a, b), v in cells.items():
-            lvl.setdefault((s, x, a, b), []).append(np.mean(v))
-        lvl2 = {}
-        for (s, _x, a, b), v in lvl.items():
-            lvl2.setdefault((s, a, b), []).append(np.mean(v))
-        lvl3 = {}
-        for (_s, a, b), v in lvl2.items():
-            lvl3.setdefault((a, b), []).append(np.mean(v))
-        want = np.mean([np.mean(v) for v in lvl3.values()])
-        res = abx_error(features, items, mode=mode, distance="angular",
-                        max_items_per_context=None, max_x_speakers=None)
-        assert res["n_triplets"] == len(trip)
-        assert res["error"] == pytest.approx(want)
+        got = {}
+        for average in ("librilight", "zerospeech2017"):
+            want = _hierarchical_mean(cells, mode, average)
+            res = abx_error(features, items, mode=mode, distance="angular", average=average,
+                            max_items_per_context=None, max_x_speakers=None)
+            assert res["n_triplets"] == len(trip)
+            assert res["error"] == pytest.approx(want)
+            got[average] = res["error"]
+        # this design is unbalanced: the across orders must differ, the within ones not
+        same = got["librilight"] == pytest.approx(got["zerospeech2017"])
+        assert same == (mode == "within")
+
+
+def _orders_case():
+    """Across task, one phone pair (a, b): A/B speaker s1 in contexts c1, c2 with X
+    speakers s3 (c1, c2) and s4 (c2 only); A/B speaker s2 in c3 with X speaker s3.
+    Every cell has one triplet, A = 0, B = 1 (euclidean), so the cell error is 1 iff
+    X > 0.5.  No speaker but s1/s2 has a 'b', and s1, s2 share no context, so the
+    (b, a) task has no triplet."""
+    c1, c2, c3 = ("p", "q"), ("q", "p"), ("r", "r")
+    tokens = []
+    for spk, ctx in (("s1", c1), ("s1", c2), ("s2", c3)):
+        tokens += [(spk, "a", ctx, [[0.0]]), (spk, "b", ctx, [[1.0]])]
+    tokens += [
+        ("s3", "a", c1, [[0.9]]),  # cell (c1, s1, x=s3): error 1
+        ("s3", "a", c2, [[0.1]]),  # cell (c2, s1, x=s3): error 0
+        ("s4", "a", c2, [[0.8]]),  # cell (c2, s1, x=s4): error 1
+        ("s3", "a", c3, [[0.2]]),  # cell (c3, s2, x=s3): error 0
+    ]
+    return tokens
+
+
+def test_across_averaging_orders_by_hand():
+    tokens = _orders_case()
+    # Libri-light: s1 = mean over its (c, x) cells (1 + 0 + 1) / 3; s2 = 0; pair = 1/3.
+    res = run(tokens, "across")
+    assert res["average"] == "librilight"
+    assert res["n_triplets"] == 4 and res["n_cells"] == 4 and res["n_phone_pairs"] == 1
+    assert res["error"] == pytest.approx(1 / 3)
+    assert res["by_phone_pair"] == {"a": {"b": pytest.approx(1 / 3)}}
+    # ZeroSpeech 2017: speaker pairs (s1, s3) = (1 + 0) / 2, (s1, s4) = 1, (s2, s3) = 0;
+    # mean over the three pairs = 0.5.
+    res = run(tokens, "across", average="zerospeech2017")
+    assert res["average"] == "zerospeech2017"
+    assert res["error"] == pytest.approx(0.5)
+    # (The order this module used before, context then X speaker then A/B speaker,
+    # gives ((0.5 + 1) / 2 + 0) / 2 = 0.375: neither.)
+    assert res["error"] != pytest.approx(0.375)
+
+
+def test_averaging_orders_agree_within_and_on_balanced_designs():
+    # within: both orders are context -> speaker -> phone pair
+    tokens = [
+        ("s1", "a", C, [[0.0]]), ("s1", "a", C, [[0.1]]),
+        ("s1", "b", C, [[1.0]]), ("s1", "b", C, [[1.1]]),
+        ("s2", "a", C, [[0.0]]), ("s2", "a", C, [[1.0]]), ("s2", "b", C, [[0.6]]),
+    ]
+    ll = run(tokens, "within")
+    zs = run(tokens, "within", average="zerospeech2017")
+    assert ll["error"] == zs["error"] == pytest.approx(0.25)
+    # across with every (s, x) pair in one context: the orders agree (2/3 by hand, see
+    # test_swapped_speaker_within_and_across)
+    def spk(name, swapped):
+        lo, hi = ([1.0], [1.1]) if swapped else ([0.0], [0.1])
+        blo, bhi = ([0.0], [0.1]) if swapped else ([1.0], [1.1])
+        return [(name, "a", C, [lo]), (name, "a", C, [hi]),
+                (name, "b", C, [blo]), (name, "b", C, [bhi])]
+
+    tokens = spk("s1", False) + spk("s2", False) + spk("s3", True)
+    for average in ("librilight", "zerospeech2017"):
+        assert run(tokens, "across", average=average)["error"] == pytest.approx(2 / 3)
+
+
+def test_token_edges_on_frame_centres():
+    # 100 frames/s, frame k centred at 0.01 k + 0.005: an onset on a centre takes that
+    # frame, an offset on a centre does not.
+    feats = {"u": torch.arange(10.0).reshape(10, 1)}
+    rows = [
+        ItemRow("u", 0.025, 0.045, "a", "x", "y", "s"),  # centres of frames 2 and 4
+        ItemRow("u", 0.025, 0.035, "a", "x", "y", "s"),  # centres of frames 2 and 3
+        ItemRow("u", 0.02, 0.04, "a", "x", "y", "s"),    # frame boundaries: frames 2, 3
+        ItemRow("u", 0.0251, 0.0449, "a", "x", "y", "s"),  # just inside both centres
+    ]
+    out = [seg[:, 0].tolist() for seg in item_frames(feats, rows)]
+    assert out[0] == [2.0, 3.0]
+    assert out[1] == [2.0]
+    assert out[2] == [2.0, 3.0]
+    # onset just after centre 2 drops it; offset just before centre 4 keeps frame 3 only
+    assert out[3] == [3.0]
+    # frame_offset=0: frame k centred at 0.01 k; [0.02, 0.04] takes frames 2 and 3
+    assert item_frames(feats, [rows[2]], frame_offset=0.0)[0][:, 0].tolist() == [2.0, 3.0]
 
 
 def test_subsampling_is_deterministic():
@@ -444,6 +542,8 @@ def test_abx_errors():
         abx_error(features, items, mode="both")
     with pytest.raises(ConfigError, match="distance"):
         abx_error(features, items, distance="l1")
+    with pytest.raises(ConfigError, match="average"):
+        abx_error(features, items, average="zerospeech2015")
     with pytest.raises(ConfigError, match="max_items_per_context"):
         abx_error(features, items, max_items_per_context=0)
     with pytest.raises(DataError, match="must be \\(T, D\\)"):

@@ -19,12 +19,21 @@ Two tasks:
 * ``across`` speakers: ``A`` and ``B`` come from one speaker, ``X`` from another.
 
 The scores are averaged hierarchically (see :func:`abx_error`), so that frequent
-contexts, speakers or phones do not dominate the result.
+contexts, speakers or phones do not dominate the result.  Two orders are available for
+the across task (they agree for the within task): ``average="librilight"`` (default;
+Libri-light's ``eval_ABX.py``) and ``average="zerospeech2017"`` (the ZeroSpeech 2017
+evaluation).
 
 The item file (:func:`read_item_file`) lists one phone token per line with its
 file id, onset/offset in seconds, the phone, its neighbours and the speaker.  Frames
 are taken from per-file feature matrices of shape ``(T, D)`` at a fixed frame rate
-(:func:`frame_range`, :func:`item_frames`).
+(:func:`frame_range`, :func:`item_frames`): a token takes the frames whose *centre*
+lies in ``[onset, offset)``, so a frame centred exactly on the onset is in and one
+centred exactly on the offset is out.  (ABXpy keeps both edge frames; Libri-light's
+slicing ends one frame earlier, keeping centres up to ``offset - 1 / frame_rate``.)
+Item files whose onsets and offsets are frame boundaries (multiples of 10 ms at
+100 Hz, as :mod:`cpc_seq.audio.items` writes them) select the same frames under every
+rule except Libri-light's.
 
 Public API:
 
@@ -50,6 +59,7 @@ import torch
 from cpc_seq.errors import ConfigError, DataError, where
 
 __all__ = [
+    "AVERAGES",
     "DISTANCES",
     "ItemRow",
     "read_item_file",
@@ -67,6 +77,8 @@ __all__ = [
 DISTANCES = ("cosine", "angular", "euclidean")
 
 _MODES = ("within", "across")
+#: Averaging orders of the across task understood by :func:`abx_error`.
+AVERAGES = ("librilight", "zerospeech2017")
 _NORM_EPS = 1e-8
 # Slack (in frames) when turning times into frame indices, so that 0.105 s at 100 Hz
 # with a 5 ms centre offset lands exactly on frame 10 despite float rounding.
@@ -363,8 +375,12 @@ def frame_range(
     """Frames ``[start, end)`` whose centre lies in ``[onset, offset)``.
 
     Frame ``k`` is centred at ``frame_offset + k / frame_rate`` seconds; the default
-    ``frame_offset`` is half a frame (``0.5 / frame_rate``).  The range is clipped to
-    ``[0, n_frames]`` and may be empty (``start == end``).
+    ``frame_offset`` is half a frame (``0.5 / frame_rate``: frame ``k`` covers
+    ``[k, k + 1) / frame_rate``).  An edge exactly on a frame centre: the frame centred
+    on ``onset`` is taken, the frame centred on ``offset`` is not (at 100 Hz,
+    ``[0.025, 0.045]`` takes frames 2 and 3).  Times within 1e-6 frames of a centre
+    count as on it, so decimal times such as 0.105 s are not split by float rounding.
+    The range is clipped to ``[0, n_frames]`` and may be empty (``start == end``).
     """
     if frame_offset is None:
         frame_offset = 0.5 / frame_rate
@@ -446,6 +462,7 @@ def abx_error(
     items: Sequence[ItemRow],
     mode: str = "within",
     distance: str = "cosine",
+    average: str = "librilight",
     max_items_per_context: int | None = 10,
     max_x_speakers: int | None = 5,
     seed: int = 0,
@@ -470,19 +487,24 @@ def abx_error(
     (:func:`frame_distance`, :func:`dtw_batch`).  ``(a, b)`` is ordered: ``(a, b)`` and
     ``(b, a)`` are different tasks (``X`` is an ``a`` in the first, a ``b`` in the second).
 
-    Averaging, in this order (ZeroSpeech 2017's ``average``):
+    Averaging.  First each cell: the mean over all its triplets.  Then:
 
-    1. each cell: mean over all its triplets;
-    2. mean over contexts ``c`` -> one score per ``(s, a, b)`` (within) or
-       ``(s, x, a, b)`` (across);
-    3. across only: mean over the ``X`` speakers ``x`` -> one score per ``(s, a, b)``;
-    4. mean over speakers ``s`` -> one score per ordered phone pair ``(a, b)``;
-    5. mean over phone pairs -> ``error``.
+    * within (both orders): mean over contexts ``c`` -> one score per ``(s, a, b)``;
+      mean over speakers ``s`` -> one score per ordered phone pair ``(a, b)``.
+    * across, ``average="librilight"`` (Libri-light's ``eval_ABX.py``, the default):
+      mean over contexts and ``X`` speakers together, i.e. over the ``(c, x)`` cells
+      -> one score per ``(s, a, b)``; then mean over the A/B speakers ``s`` -> one
+      score per ``(a, b)``.
+    * across, ``average="zerospeech2017"`` (the ZeroSpeech 2017 evaluation): mean over
+      contexts -> one score per speaker pair and phone pair ``(s, x, a, b)``; then
+      mean over all speaker pairs ``(s, x)`` together -> one score per ``(a, b)``.
 
-    Every mean is unweighted over the non-empty entries below it, so a context, speaker
-    or phone pair counts once however many triplets it has.  (Libri-light's own script
-    merges steps 2 and 3 of the across task into a single mean over ``(c, x)``; the two
-    agree when every ``(s, x)`` pair shares the same number of contexts.)
+    Finally the mean over phone pairs -> ``error``.  Every mean is unweighted over the
+    non-empty entries below it.  The two across orders agree when every A/B speaker
+    has the same number of ``X`` speakers and every ``(s, x)`` pair the same number of
+    contexts; otherwise they differ (Libri-light weights an ``(s, x)`` pair by its
+    number of contexts, ZeroSpeech 2017 weights an A/B speaker by its number of ``X``
+    speakers).
 
     Subsampling, as Libri-light does for speed (``None`` = use everything, as
     ZeroSpeech 2017 does): ``max_items_per_context`` caps the tokens of each
@@ -499,6 +521,7 @@ def abx_error(
         items: phone tokens, e.g. from :func:`read_item_file`.
         mode: ``"within"`` or ``"across"``.
         distance: frame distance, one of :data:`DISTANCES`.
+        average: across-task averaging order, one of :data:`AVERAGES` (see above).
         max_items_per_context: see above.
         max_x_speakers: see above (across only).
         seed: random seed of the subsampling.
@@ -509,18 +532,20 @@ def abx_error(
 
     Returns:
         A dict with ``error`` (fraction in ``[0, 1]``; published tables give percent),
-        ``mode``, ``distance``, ``n_triplets``, ``n_cells`` (non-empty cells of step 1),
-        ``n_phone_pairs``, ``n_items`` (tokens with at least one frame),
+        ``mode``, ``distance``, ``average``, ``n_triplets``, ``n_cells`` (non-empty
+        cells), ``n_phone_pairs``, ``n_items`` (tokens with at least one frame),
         ``n_items_empty`` (tokens without a frame, skipped) and ``by_phone_pair``
-        (``{a: {b: error}}``, the scores of step 4).
+        (``{a: {b: error}}``, the per-phone-pair scores before the last mean).
 
     Raises:
         DataError: missing/malformed features, or no triplet at all (e.g. a single
             speaker in the across task).
-        ConfigError: unknown ``mode``/``distance`` or a bad numeric option.
+        ConfigError: unknown ``mode``/``distance``/``average`` or a bad numeric option.
     """
     if mode not in _MODES:
         raise ConfigError(f"unknown ABX mode {mode!r}; expected one of {_MODES}")
+    if average not in AVERAGES:
+        raise ConfigError(f"unknown ABX average {average!r}; expected one of {AVERAGES}")
     if distance not in DISTANCES:
         raise ConfigError(f"unknown ABX distance {distance!r}; expected one of {DISTANCES}")
     for name, value in (("max_items_per_context", max_items_per_context),
@@ -604,7 +629,8 @@ def abx_error(
 
     # Score the cells.
     ph_arr = np.asarray(ph_of)
-    level1: dict[tuple[int, ...], list[float]] = defaultdict(list)  # context averaged next
+    # (s, x, a, b) -> the cell scores of its contexts; x = -1 in the within task.
+    level1: dict[tuple[int, int, int, int], list[float]] = defaultdict(list)
     n_triplets = 0
     n_cells = 0
     start = 0
@@ -624,7 +650,7 @@ def abx_error(
                         continue
                     d_bx = block[np.ix_(np.flatnonzero(row_ph == b), x_cols)]
                     total, count = _score(d_ax, d_bx, exclude_diagonal=True)
-                    level1[(s, int(a), int(b))].append(total / count)
+                    level1[(s, -1, int(a), int(b))].append(total / count)
                     n_triplets += count
                     n_cells += 1
         else:
@@ -644,20 +670,18 @@ def abx_error(
 
     if not level1:
         raise DataError(_no_triplets_message(mode))
-    # Step 2 done by the lists: mean over contexts.  Then (across) over X speakers.
-    by_speaker: dict[tuple[int, int, int], list[float]] = defaultdict(list)
-    if mode == "within":
-        for (s, a, b), vals in level1.items():
-            by_speaker[(s, a, b)].append(float(np.mean(vals)))
-    else:
-        by_x: dict[tuple[int, int, int], list[float]] = defaultdict(list)
-        for (s, _x, a, b), vals in level1.items():
-            by_x[(s, a, b)].append(float(np.mean(vals)))
-        for key, vals in by_x.items():
-            by_speaker[key].append(float(np.mean(vals)))
     by_pair: dict[tuple[int, int], list[float]] = defaultdict(list)
-    for (_s, a, b), vals in by_speaker.items():
-        by_pair[(a, b)].append(float(np.mean(vals)))
+    if average == "zerospeech2017":
+        # mean over contexts per (s, x, a, b), then over all speaker pairs (s, x)
+        for (_s, _x, a, b), vals in level1.items():
+            by_pair[(a, b)].append(float(np.mean(vals)))
+    else:
+        # mean over (context, x) cells per (s, a, b), then over A/B speakers s
+        by_speaker: dict[tuple[int, int, int], list[float]] = defaultdict(list)
+        for (s, _x, a, b), vals in level1.items():
+            by_speaker[(s, a, b)].extend(vals)
+        for (_s, a, b), vals in by_speaker.items():
+            by_pair[(a, b)].append(float(np.mean(vals)))
     pair_scores = {ab: float(np.mean(vals)) for ab, vals in by_pair.items()}
     error = float(np.mean(list(pair_scores.values())))
 
@@ -669,6 +693,7 @@ def abx_error(
         "error": error,
         "mode": mode,
         "distance": distance,
+        "average": average,
         "n_triplets": int(n_triplets),
         "n_cells": int(n_cells),
         "n_phone_pairs": len(pair_scores),
