@@ -264,7 +264,8 @@ def load_data_dir(
     """Load and validate a Kaldi data directory.
 
     Args:
-        path: the directory (must contain ``wav.scp``).
+        path: the directory (must contain ``wav.scp``), or lhotse manifests
+            (see :mod:`cpc_seq.audio.lhotse_io`).
         allow_pipes: accept piped ``wav.scp`` entries (``cmd |``, they run a shell).
             Refused by default.
         check_sorted: require ``LC_ALL=C`` sorted files, and (as Kaldi does) utterances
@@ -282,6 +283,10 @@ def load_data_dir(
             missing.
     """
     d = Path(path)
+    from cpc_seq.audio.lhotse_io import is_lhotse_manifest, load_lhotse
+
+    if is_lhotse_manifest(d):  # a lhotse CutSet/RecordingSet, or a dir of manifests
+        return load_lhotse(d, allow_pipes=allow_pipes)
     if not d.is_dir():
         raise DataError(f"{d}: data directory not found")
     wav_path = d / "wav.scp"

@@ -1,0 +1,207 @@
+"""lhotse manifests as data directories: wherever a Kaldi data dir is accepted
+(``cpc-seq extract``, ``validate-data``, ``data.train`` of ``cpc-seq train``), a lhotse
+manifest works too, through :func:`cpc_seq.audio.kaldi.load_data_dir`.
+
+Accepted paths:
+
+* a CutSet file (``*.jsonl``, ``*.jsonl.gz``, ``*.json``; e.g. ``cuts_train.jsonl.gz``):
+  one utterance per cut, cut from its recording at ``[cut.start, cut.end)``; speaker
+  and text from the cut's supervisions;
+* a RecordingSet file alone: one utterance per recording (no speakers);
+* a directory without ``wav.scp`` that holds one ``*recordings*.jsonl[.gz]`` and one
+  ``*supervisions*.jsonl[.gz]`` (as lhotse's recipes write them), or one
+  ``*cuts*.jsonl[.gz]``: with recordings and supervisions, one utterance per
+  supervision, cut from its recording at ``[start, start + duration)``.
+
+The result is the same :class:`~cpc_seq.audio.kaldi.DataDir` a Kaldi directory gives:
+``wav`` = recording id -> audio path, ``segments`` = utterance -> (recording, start,
+end), ``utt2spk``/``text`` from the supervisions (``utt2spk`` is ``None`` unless every
+utterance has a speaker).  Audio sources of type ``file`` are read as usual (relative
+paths are resolved against the current directory, as lhotse does); ``command``
+sources are pipes (refused unless ``allow_pipes``); other source types (``url``,
+``memory``, ``shar``), recordings with several sources or with transforms (speed
+perturbation, ...), and mixed or padded cuts are refused with a
+:class:`~cpc_seq.errors.DataError`.  Multichannel audio is downmixed by the mean of its
+channels, as for Kaldi data dirs.
+
+lhotse is the optional ``formats`` extra (``pip install 'cpc_seq[formats]'``); it is
+imported only when a manifest is loaded.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from cpc_seq.errors import ConfigError, DataError
+
+__all__ = ["MANIFEST_SUFFIXES", "is_lhotse_manifest", "load_lhotse"]
+
+#: File name endings taken as lhotse manifests.
+MANIFEST_SUFFIXES = (".jsonl", ".jsonl.gz", ".json", ".json.gz")
+
+
+def _is_manifest_file(p: Path) -> bool:
+    return p.is_file() and p.name.endswith(MANIFEST_SUFFIXES)
+
+
+def _find(d: Path, word: str) -> list[Path]:
+    return sorted(p for p in d.iterdir() if word in p.name and _is_manifest_file(p))
+
+
+def is_lhotse_manifest(path: str | Path) -> bool:
+    """True for a manifest file, or a directory without ``wav.scp`` that holds lhotse
+    manifests (cheap: looks at names only, does not import lhotse)."""
+    p = Path(path)
+    if _is_manifest_file(p):
+        return True
+    if p.is_dir() and not (p / "wav.scp").exists():
+        return bool(_find(p, "cuts") or (_find(p, "recordings") and _find(p, "supervisions")))
+    return False
+
+
+def _lhotse() -> Any:
+    try:
+        import lhotse
+    except ImportError:  # pragma: no cover - lhotse is part of the formats extra
+        raise ConfigError("reading lhotse manifests needs lhotse: pip install 'cpc_seq[formats]'"
+                          ) from None
+    return lhotse
+
+
+def _load(path: Path) -> Any:
+    lhotse = _lhotse()
+    try:
+        return lhotse.load_manifest(path)
+    except Exception as e:  # noqa: BLE001 - lhotse raises many types for bad files
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise DataError(f"{path}: cannot read lhotse manifest ({first})") from None
+
+
+def _audio_path(rec: Any, where: str) -> str:
+    if getattr(rec, "transforms", None):
+        raise DataError(f"{where}: recording {rec.id!r} has transforms (e.g. speed "
+                        "perturbation); not supported, use the original recording")
+    if len(rec.sources) != 1:
+        raise DataError(f"{where}: recording {rec.id!r} has {len(rec.sources)} audio sources "
+                        "(one per channel?); only single-source recordings are supported")
+    src = rec.sources[0]
+    if src.type == "file":
+        return str(Path(src.source).expanduser().resolve())
+    if src.type == "command":
+        return f"{src.source} |"
+    raise DataError(f"{where}: recording {rec.id!r}: audio source of type {src.type!r} is not "
+                    "supported (only 'file' and 'command')")
+
+
+def _token(value: str, what: str, where: str) -> str:
+    if not value or any(c.isspace() for c in value):
+        raise DataError(f"{where}: {what} {value!r} is empty or contains whitespace")
+    return value
+
+
+def _speakers(sups: list[Any]) -> list[str]:
+    return sorted({s.speaker for s in sups if s.speaker})
+
+
+def _from_recordings_supervisions(recs: Any, sups: Any, where: str) -> dict[str, Any]:
+    wav = {_token(r.id, "recording id", where): _audio_path(r, where) for r in recs}
+    segments, utt2spk, text = {}, {}, {}
+    for s in sups:
+        utt = _token(s.id, "supervision id", where)
+        if s.recording_id not in wav:
+            raise DataError(f"{where}: supervision {utt!r}: recording {s.recording_id!r} "
+                            "is not in the recordings")
+        segments[utt] = (s.recording_id, float(s.start), float(s.start + s.duration))
+        if s.speaker:
+            utt2spk[utt] = _token(s.speaker, f"speaker of {utt!r}", where)
+        text[utt] = (s.text or "").replace("\n", " ")
+    if not segments:
+        raise DataError(f"{where}: no supervisions")
+    return {"wav": wav, "segments": segments, "utt2spk": utt2spk, "text": text}
+
+
+def _from_cuts(cuts: Any, where: str) -> dict[str, Any]:
+    wav: dict[str, str] = {}
+    segments, utt2spk, text = {}, {}, {}
+    for cut in cuts:
+        utt = _token(cut.id, "cut id", where)
+        rec = getattr(cut, "recording", None)
+        if rec is None or not hasattr(cut, "channel"):
+            raise DataError(f"{where}: cut {utt!r} is a {type(cut).__name__} without a single "
+                            "recording (mixed/padded cuts are not supported)")
+        wav.setdefault(_token(rec.id, "recording id", where), _audio_path(rec, where))
+        segments[utt] = (rec.id, float(cut.start), float(cut.start + cut.duration))
+        spk = _speakers(cut.supervisions)
+        if len(spk) > 1:
+            raise DataError(f"{where}: cut {utt!r} has supervisions of {len(spk)} speakers "
+                            f"({', '.join(spk)}); cut it per supervision first "
+                            "(CutSet.trim_to_supervisions)")
+        if spk:
+            utt2spk[utt] = _token(spk[0], f"speaker of {utt!r}", where)
+        text[utt] = " ".join((s.text or "").replace("\n", " ")
+                             for s in sorted(cut.supervisions, key=lambda s: s.start)).strip()
+    if not segments:
+        raise DataError(f"{where}: no cuts")
+    return {"wav": wav, "segments": segments, "utt2spk": utt2spk, "text": text}
+
+
+def load_lhotse(path: str | Path, *, allow_pipes: bool = False) -> Any:
+    """Load lhotse manifests (see the module doc) as a
+    :class:`~cpc_seq.audio.kaldi.DataDir`.
+
+    Raises:
+        DataError: unreadable manifests, unsupported audio sources or cuts, supervisions
+            of unknown recordings, ids with whitespace, refused pipes -- naming the path.
+    """
+    from cpc_seq.audio.kaldi import DataDir
+
+    p = Path(path)
+    lhotse = _lhotse()
+    where = str(p)
+    if p.is_dir():
+        cuts = _find(p, "cuts")
+        recs, sups = _find(p, "recordings"), _find(p, "supervisions")
+        if recs and sups:
+            if len(recs) > 1 or len(sups) > 1:
+                raise DataError(f"{p}: several recordings/supervisions manifests "
+                                f"({', '.join(f.name for f in recs + sups)}); pass one "
+                                "CutSet file or a directory with one of each")
+            parts = _from_recordings_supervisions(_load(recs[0]), _load(sups[0]), where)
+        elif len(cuts) == 1:
+            parts = _from_cuts(_load(cuts[0]), where)
+        else:
+            raise DataError(f"{p}: expected one *recordings* and one *supervisions* manifest, "
+                            "or one *cuts* manifest")
+    else:
+        manifest = _load(p)
+        if isinstance(manifest, lhotse.CutSet):
+            parts = _from_cuts(manifest, where)
+        elif isinstance(manifest, lhotse.RecordingSet):
+            wav = {_token(r.id, "recording id", where): _audio_path(r, where) for r in manifest}
+            if not wav:
+                raise DataError(f"{where}: no recordings")
+            parts = {"wav": wav, "segments": None, "utt2spk": {}, "text": {}}
+        else:
+            raise DataError(f"{where}: a {type(manifest).__name__}; expected a CutSet or "
+                            "RecordingSet file, or a directory with recordings and "
+                            "supervisions manifests")
+    wav = parts["wav"]
+    if not allow_pipes:
+        for rec, value in wav.items():
+            if value.endswith("|"):
+                raise DataError(f"{where}: recording {rec!r}: command audio source refused "
+                                "(runs a shell); pass --allow-pipes to allow")
+    segments = parts["segments"]
+    utts = sorted(segments if segments is not None else wav)
+    u2s = parts["utt2spk"]
+    utt2spk = u2s if u2s and len(u2s) == len(utts) else None
+    spk2utt = None
+    if utt2spk is not None:
+        spk2utt = {}
+        for utt in utts:
+            spk2utt.setdefault(utt2spk[utt], []).append(utt)
+        spk2utt = dict(sorted(spk2utt.items()))
+    text = parts["text"] if any(parts["text"].values()) else None
+    return DataDir(path=p, wav=wav, segments=segments, utt2spk=utt2spk, spk2utt=spk2utt,
+                   text=text, utts=utts, allow_pipes=allow_pipes)
