@@ -22,7 +22,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import peak_rss_mib, time_it  # noqa: E402
 
-from cpc_seq.audio.extract import length_batches, model_featurizer  # noqa: E402
+from cpc_seq.audio.extract import model_featurizer  # noqa: E402
+from cpc_seq.io.features import length_batches  # noqa: E402
 from cpc_seq.audio.model import ModelConfig, build_model  # noqa: E402
 
 

@@ -1,104 +1,55 @@
-"""Python API in the s3prl shape.
+"""Python API: load any cpc_seq checkpoint; the one loader, dispatching on its kind.
 
 >>> import cpc_seq
 >>> model = cpc_seq.load("exp/cpc/best.pt")             # doctest: +SKIP
 >>> out = model.extract_features([wave1, wave2])         # 1-D float 16 kHz waveforms
 >>> out["hidden_states"]      # [z (B, T, 256), c (B, T, 256)], zero-padded after lengths
 >>> out["lengths"], out["downsample_rate"]               # (B,) frames, 160
+
+Audio checkpoints give an :class:`~cpc_seq.audio.upstream.Upstream` (s3prl shape: a list
+of 1-D waveforms in), text checkpoints a :class:`~cpc_seq.text.extract.TextUpstream` (a
+list of strings in), DIM/AMDIM checkpoints the image model in eval mode.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
-import numpy as np
-import torch
-from torch import Tensor, nn
+from torch import nn
 
-from cpc_seq.audio.extract import run_layers
-from cpc_seq.audio.model import CPCModel, ModelConfig, build_model
-from cpc_seq.config import from_dict
-from cpc_seq.errors import CheckpointError, ConfigError
 from cpc_seq.io.checkpoint import load_checkpoint
 
-
-class Upstream(nn.Module):
-    """A loaded CPC model with an s3prl-style ``extract_features``."""
-
-    def __init__(self, model: CPCModel, config: dict[str, Any] | None = None) -> None:
-        super().__init__()
-        self.model = model.eval()
-        self.config = config or {}
-        self.downsample_rate = model.downsample_rate
-        self.sample_rate = model.sample_rate
-        self.hidden_state_names = ["z", "c"]
-
-    @torch.no_grad()
-    def extract_features(self, wavs: list[Tensor | np.ndarray]) -> dict[str, Any]:
-        """Features of 1-D waveforms at ``sample_rate`` (16 kHz for the presets).
-
-        Returns ``{"hidden_states": [z (B, T, D_z), c (B, T, D_c)], "lengths": (B,) frames,
-        "downsample_rate": 160, "names": ["z", "c"], "last_hidden_state": c}``. Frames past
-        an utterance's length are zero. Each waveform is normalised like the training
-        windows, so batching gives the same features as one at a time.
-        """
-        waves = [torch.as_tensor(np.asarray(w), dtype=torch.float32).reshape(-1) for w in wavs]
-        feats = run_layers(self.model, waves, self.hidden_state_names)
-        lengths = torch.tensor([f["z"].shape[0] for f in feats], dtype=torch.long)
-        t_max = int(lengths.max()) if len(lengths) else 0
-        hidden = []
-        for name in self.hidden_state_names:
-            dim = feats[0][name].shape[1]
-            h = torch.zeros(len(feats), t_max, dim)
-            for i, f in enumerate(feats):
-                h[i, : f[name].shape[0]] = f[name]
-            hidden.append(h)
-        return {
-            "hidden_states": hidden,
-            "last_hidden_state": hidden[-1],
-            "lengths": lengths,
-            "downsample_rate": self.downsample_rate,
-            "names": list(self.hidden_state_names),
-        }
-
-    def forward(self, wavs: list[Tensor | np.ndarray]) -> dict[str, Any]:
-        return self.extract_features(wavs)
+#: Every checkpoint kind this toolkit writes, and the modality that reads it.
+KINDS = {"audio_cpc": "audio", "text_token": "text", "text_sentence": "text", "dim": "images",
+         "amdim": "images"}
 
 
-def model_from_checkpoint(
-    path: str | Path, random_init: bool = False, seed: int = 0, map_location: str = "cpu",
-    state: dict[str, Any] | None = None,
-) -> tuple[CPCModel, dict[str, Any]]:
-    """Build the checkpoint's model and load its weights (or keep a seeded random init).
-    ``state``: the checkpoint already read by :func:`load_checkpoint` (``path`` then only
-    names it in errors)."""
-    if state is None:
-        state = load_checkpoint(path, map_location=map_location)
-    if state.get("kind", "audio_cpc") != "audio_cpc":
-        raise CheckpointError(f"{path}: a {state.get('kind')} checkpoint, not an audio CPC model")
-    try:
-        mcfg = from_dict(ModelConfig, state["config"]["model"], prefix="model.")
-    except (ConfigError, KeyError, TypeError) as e:
-        raise CheckpointError(f"{path}: bad model config in checkpoint ({e})") from None
-    torch.manual_seed(seed)
-    model = build_model(mcfg)
-    if not random_init:
-        try:
-            model.load_state_dict(state["model"])
-        except RuntimeError as e:
-            raise CheckpointError(f"{path}: weights do not fit the stored config ({e})") from None
-    return model.eval(), state["config"]
+def load(ckpt: str | Path, random_init: bool = False, device: str = "cpu", seed: int = 0
+         ) -> nn.Module:
+    """Load a cpc_seq checkpoint (``torch.load(weights_only=True)``) as the model of its
+    kind; ``random_init``: the same architecture with weights drawn from ``seed``. The
+    global RNG is left as it was."""
+    state = load_checkpoint(ckpt, map_location=device, kinds=tuple(KINDS))
+    modality = KINDS[state["kind"]]
+    if modality == "audio":
+        from cpc_seq.audio.upstream import Upstream, audio_model_from_state
+
+        model = audio_model_from_state(state, ckpt, random_init=random_init, seed=seed)
+        return Upstream(model.to(device), state["config"])
+    if modality == "text":
+        from cpc_seq.text.extract import TextUpstream, text_model_from_state
+
+        tmodel, tok, cfg = text_model_from_state(state, ckpt, random_init=random_init, seed=seed)
+        return TextUpstream(tmodel.to(device), tok, cfg)
+    from cpc_seq.images.train import image_model_from_state
+
+    imodel, _, _ = image_model_from_state(state, ckpt, random_init=random_init, seed=seed)
+    return imodel.to(device)
 
 
-def load(ckpt: str | Path, random_init: bool = False, device: str = "cpu") -> nn.Module:
-    """Load a cpc_seq checkpoint (weights_only loading) as an upstream with
-    ``extract_features``: :class:`Upstream` for audio CPC; for text checkpoints the
-    text upstream of :func:`cpc_seq.text.extract.load_text` (input: list of strings)."""
-    state = load_checkpoint(ckpt, map_location=device)
-    if state.get("kind", "audio_cpc") in ("text_token", "text_sentence"):
-        from cpc_seq.text.extract import load_text
+def checkpoint_kind(ckpt: str | Path) -> str:
+    """The kind of a checkpoint (``audio_cpc``, ``text_sentence``, ``dim``, ...)."""
+    return str(load_checkpoint(ckpt, kinds=tuple(KINDS))["kind"])
 
-        return load_text(ckpt, random_init=random_init, device=device)
-    model, cfg = model_from_checkpoint(ckpt, random_init=random_init, state=state)
-    return Upstream(model.to(device), cfg)
+
+__all__ = ["load", "checkpoint_kind", "KINDS"]

@@ -1,18 +1,15 @@
-"""The ``cpc-seq`` command: train, extract, probe, table.
+"""The ``cpc-seq`` command: one front end that registers every modality's commands.
 
-Examples::
+- audio (:mod:`cpc_seq.audio.cli`): ``train``, ``extract``, ``probe``, ``validate-data``,
+  ``abx``;
+- text (:mod:`cpc_seq.text.cli`): ``text-train``, ``text-extract``, ``text-probe``,
+  ``text-table``;
+- images (:mod:`cpc_seq.images.cli`): ``image-train``, ``image-probe``;
+- ``table``: a markdown table of probe ``result.json`` files (any modality).
 
-    cpc-seq train --config recipes/tiny/conf/cpc.yaml train.steps=500 model.context=lstm
-    cpc-seq train --config recipes/tiny/conf/cpc.yaml --resume
-    cpc-seq extract --ckpt exp/cpc/last.pt --layer c \\
-        scp:data/tiny/test/wav.scp ark,scp:exp/feats/c_test.ark,exp/feats/c_test.scp
-    cpc-seq extract --mfcc scp:data/tiny/test/wav.scp npy:exp/feats/mfcc_test
-    cpc-seq probe phone --train-feats scp:exp/feats/c_train.scp --test-feats ... \\
-        --train-labels data/tiny/train/phone_frames.txt --test-labels ... \\
-        --phones data/tiny/phones.txt --out exp/probe/cpc_c --name "CPC c"
-    cpc-seq table exp/probe/*/result.json
-
-Bad input prints ``error: <what and where>`` and exits with status 2.
+Every command's ``--help`` shows its defaults. Bad input prints ``error: <what and where>``
+and exits with status 2. ``python -m cpc_seq`` is the same command, so
+``torchrun --nproc-per-node N -m cpc_seq train ...`` trains on N processes.
 """
 
 from __future__ import annotations
@@ -20,401 +17,35 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import torch
-
-from cpc_seq.cliutil import add_train_command, print_metrics, run_command
-from cpc_seq.errors import CpcSeqError, DataError
-
-
-def _add_train(sub: argparse._SubParsersAction) -> None:
-    add_train_command(sub, "train", help="train a CPC model",
-                      description="Train CPC. Overrides are key=value with dotted keys.",
-                      config_help="YAML config (sections model, data, loss, optim, train)")
-
-
-def _add_extract(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "extract", help="extract frame-level features (Kaldi ark/scp or npy)",
-        description="Read like compute-mfcc-feats: RSPEC is scp:DATA/wav.scp (or a data dir); "
-        "WSPEC is ark,scp:F.ark,F.scp | ark:F.ark | npy:DIR.",
-    )
-    src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--ckpt", help="cpc_seq checkpoint (carries its own config)")
-    src.add_argument("--mfcc", action="store_true", help="MFCC+delta+delta-delta baseline (39)")
-    p.add_argument("--no-cmvn", action="store_true",
-                   help="--mfcc without per-utterance mean/variance normalisation")
-    p.add_argument("--random-init", action="store_true",
-                   help="same architecture as --ckpt with random weights (baseline)")
-    p.add_argument("--seed", type=int, default=0, help="seed for --random-init")
-    p.add_argument("--layer", default="c", help="z, c or convN (default c)")
-    p.add_argument("--write-num-frames", help="e.g. ark,t:exp/x/utt2num_frames")
-    p.add_argument("--skip-existing", action="store_true", help="resume a partial run")
-    p.add_argument("--allow-pipes", action="store_true", help="run piped wav.scp entries")
-    p.add_argument("--skip-bad", action="store_true", help="warn and skip unreadable audio")
-    p.add_argument("--batch-seconds", type=float, default=0.0,
-                   help="padded audio per batch, seconds (default: 10 on CPU, where larger "
-                   "batches are slower because the first conv layer's output outgrows the "
-                   "caches; 120 on CUDA)")
-    p.add_argument("--device", default="cpu",
-                   help="cpu, cuda, cuda:N or auto (CUDA when available); default cpu")
-    p.add_argument("--threads", type=int, default=0)
-    p.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="fp32",
-                   help="bf16 autocast (about 1.7x faster for the paper preset on CPUs with "
-                   "avx512_bf16; features differ from fp32 by bf16 rounding). auto = bf16 "
-                   "where the hardware has it. Default fp32")
-    p.add_argument("--no-progress", action="store_true")
-    p.add_argument("rspecifier")
-    p.add_argument("wspecifier")
-
-
-def _probe_common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--feats", help="features of all utterances (scp:F.scp | npy:DIR); "
-                   "split with --train-split/--test-split or the default split")
-    p.add_argument("--train-feats", help="train features (instead of --feats)")
-    p.add_argument("--test-feats", help="test features (with --train-feats)")
-    p.add_argument("--train-split", help="utterance ids for training (train_split.txt format)")
-    p.add_argument("--test-split", help="utterance ids for testing")
-    p.add_argument("--utt2spk", help="utt2spk (speaker probe; grouping of the default split)")
-    p.add_argument("--mlp", type=int, default=0, help="one hidden layer of this size")
-    p.add_argument("--epochs", type=int, default=20)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", required=True, help="output dir (result.json, confusion.csv/png)")
-    p.add_argument("--name", default=None, help="row name in tables")
-    p.add_argument("--no-progress", action="store_true")
-
-
-def _add_probe(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("probe", help="linear probes on frozen features (phone, speaker)")
-    kinds = p.add_subparsers(dest="probe_kind", required=True)
-    ph = kinds.add_parser("phone", help="frame-level phone classification")
-    _probe_common(ph)
-    ph.add_argument("--labels", "--train-labels", dest="labels", required=True,
-                    help="frame labels: utt l1 l2 ... (ids or symbols)")
-    ph.add_argument("--test-labels", help="default: same file as --labels")
-    ph.add_argument("--phones", help="phones.txt (symbol id); default: built from the labels")
-    ph.add_argument("--tolerance", type=int, default=2, help="label/feature frame slack")
-    sp = kinds.add_parser("speaker", help="speaker classification (utterance or window level)")
-    _probe_common(sp)
-    sp.add_argument("--level", choices=["utterance", "window"], default="utterance")
-    sp.add_argument("--window-frames", type=int, default=128,
-                    help="window level: frames per window (128 = 1.28 s)")
-
-
-def _add_validate(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("validate-data", help="check a Kaldi data dir (and frame labels)")
-    p.add_argument("data_dir")
-    p.add_argument("--labels", help="frame-label file to check against the audio lengths")
-    p.add_argument("--phones", help="phones.txt for symbolic labels")
-    p.add_argument("--tolerance", type=int, default=2, help="allowed frame-count difference")
-    p.add_argument("--allow-pipes", action="store_true")
-
-
-def _add_abx(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("abx", help="ABX phone discriminability (ZeroSpeech .item format)")
-    p.add_argument("--feats", required=True, help="scp:F.scp | npy:DIR (keys = item file ids)")
-    p.add_argument("--item", required=True, help="ZeroSpeech / Libri-light .item file")
-    p.add_argument("--mode", choices=["within", "across", "both"], default="both")
-    p.add_argument("--distance", choices=["angular", "cosine", "euclidean"], default="angular",
-                   help="angular = acos(cos)/pi, what ZeroSpeech/Libri-light call cosine")
-    p.add_argument("--frame-rate", type=float, default=100.0, help="frames per second")
-    p.add_argument("--out", help="write the result as JSON here")
+from cpc_seq.cliutil import run_command, show_defaults
+from cpc_seq.errors import DataError
+from cpc_seq.io.tables import probe_table
 
 
 def _add_table(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("table", help="print a markdown table from probe result.json files")
-    p.add_argument("results", nargs="+")
+    p.add_argument("results", nargs="+", help="result.json files")
+    p.set_defaults(func=cmd_table)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="cpc-seq", description=__doc__.split("\n")[0])
-    sub = parser.add_subparsers(dest="command", required=True)
-    _add_train(sub)
-    _add_extract(sub)
-    _add_probe(sub)
-    _add_validate(sub)
-    _add_abx(sub)
-    _add_table(sub)
+    from cpc_seq.audio.cli import register as add_audio_commands
     from cpc_seq.images.cli import add_image_commands
+    from cpc_seq.mibench.cli import register as add_mibench_command
     from cpc_seq.text.cli import add_text_commands
 
+    parser = argparse.ArgumentParser(prog="cpc-seq", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    add_audio_commands(sub)
+    _add_table(sub)
     add_image_commands(sub)
     add_text_commands(sub)
+    add_mibench_command(sub)
+    show_defaults(parser)
     return parser
-
-
-# --------------------------------------------------------------------------- commands
-
-
-def cmd_train(args: argparse.Namespace) -> int:
-    from cpc_seq.audio.train import load_config, train
-
-    cfg = load_config(args.config, args.overrides)
-    print_metrics(train(cfg, resume=args.resume))
-    return 0
-
-
-def _data_dir_of(rspec: str) -> Path:
-    if rspec.startswith("scp:"):
-        path = Path(rspec[4:])
-        if path.name != "wav.scp":
-            raise CpcSeqError(f"{rspec}: expected scp:DATA_DIR/wav.scp")
-        return path.parent
-    return Path(rspec)
-
-
-def cmd_extract(args: argparse.Namespace) -> int:
-    from cpc_seq.api import model_from_checkpoint
-    from cpc_seq.audio.extract import extract_to, mfcc_featurizer, model_featurizer
-    from cpc_seq.audio.kaldi import load_data_dir
-    from cpc_seq.audio.wav import AudioNotes
-
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    state = None
-    if args.ckpt and not args.mfcc:
-        from cpc_seq.io.checkpoint import load_checkpoint
-
-        state = load_checkpoint(args.ckpt)
-        if state.get("kind", "audio_cpc") in ("text_token", "text_sentence"):
-            from cpc_seq.text.cli import cmd_text_extract  # text checkpoints: text:FILE input
-
-            return cmd_text_extract(args)
-    dd = load_data_dir(_data_dir_of(args.rspecifier), allow_pipes=args.allow_pipes)
-    device = torch.device("cpu")
-    if args.mfcc:
-        sr, featurize, desc = 16000, mfcc_featurizer(16000, not args.no_cmvn), "extract mfcc"
-    else:
-        model, _ = model_from_checkpoint(args.ckpt, random_init=args.random_init, seed=args.seed,
-                                         state=state)
-        from cpc_seq.audio.train import resolve_device
-        from cpc_seq.engine.util import use_bf16
-
-        device = resolve_device(args.device, "--device")
-        model.to(device)
-        bf16 = use_bf16(args.precision, device)
-        sr = model.sample_rate
-        featurize = model_featurizer(model, args.layer, device=device, bf16=bf16)
-        desc = f"extract {args.layer}" + (" (random init)" if args.random_init else "")
-    notes = AudioNotes()
-
-    if args.batch_seconds < 0:
-        raise CpcSeqError(f"--batch-seconds must be positive (0 = default), got {args.batch_seconds}")
-    batch_seconds = args.batch_seconds or (120.0 if device.type == "cuda" else 10.0)
-    loaded = [0]  # samples read, for the real-time factor
-
-    def load(utt: str) -> np.ndarray:
-        wav = dd.load_audio(utt, target_sr=sr, allow_pipes=args.allow_pipes, notes=notes)
-        loaded[0] += len(wav)
-        return wav
-
-    t0 = time.perf_counter()
-    written = extract_to(
-        featurize, load, dd.utts, args.wspecifier, skip_existing=args.skip_existing,
-        max_batch_samples=int(batch_seconds * sr), num_frames_path=args.write_num_frames,
-        progress=not args.no_progress, skip_bad=args.skip_bad, desc=desc,
-    )
-    for line in notes.summary():
-        print(f"note: {line}", file=sys.stderr)
-    secs, audio = time.perf_counter() - t0, loaded[0] / sr
-    print(f"wrote {len(written)} utterances ({sum(written.values())} frames) to "
-          f"{args.wspecifier}; {audio:.0f} s of audio in {secs:.1f} s "
-          f"({audio / max(secs, 1e-9):.0f}x real time)", file=sys.stderr)
-    return 0
-
-
-def read_features(rspec: str) -> dict[str, torch.Tensor]:
-    """``scp:F.scp`` (Kaldi matrices via kaldiio) or ``npy:DIR`` -> {utt: (T, D) float32}.
-
-    Every problem (undecodable line, missing/truncated ark entry, wrong shape) is a
-    DataError naming the scp file and line.
-    """
-    import kaldiio
-
-    if rspec.startswith("scp:"):
-        path = Path(rspec[4:])
-        try:
-            raw = path.read_bytes()
-        except OSError as e:
-            raise DataError(f"{path}: cannot read feature scp ({e.strerror or e})") from None
-        feats: dict[str, torch.Tensor] = {}
-        for n, line in enumerate(raw.split(b"\n"), start=1):
-            try:
-                text = line.decode("utf-8").strip()
-            except UnicodeDecodeError:
-                raise DataError(f"{path}:{n}: not UTF-8 text") from None
-            if not text:
-                continue
-            parts = text.split(maxsplit=1)
-            if len(parts) != 2:
-                raise DataError(f"{path}:{n}: expected 'utt ark:offset', got {text[:60]!r}")
-            utt, value = parts
-            if utt in feats:
-                raise DataError(f"{path}:{n}: duplicate utterance {utt!r}")
-            try:
-                mat = np.array(kaldiio.load_mat(value), dtype=np.float32)
-            except Exception as e:  # kaldiio raises many types for bad entries
-                raise DataError(f"{path}:{n}: cannot load {value!r} "
-                                f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})"
-                                ) from None
-            if mat.ndim != 2:
-                raise DataError(f"{path}:{n}: {utt} is not a matrix (shape {mat.shape})")
-            feats[utt] = torch.from_numpy(mat)
-        if not feats:
-            raise DataError(f"{path}: no features listed")
-        return feats
-    if rspec.startswith("npy:"):
-        d = Path(rspec[4:])
-        files = sorted(d.glob("*.npy")) if d.is_dir() else []
-        if not files:
-            raise DataError(f"{d}: no .npy feature files")
-        out = {}
-        for p in files:
-            try:
-                arr = np.load(p, allow_pickle=False).astype(np.float32)
-            except (OSError, ValueError) as e:
-                raise DataError(f"{p}: cannot read ({e})") from None
-            if arr.ndim != 2:
-                raise DataError(f"{p}: expected a (T, D) array, got shape {arr.shape}")
-            out[p.stem] = torch.from_numpy(arr)
-        return out
-    raise CpcSeqError(f"{rspec}: expected scp:FEATS.scp or npy:DIR")
-
-
-def _probe_sets(args: argparse.Namespace, utt2spk: dict[str, str] | None
-                ) -> tuple[dict, dict, list[str], list[str]]:
-    from cpc_seq.audio.kaldi import read_split
-    from cpc_seq.probes.tasks import choose_split
-
-    if args.feats:
-        if args.train_feats or args.test_feats:
-            raise CpcSeqError("give --feats, or --train-feats with --test-feats, not both")
-        feats = read_features(args.feats)
-        tr_split = read_split(args.train_split) if args.train_split else None
-        te_split = read_split(args.test_split) if args.test_split else None
-        train_utts, test_utts, missing = choose_split(sorted(feats), tr_split, te_split, utt2spk)
-        if any(missing.values()):
-            print(f"note: split ids without features: {missing['train']} train, "
-                  f"{missing['test']} test (left out)", file=sys.stderr)
-        return feats, feats, train_utts, test_utts
-    if not (args.train_feats and args.test_feats):
-        raise CpcSeqError("give --feats, or both --train-feats and --test-feats")
-    train_f, test_f = read_features(args.train_feats), read_features(args.test_feats)
-    return train_f, test_f, sorted(train_f), sorted(test_f)
-
-
-def cmd_probe(args: argparse.Namespace) -> int:
-    from cpc_seq.audio.kaldi import (
-        phone_table_from_labels,
-        read_frame_labels,
-        read_phone_table,
-        read_table,
-    )
-    from cpc_seq.probes.tasks import ProbeOptions, phone_probe, speaker_probe
-
-    opts = ProbeOptions(hidden=args.mlp, epochs=args.epochs, lr=args.lr,
-                        batch_size=args.batch_size, seed=args.seed,
-                        progress=not args.no_progress)
-    utt2spk = None
-    if args.utt2spk:
-        utt2spk = {k: v.split()[0] for _, k, v in read_table(args.utt2spk, check_sorted=False)}
-    train_f, test_f, train_utts, test_utts = _probe_sets(args, utt2spk)
-    name = args.name or Path(args.out).name
-    if args.probe_kind == "phone":
-        phones = (read_phone_table(args.phones) if args.phones
-                  else phone_table_from_labels(args.labels))
-        train_lab = read_frame_labels(args.labels, phones)
-        test_lab = (read_frame_labels(args.test_labels, phones)
-                    if args.test_labels and args.test_labels != args.labels else train_lab)
-        d = phone_probe(train_f, test_f, train_lab, test_lab, phones, args.out, name, opts,
-                        train_utts, test_utts, args.tolerance)
-        what = f"phone accuracy on {d['n']} test frames"
-    else:
-        if utt2spk is None:
-            raise CpcSeqError("probe speaker needs --utt2spk")
-        if train_f is not test_f:
-            merged = {**train_f, **test_f}
-            train_f = test_f = merged
-        d = speaker_probe(train_f, utt2spk, train_utts, test_utts, args.out, name, opts,
-                          level=args.level, window_frames=args.window_frames)
-        what = f"speaker accuracy ({args.level} level, {d['speakers']} speakers) on {d['n']} items"
-    print(f"{name}: {what}: {100 * d['accuracy']:.1f}% (train {100 * d['train_accuracy']:.1f}%, "
-          f"{d['feature_dim']}-dim)")
-    return 0
-
-
-def cmd_validate(args: argparse.Namespace) -> int:
-    import soundfile as sf
-
-    from cpc_seq.audio.kaldi import (
-        check_label_length,
-        load_data_dir,
-        phone_table_from_labels,
-        read_frame_labels,
-        read_phone_table,
-    )
-    from cpc_seq.audio.wav import is_pipe
-
-    dd = load_data_dir(args.data_dir, allow_pipes=args.allow_pipes)
-    seconds = 0.0
-    n_frames: dict[str, int] = {}
-    for utt in dd.utts:
-        if dd.segments is not None:
-            rec, start, end = dd.segments[utt]
-            dur = end - start if end > 0 else None
-            path = dd.wav[rec]
-        else:
-            dur, path = None, dd.wav[utt]
-        if is_pipe(path):
-            continue
-        if dur is None:
-            try:
-                info = sf.info(path)
-            except Exception as e:  # soundfile raises several types
-                raise DataError(f"{args.data_dir}: utterance {utt}: cannot read {path} ({e})") from None
-            dur = info.frames / info.samplerate
-        seconds += dur
-        n_frames[utt] = int(round(dur * 16000)) // 160
-    msg = f"{args.data_dir}: {len(dd.utts)} utterances, {seconds / 60:.1f} minutes"
-    if dd.utt2spk:
-        msg += f", {len(set(dd.utt2spk.values()))} speakers"
-    if args.labels:
-        phones = read_phone_table(args.phones) if args.phones else phone_table_from_labels(args.labels)
-        labels = read_frame_labels(args.labels, phones)
-        for utt, lab in labels.items():
-            if utt in n_frames:
-                check_label_length(utt, len(lab), n_frames[utt], args.tolerance, path=args.labels)
-        missing = [u for u in dd.utts if u not in labels]
-        msg += f"; labels for {len(dd.utts) - len(missing)} ({len(phones)} classes) agree with the audio"
-        if missing:
-            msg += f"; {len(missing)} utterances without labels (first {missing[0]})"
-    print(msg)
-    return 0
-
-
-def cmd_abx(args: argparse.Namespace) -> int:
-    from cpc_seq.io.checkpoint import atomic_write
-    from cpc_seq.probes.abx import abx_error, read_item_file
-
-    feats = read_features(args.feats)
-    items = read_item_file(args.item)
-    modes = ["within", "across"] if args.mode == "both" else [args.mode]
-    results = {}
-    for mode in modes:
-        r = abx_error(feats, items, mode=mode, distance=args.distance, frame_rate=args.frame_rate)
-        results[mode] = r
-        print(f"ABX {mode}-speaker error ({args.distance}): {100 * r['error']:.2f}% "
-              f"({r['n_triplets']} triplets)")
-    if args.out:
-        with atomic_write(args.out, "w") as f:
-            json.dump(results, f, indent=1)
-    return 0
 
 
 def cmd_table(args: argparse.Namespace) -> int:
@@ -424,23 +55,14 @@ def cmd_table(args: argparse.Namespace) -> int:
             rows.append(json.loads(Path(path).read_text()))
         except (OSError, json.JSONDecodeError) as e:
             raise DataError(f"{path}: cannot read probe result ({e})") from None
-    print("| features | task | dim | test accuracy | train accuracy |")
-    print("|---|---|---|---|---|")
-    for r in rows:
-        print(f"| {r['name']} | {r.get('task', '?')} ({r.get('probe', 'linear')}) | "
-              f"{r.get('feature_dim', '?')} | {100 * r['accuracy']:.1f} % | "
-              f"{100 * r.get('train_accuracy', float('nan')):.1f} % |")
+    print(probe_table(rows), end="")
     return 0
-
-
-COMMANDS = {"train": cmd_train, "extract": cmd_extract, "probe": cmd_probe, "table": cmd_table,
-            "validate-data": cmd_validate, "abx": cmd_abx}
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``cpc-seq``; user errors print one line and exit with status 2."""
     args = build_parser().parse_args(argv)
-    return run_command(COMMANDS.get(args.command) or args.func, args)
+    return run_command(args.func, args)
 
 
 if __name__ == "__main__":

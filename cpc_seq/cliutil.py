@@ -1,5 +1,5 @@
-"""Pieces the command-line front ends share (``cpc_seq.cli``, ``cpc_seq.images.cli``,
-``cpc_seq.text.cli``): the ``*-train`` parser shape, the final metrics line and the
+"""Pieces the command-line front ends share (``cpc_seq.cli`` and each modality's
+``cli``): the ``*-train`` parser shape, the final metrics line and the
 error convention (a :class:`~cpc_seq.errors.CpcSeqError` prints ``error: ...`` and exits
 with status 2; Ctrl-C exits with 130)."""
 
@@ -23,10 +23,30 @@ def add_train_command(
     p = subparsers.add_parser(name, help=help, description=description)
     p.add_argument("--config", help=config_help)
     p.add_argument("--resume", action="store_true", help="continue from OUT_DIR/last.pt")
+    p.add_argument("--overwrite", action="store_true",
+                   help="start again in an OUT_DIR that holds an earlier run (same as "
+                   "train.overwrite=true); without it, or --resume, such a run is refused")
     p.add_argument("overrides", nargs="*", help="key=value, e.g. train.steps=100")
     if func is not None:
         p.set_defaults(func=func)
     return p
+
+
+def train_overrides(args: argparse.Namespace) -> list[str]:
+    """The ``key=value`` overrides of a train command, with ``--overwrite`` folded in."""
+    return [*args.overrides, *(["train.overwrite=true"] if args.overwrite else [])]
+
+
+def show_defaults(parser: argparse.ArgumentParser) -> None:
+    """Make ``--help`` of ``parser`` and every sub-command show each option's default."""
+    parser.formatter_class = argparse.ArgumentDefaultsHelpFormatter
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                show_defaults(sub)
+        elif (action.help is None and action.option_strings and action.default is not None
+              and action.default is not argparse.SUPPRESS and action.nargs != 0):
+            action.help = " "
 
 
 def print_metrics(metrics: dict[str, float]) -> None:

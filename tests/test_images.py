@@ -31,7 +31,7 @@ from cpc_seq.images.data import (
     read_idx,
 )
 from cpc_seq.images.dim import DIMConfig, build_dim, global_scores, local_scores
-from cpc_seq.images.train import ImageTrainer, load_config, load_image_model
+from cpc_seq.images.train import load_config, load_image_model, make_image_engine
 from cpc_seq.io.checkpoint import load_checkpoint
 from cpc_seq.losses.amdim_nce import amdim_nce, amdim_scores, tanh_clip
 from cpc_seq.losses.estimators import estimate, jsd
@@ -464,7 +464,7 @@ def _tiny_overrides(tmp_path: Path, kind: str, root: Path) -> list[str]:
 
 def test_dim_training_checkpoint_and_exact_resume(tmp_path: Path) -> None:
     root = fake_fashion_mnist(tmp_path / "fm")
-    full = ImageTrainer(load_config(None, _tiny_overrides(tmp_path / "a", "dim", root)
+    full = make_image_engine(load_config(None, _tiny_overrides(tmp_path / "a", "dim", root)
                                     + ["train.steps=6"]))
     metrics = full.run()
     assert {"mi/global", "mi/local", "loss/prior_disc", "online_probe/acc"} <= set(metrics)
@@ -472,10 +472,10 @@ def test_dim_training_checkpoint_and_exact_resume(tmp_path: Path) -> None:
     assert st["kind"] == "dim" and st["step"] == 6
     assert st["config"]["dim"]["ndf"] == 4 and st["input"]["image_size"] == 28
     assert json.loads((tmp_path / "a" / "dim" / "log.jsonl").read_text().splitlines()[0])["step"] == 2
-    part = ImageTrainer(load_config(None, _tiny_overrides(tmp_path / "b", "dim", root)
+    part = make_image_engine(load_config(None, _tiny_overrides(tmp_path / "b", "dim", root)
                                     + ["train.steps=3"]))
     part.run()
-    resumed = ImageTrainer(load_config(None, _tiny_overrides(tmp_path / "b", "dim", root)
+    resumed = make_image_engine(load_config(None, _tiny_overrides(tmp_path / "b", "dim", root)
                                        + ["train.steps=6"]), resume=True)
     assert resumed.step == 3
     resumed.run()
@@ -508,8 +508,8 @@ def test_amdim_trains_on_small_local_cifar_files(tmp_path: Path) -> None:
     cfg = load_config(None, ["kind=amdim", "data.dataset=cifar10", f"data.root={tmp_path / 'c10'}",
                              "data.batch_size=6", "train.steps=2", "train.progress=false",
                              "amdim.ndf=4", "amdim.n_rkhs=8", f"train.out_dir={tmp_path / 'o'}"])
-    trainer = ImageTrainer(cfg)
-    assert len(trainer.data) == 20 and trainer.size == 32 and trainer.channels == 3
+    trainer = make_image_engine(cfg)
+    assert len(trainer.task.data) == 20 and trainer.task.size == 32 and trainer.task.channels == 3
     metrics = trainer.run()
     assert metrics["acc/1t5"] >= 0 and load_checkpoint(tmp_path / "o" / "last.pt")["step"] == 2
 
@@ -525,21 +525,21 @@ def test_cli_user_errors_exit_2(tmp_path: Path, capsys) -> None:
     (tmp_path / "x.pt").write_bytes(b"junk")
     assert image_main(["image-probe", "--ckpt", str(tmp_path / "x.pt"), "--out",
                        str(tmp_path / "p")]) == 2
-    assert "not a readable checkpoint" in capsys.readouterr().err
+    assert "not a cpc_seq checkpoint (a text file" in capsys.readouterr().err
     assert issubclass(DataError, CpcSeqError)
 
 
 def test_add_image_commands_registers_subcommands() -> None:
     import argparse
 
-    from cpc_seq.images.cli import IMAGE_COMMANDS, add_image_commands
+    from cpc_seq.images.cli import add_image_commands, cmd_image_probe, cmd_image_train
 
     parser = argparse.ArgumentParser()
     add_image_commands(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(["image-probe", "--ckpt", "a.pt", "--out", "o"])
-    assert args.func is IMAGE_COMMANDS["image-probe"]
+    assert args.func is cmd_image_probe
     args = parser.parse_args(["image-train", "--config", "c.yaml", "train.steps=3"])
-    assert args.overrides == ["train.steps=3"] and args.func is IMAGE_COMMANDS["image-train"]
+    assert args.overrides == ["train.steps=3"] and args.func is cmd_image_train
 
 
 # -------------------------------------------------------------------- recipes

@@ -88,7 +88,7 @@ def test_non_finite_steps_are_skipped_then_stop(tmp_path: Path, monkeypatch, cap
     monkeypatch.setattr(train_mod, "kstep_infonce", flaky)
     cfg = train_mod.load_config(None, [*TINY, "train.steps=20", "train.save_every=2",
                                        "train.max_bad_steps=3", f"train.out_dir={tmp_path}"])
-    trainer = train_mod.Trainer(cfg)
+    trainer = train_mod.make_engine(cfg)
     with pytest.raises(CpcSeqError, match="non-finite steps in a row"):
         trainer.run()
     err = capsys.readouterr().err
@@ -168,7 +168,7 @@ def test_label_parser_only_raises_own_errors(tmp_path: Path, labels: list[str],
 @settings(max_examples=CASES, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(content=st.binary(max_size=200))
 def test_feature_scp_reader_only_raises_own_errors(tmp_path: Path, content: bytes) -> None:
-    from cpc_seq.cli import read_features
+    from cpc_seq.io.features import read_features
 
     p = tmp_path / "feats.scp"
     p.write_bytes(content)

@@ -33,7 +33,7 @@ from cpc_seq.text.tokenizers import (
     SentencePieceTokenizer,
     tokenizer_from_state,
 )
-from cpc_seq.text.train import TextTrainer, load_text_config
+from cpc_seq.text.train import load_text_config, make_text_engine
 
 ROOT = Path(__file__).resolve().parents[1]
 KJV_DEV = ROOT / "data" / "text" / "kjv" / "dev"
@@ -324,13 +324,13 @@ SENT = [*SMALL, "model.level=sentence", "model.encoder_layers=[[3,1,16]]", "mode
 
 
 def test_token_training_resumes_exactly(tmp_path: Path) -> None:
-    full = TextTrainer(load_text_config(None, [*TOKEN, "train.steps=6",
+    full = make_text_engine(load_text_config(None, [*TOKEN, "train.steps=6",
                                                 f"train.out_dir={tmp_path / 'a'}"]))
     full.run()
-    part = TextTrainer(load_text_config(None, [*TOKEN, "train.steps=3",
+    part = make_text_engine(load_text_config(None, [*TOKEN, "train.steps=3",
                                                 f"train.out_dir={tmp_path / 'b'}"]))
     part.run()
-    resumed = TextTrainer(load_text_config(None, [*TOKEN, "train.steps=6",
+    resumed = make_text_engine(load_text_config(None, [*TOKEN, "train.steps=6",
                                                    f"train.out_dir={tmp_path / 'b'}"]),
                           resume=True)
     assert resumed.step == 3
@@ -347,7 +347,7 @@ def test_token_training_resumes_exactly(tmp_path: Path) -> None:
 
 def test_sentence_training_checkpoint_and_extraction(tmp_path: Path) -> None:
     out = tmp_path / "sent"
-    TextTrainer(load_text_config(None, [*SENT, f"train.out_dir={out}",
+    make_text_engine(load_text_config(None, [*SENT, f"train.out_dir={out}",
                                         f"data.dev={KJV_DEV}", "train.eval_every=4",
                                         "train.eval_windows=8"])).run()
     st = torch.load(out / "last.pt", weights_only=True)  # plain data only

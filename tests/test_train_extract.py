@@ -12,7 +12,7 @@ import pytest
 import torch
 
 import cpc_seq
-from cpc_seq.audio.train import Trainer, load_config
+from cpc_seq.audio.train import load_config, make_engine
 from cpc_seq.cli import main
 from cpc_seq.errors import CheckpointError, ConfigError
 from cpc_seq.io.checkpoint import load_checkpoint
@@ -34,7 +34,7 @@ def _cfg(tmp_path: Path, *extra: str):
 
 def test_train_writes_checkpoint_with_config_and_logs(tmp_path: Path) -> None:
     cfg = _cfg(tmp_path)
-    metrics = Trainer(cfg).run()
+    metrics = make_engine(cfg).run()
     out = tmp_path / "run"
     assert {"last.pt", "config.yaml", "log.jsonl"} <= {p.name for p in out.iterdir()}
     assert (out / "tb").is_dir()
@@ -47,11 +47,11 @@ def test_train_writes_checkpoint_with_config_and_logs(tmp_path: Path) -> None:
 
 
 def test_resume_continues_exactly(tmp_path: Path) -> None:
-    full = Trainer(_cfg(tmp_path / "a", "train.steps=6"))
+    full = make_engine(_cfg(tmp_path / "a", "train.steps=6"))
     full.run()
-    part = Trainer(_cfg(tmp_path / "b", "train.steps=3"))
+    part = make_engine(_cfg(tmp_path / "b", "train.steps=3"))
     part.run()
-    resumed = Trainer(_cfg(tmp_path / "b", "train.steps=6"), resume=True)
+    resumed = make_engine(_cfg(tmp_path / "b", "train.steps=6"), resume=True)
     assert resumed.step == 3
     resumed.run()
     for (name, p1), p2 in zip(full.model.state_dict().items(), resumed.model.state_dict().values()):
@@ -60,7 +60,7 @@ def test_resume_continues_exactly(tmp_path: Path) -> None:
 
 def test_best_checkpoint_tracks_dev_loss(tmp_path: Path) -> None:
     cfg = _cfg(tmp_path, f"data.dev={DEV}", "train.eval_every=2", "train.eval_windows=8")
-    Trainer(cfg).run()
+    make_engine(cfg).run()
     st = load_checkpoint(tmp_path / "run" / "best.pt")
     assert np.isfinite(st["best_dev"])
 
@@ -99,7 +99,7 @@ def test_missing_audio_file_is_named(tmp_path: Path, capsys: pytest.CaptureFixtu
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
     tmp = tmp_path_factory.mktemp("trained")
-    Trainer(_cfg(tmp)).run()
+    make_engine(_cfg(tmp)).run()
     return tmp / "run" / "last.pt"
 
 

@@ -13,9 +13,7 @@ together with its audio.
 
 from __future__ import annotations
 
-import os
 import re
-import tempfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +22,7 @@ import numpy as np
 
 from cpc_seq.audio.wav import AudioNotes, is_pipe, read_audio, read_segment
 from cpc_seq.errors import DataError, where
+from cpc_seq.io.atomic import atomic_write
 
 __all__ = [
     "DataDir",
@@ -419,23 +418,12 @@ def load_data_dir(
 # --------------------------------------------------------------------------- writing
 
 
-def _atomic_write(path: Path, lines: Iterable[str]) -> None:
-    """Write ``lines`` (newline-terminated) to ``path`` via a temp file + ``os.replace``."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
-            for line in lines:
-                f.write(line)
-                f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+def _write_lines(path: Path, lines: Iterable[str]) -> None:
+    """Write ``lines`` (newline-terminated) to ``path`` atomically."""
+    with atomic_write(path, "w") as f:
+        for line in lines:
+            f.write(line)
+            f.write("\n")
 
 
 def _check_token(target: Path, token: str, what: str) -> None:
@@ -502,19 +490,19 @@ def write_data_dir(
             )
 
     d.mkdir(parents=True, exist_ok=True)
-    _atomic_write(d / "wav.scp", (f"{k} {wav[k]}" for k in sorted(wav)))
-    _atomic_write(d / "utt2spk", (f"{u} {utt2spk[u]}" for u in sorted(utt2spk)))
+    _write_lines(d / "wav.scp", (f"{k} {wav[k]}" for k in sorted(wav)))
+    _write_lines(d / "utt2spk", (f"{u} {utt2spk[u]}" for u in sorted(utt2spk)))
     spk2utt: dict[str, list[str]] = {}
     for utt in sorted(utt2spk):
         spk2utt.setdefault(utt2spk[utt], []).append(utt)
-    _atomic_write(d / "spk2utt", (f"{s} {' '.join(spk2utt[s])}" for s in sorted(spk2utt)))
+    _write_lines(d / "spk2utt", (f"{s} {' '.join(spk2utt[s])}" for s in sorted(spk2utt)))
     for name, table in (("text", text), ("segments", segments)):
         if table is None:
             (d / name).unlink(missing_ok=True)
     if text is not None:
-        _atomic_write(d / "text", (f"{u} {text[u]}".rstrip() for u in sorted(text)))
+        _write_lines(d / "text", (f"{u} {text[u]}".rstrip() for u in sorted(text)))
     if segments is not None:
-        _atomic_write(
+        _write_lines(
             d / "segments",
             (
                 f"{u} {segments[u][0]} {float(segments[u][1])!r} {float(segments[u][2])!r}"
@@ -564,7 +552,7 @@ def write_phone_table(path: str | Path, phones: Mapping[str, int]) -> Path:
     for sym in phones:
         _check_token(path, sym, "phone symbol")
     path.parent.mkdir(parents=True, exist_ok=True)
-    _atomic_write(path, (f"{s} {i}" for s, i in sorted(phones.items(), key=lambda kv: kv[1])))
+    _write_lines(path, (f"{s} {i}" for s, i in sorted(phones.items(), key=lambda kv: kv[1])))
     return path
 
 

@@ -64,6 +64,13 @@ class ModelConfig:
             check(self.dim_c % self.transformer_heads == 0, "model.transformer_heads",
                   f"must divide dim_c={self.dim_c}")
 
+    def downsample_rate(self) -> int:
+        """Input samples per output frame: the product of the encoder's strides."""
+        rate = 1
+        for _, stride, _ in self.layers():
+            rate *= stride
+        return rate
+
     def layers(self) -> list[tuple[int, int, int]]:
         """The encoder's (kernel, stride, channels) list."""
         if self.encoder == "custom":

@@ -50,3 +50,76 @@ def fixed_windows(lengths: Tensor, window: int, max_windows: int, seed: int = 12
     pick = ok[torch.randint(len(ok), (max_windows,), generator=g)]
     offset = (torch.rand(max_windows, generator=g) * (lengths[pick] - window + 1).float()).long()
     return pick, offset
+
+
+class PlanBatches:
+    """The batch source of a windowed task: walks :class:`WindowSampler`'s epoch plans.
+
+    ``next()`` -> (seq_idx, offset), each (batch_size // world,): this rank's contiguous
+    share of the next global batch. ``state_dict()`` is the position (epoch, batch in
+    epoch), so a resumed run continues with exactly the batches an uninterrupted run sees.
+    """
+
+    def __init__(self, sampler: WindowSampler, rank: int = 0, world: int = 1) -> None:
+        self.sampler, self.rank, self.world = sampler, rank, world
+        self.epoch, self.batch_in_epoch = 0, 0
+        self._plan: tuple[int, tuple[Tensor, Tensor]] | None = None
+
+    def _epoch_plan(self) -> tuple[Tensor, Tensor]:
+        if self._plan is None or self._plan[0] != self.epoch:
+            self._plan = (self.epoch, self.sampler.epoch_plan(self.epoch))
+        return self._plan[1]
+
+    def next(self) -> tuple[Tensor, Tensor]:
+        if self.batch_in_epoch >= self.sampler.batches_per_epoch:
+            self.epoch += 1
+            self.batch_in_epoch = 0
+        utt, off = (p[self.batch_in_epoch] for p in self._epoch_plan())
+        self.batch_in_epoch += 1
+        share = len(utt) // self.world
+        lo = self.rank * share
+        return utt[lo : lo + share], off[lo : lo + share]
+
+    def state_dict(self) -> dict[str, int]:
+        return {"epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.epoch, self.batch_in_epoch = int(state["epoch"]), int(state["batch_in_epoch"])
+
+
+class ShuffledBatches:
+    """Batches of item indices from a per-epoch shuffle (a function of seed and epoch);
+    the last incomplete batch of an epoch is dropped. ``next()`` -> this rank's share
+    (batch_size // world,) of the next global batch."""
+
+    def __init__(self, n_items: int, batch_size: int, seed: int, rank: int = 0,
+                 world: int = 1) -> None:
+        if batch_size > n_items:
+            raise DataError(f"batch_size={batch_size} is larger than the {n_items} "
+                            "training items")
+        self.n, self.batch_size, self.seed = n_items, batch_size, seed
+        self.rank, self.world = rank, world
+        self.epoch, self.pos = 0, 0
+        self._order: tuple[int, Tensor] | None = None
+
+    @property
+    def epoch_fraction(self) -> float:
+        return self.epoch + self.pos / self.n
+
+    def next(self) -> Tensor:
+        if self.pos + self.batch_size > self.n:
+            self.epoch += 1
+            self.pos = 0
+        if self._order is None or self._order[0] != self.epoch:
+            g = torch.Generator().manual_seed(self.seed * 1000 + self.epoch)
+            self._order = (self.epoch, torch.randperm(self.n, generator=g))
+        idx = self._order[1][self.pos : self.pos + self.batch_size]
+        self.pos += self.batch_size
+        share = len(idx) // self.world
+        return idx[self.rank * share : (self.rank + 1) * share]
+
+    def state_dict(self) -> dict[str, int]:
+        return {"epoch": self.epoch, "pos": self.pos}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.epoch, self.pos = int(state["epoch"]), int(state["pos"])

@@ -15,20 +15,19 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable
 
 import torch
 
-from cpc_seq.cliutil import add_train_command, print_metrics, run_command
+from cpc_seq.cliutil import add_train_command, print_metrics, run_command, train_overrides
 
-__all__ = ["add_image_commands", "cmd_image_train", "cmd_image_probe", "IMAGE_COMMANDS", "main"]
+__all__ = ["add_image_commands", "cmd_image_train", "cmd_image_probe", "main"]
 
 
 def cmd_image_train(args: argparse.Namespace) -> int:
     """Train DIM or AMDIM (``kind`` in the config)."""
     from cpc_seq.images.train import load_config, train
 
-    cfg = load_config(args.config, args.overrides)
+    cfg = load_config(args.config, train_overrides(args))
     print_metrics(train(cfg, resume=args.resume))
     return 0
 
@@ -39,7 +38,8 @@ def _csv(value: str) -> list[str]:
 
 def cmd_image_probe(args: argparse.Namespace) -> int:
     """Linear probes: checkpoint features vs random init vs raw pixels, one table."""
-    from cpc_seq.images.evaluate import ProbeOptions, format_table, run_probes
+    from cpc_seq.images.evaluate import format_table, run_probes
+    from cpc_seq.probes.options import ProbeOptions
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -57,17 +57,11 @@ def cmd_image_probe(args: argparse.Namespace) -> int:
     return 0
 
 
-IMAGE_COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
-    "image-train": cmd_image_train,
-    "image-probe": cmd_image_probe,
-}
-
-
 def add_image_commands(subparsers: argparse._SubParsersAction) -> None:
     """Register ``image-train`` and ``image-probe`` on a ``add_subparsers()`` object.
 
     Each parser gets ``func`` (its command function) as a default, so a caller can run
-    ``args.func(args)``; :data:`IMAGE_COMMANDS` maps the names to the same functions.
+    ``args.func(args)``.
     """
     add_train_command(
         subparsers, "image-train", help="train DIM or AMDIM on images",

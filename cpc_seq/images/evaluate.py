@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +26,8 @@ from cpc_seq.images.amdim import AMDIMModel
 from cpc_seq.images.data import load_dataset, prepare
 from cpc_seq.images.dim import DIMModel
 from cpc_seq.images.train import load_image_model
-from cpc_seq.io.checkpoint import atomic_write
+from cpc_seq.io.atomic import atomic_write
+from cpc_seq.io.tables import markdown_table, pct
 from cpc_seq.probes.linear import (
     evaluate_probe,
     result_to_dict,
@@ -35,6 +35,7 @@ from cpc_seq.probes.linear import (
     save_confusion_png,
     train_linear_probe,
 )
+from cpc_seq.probes.options import ProbeOptions
 
 __all__ = ["FEATURES", "ProbeOptions", "extract_features", "raw_pixels", "run_probes",
            "format_table"]
@@ -73,19 +74,6 @@ def extract_features(
 def raw_pixels(images: Tensor) -> Tensor:
     """uint8 ``(N, C, H, W)`` -> ``(N, C*H*W)`` float pixels in [0, 1]."""
     return images.reshape(len(images), -1).float() / 255.0
-
-
-@dataclass
-class ProbeOptions:
-    """Linear probe settings (see :func:`cpc_seq.probes.linear.train_linear_probe`)."""
-
-    epochs: int = 20
-    lr: float = 1e-3
-    batch_size: int = 256
-    weight_decay: float = 0.0
-    seed: int = 0
-    train_subset: int = 0
-    progress: bool = False
 
 
 def _probe_one(name: str, key: str, xtr: Tensor, ytr: Tensor, xte: Tensor, yte: Tensor,
@@ -178,10 +166,6 @@ def run_probes(
 
 def format_table(results: Sequence[dict[str, Any]], title: str = "") -> str:
     """Markdown table: features | dim | test accuracy | train accuracy."""
-    lines = [f"{title}\n"] if title else []
-    lines += ["| features | dim | test accuracy | train accuracy |", "|---|---|---|---|"]
-    for r in results:
-        lines.append(f"| {r['name']} | {r['feature_dim']} | {100 * r['accuracy']:.2f} % | "
-                     f"{100 * r['train_accuracy']:.2f} % |")
-    return "\n".join(lines) + "\n"
-
+    columns = (("features", lambda r: str(r["name"])), ("dim", lambda r: str(r["feature_dim"])),
+               ("test accuracy", pct("accuracy", 2)), ("train accuracy", pct("train_accuracy", 2)))
+    return markdown_table(results, columns, title=title)

@@ -1,16 +1,13 @@
-"""Training loop for DIM and AMDIM: ``cpc-seq image-train --config conf.yaml [key=value ...]``.
+"""DIM and AMDIM as tasks of the training engine: ``cpc-seq image-train --config conf.yaml``.
 
-One readable loop: a shuffled pass over the training images per epoch -> augmentation
-(DIM: optional flips; AMDIM: two torchvision-augmented views) -> model loss through the
-loss core -> Adam. DIM adds the prior discriminator's step with its own optimiser after
-each encoder step (the adversarial game). An optional online linear probe learns to
-classify the *detached* features of each batch (it never changes the encoder) and logs
-its running accuracy, a cheap signal that the features are improving.
-
-TensorBoard gets every scalar (``tb/``), ``log.jsonl`` one JSON line per logged step, a
-tqdm bar the main ones. Checkpoints (``last.pt``) are written atomically and carry the
-whole config as plain data with ``kind: "dim"`` or ``"amdim"``, the input geometry, the
-optimisers and the RNG states, so ``--resume`` continues exactly.
+A shuffled pass over the training images per epoch -> augmentation (DIM: optional flips;
+AMDIM: two torchvision-augmented views) -> model loss through the loss core. DIM adds the
+prior discriminator's step with its own optimiser after each encoder step (the
+adversarial game). An optional online linear probe learns to classify the *detached*
+features of each batch (it never changes the encoder) and logs its running accuracy.
+Everything else (optimiser, schedule, precision, DDP, logging, checkpoints, resume) is
+the engine's (:mod:`cpc_seq.engine.trainer`). Checkpoints carry ``kind: "dim"`` or
+``"amdim"`` and the input geometry.
 
 Config sections: ``kind``, ``data`` (:class:`ImageDataConfig`), ``dim``
 (:class:`~cpc_seq.images.dim.DIMConfig`), ``amdim``
@@ -20,20 +17,18 @@ Config sections: ``kind``, ``data`` (:class:`ImageDataConfig`), ``dim``
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 from torch import Tensor, nn
-from tqdm import tqdm
 
-from cpc_seq.audio.train import OptimConfig, lr_at, resolve_device
 from cpc_seq.config import apply_overrides, check, from_dict, load_yaml, to_dict
-from cpc_seq.engine.util import NonFiniteGuard, ScalarLog, clip_grad_norm, set_lr
-from cpc_seq.errors import CheckpointError, ConfigError, CpcSeqError
+from cpc_seq.engine.config import OptimConfig, RunConfig
+from cpc_seq.engine.trainer import Context, Engine, StepOutput, Task
+from cpc_seq.engine.windows import ShuffledBatches
+from cpc_seq.errors import CheckpointError, ConfigError
 from cpc_seq.images.amdim import (
     SUPPORTED_SIZES,
     AMDIMConfig,
@@ -44,7 +39,7 @@ from cpc_seq.images.amdim import (
 )
 from cpc_seq.images.data import DATASETS, ImageArrays, load_dataset, prepare
 from cpc_seq.images.dim import DIMConfig, DIMModel, build_dim
-from cpc_seq.io.checkpoint import atomic_write, load_checkpoint, save_checkpoint
+from cpc_seq.io.checkpoint import load_checkpoint
 
 KINDS = ("dim", "amdim")
 
@@ -80,7 +75,7 @@ class ImageDataConfig:
 
 @dataclass
 class ImageOptimConfig(OptimConfig):
-    """The audio trainer's :class:`~cpc_seq.audio.train.OptimConfig` (Adam, warm-up, constant or
+    """The engine's :class:`~cpc_seq.engine.config.OptimConfig` (Adam, warm-up, constant or
     cosine, gradient-norm clipping) with image defaults, plus ``prior_lr`` for DIM's prior
     discriminator (0 = ``lr``)."""
 
@@ -94,30 +89,16 @@ class ImageOptimConfig(OptimConfig):
 
 
 @dataclass
-class ImageRunConfig:
-    """Length of the run, outputs, device and bookkeeping."""
+class ImageRunConfig(RunConfig):
+    """:class:`cpc_seq.engine.config.RunConfig` with image defaults, plus ``online_probe``
+    (a linear probe on the detached features of each batch, logged as it learns)."""
 
     out_dir: str = "exp/images"
-    steps: int = 1000
-    seed: int = 0
     log_every: int = 20
     save_every: int = 500
-    max_minutes: float = 0.0
-    threads: int = 0
-    device: str = "auto"
+    eval_every: int = 500
+    precision: str = "fp32"
     online_probe: bool = True
-    max_bad_steps: int = 10
-    progress: bool = True
-
-    def validate(self) -> None:
-        check(self.steps > 0, "train.steps", "must be positive")
-        check(self.log_every > 0, "train.log_every", "must be positive")
-        check(self.save_every > 0, "train.save_every", "must be positive")
-        check(self.max_minutes >= 0, "train.max_minutes", "must be >= 0 (0 = no limit)")
-        check(self.threads >= 0, "train.threads", "must be >= 0 (0 = torch default)")
-        check(self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"),
-              "train.device", "auto, cpu, cuda or cuda:N")
-        check(self.max_bad_steps > 0, "train.max_bad_steps", "must be positive")
 
 
 @dataclass
@@ -168,36 +149,18 @@ def build_model(cfg: ImageExperimentConfig, channels: int, size: int) -> DIMMode
     return build_amdim(cfg.amdim, channels, size)
 
 
-def _load(path: str | Path, device: str | torch.device) -> dict[str, Any]:
-    """:func:`load_checkpoint`, with any other failure of a corrupt file (e.g. a
-    ``struct.error`` from a truncated pickle) turned into a :class:`CheckpointError`."""
-    try:
-        return load_checkpoint(path, map_location=device)
-    except CpcSeqError:
-        raise
-    except Exception as e:  # corrupt files fail in many ways inside torch.load
-        raise CheckpointError(f"{path}: not a readable checkpoint ({type(e).__name__}: {e})") \
-            from None
+def image_model_from_state(state: dict[str, Any], path: str | Path, random_init: bool = False,
+                           seed: int = 0
+                           ) -> tuple[DIMModel | AMDIMModel, ImageExperimentConfig, dict[str, Any]]:
+    """(model in eval mode, config, input record) of a loaded DIM/AMDIM checkpoint.
 
-
-def load_image_model(path: str | Path, random_init: bool = False, seed: int = 0,
-                     device: str | torch.device = "cpu"
-                     ) -> tuple[DIMModel | AMDIMModel, ImageExperimentConfig, dict[str, Any]]:
-    """Rebuild a DIM/AMDIM model from a checkpoint (in eval mode).
-
-    With ``random_init`` the same architecture is built with seed ``seed`` and the
-    checkpoint's weights are not loaded (the random-encoder baseline). Returns the model,
-    its config and the checkpoint's ``input`` record (``channels``, ``image_size``,
-    ``dataset``).
+    With ``random_init`` the same architecture is built with weights drawn from ``seed``
+    (the random-encoder baseline; the caller's global RNG is left as it was). The input
+    record has ``channels``, ``image_size`` and ``dataset``.
     """
-    st = _load(path, device)
-    if st.get("kind") not in KINDS:
-        raise CheckpointError(
-            f"{path}: a {st.get('kind')!r} checkpoint, not an image model (dim or amdim)"
-        )
     try:
-        cfg = from_dict(ImageExperimentConfig, st["config"])
-        geo = st["input"]
+        cfg = from_dict(ImageExperimentConfig, state["config"])
+        geo = state["input"]
         channels, size = int(geo["channels"]), int(geo["image_size"])
     except (ConfigError, KeyError, TypeError, ValueError) as e:
         raise CheckpointError(f"{path}: bad image checkpoint config ({e})") from None
@@ -206,10 +169,20 @@ def load_image_model(path: str | Path, random_init: bool = False, seed: int = 0,
         model = build_model(cfg, channels, size)
     if not random_init:
         try:
-            model.load_state_dict(st["model"])
+            model.load_state_dict(state["model"])
         except RuntimeError as e:
             raise CheckpointError(f"{path}: weights do not fit the config ({e})") from None
-    return model.to(device).eval(), cfg, dict(geo)
+    return model.eval(), cfg, dict(geo)
+
+
+def load_image_model(path: str | Path, random_init: bool = False, seed: int = 0,
+                     device: str | torch.device = "cpu"
+                     ) -> tuple[DIMModel | AMDIMModel, ImageExperimentConfig, dict[str, Any]]:
+    """:func:`image_model_from_state` of the checkpoint at ``path`` (kind dim or amdim),
+    on ``device``."""
+    state = load_checkpoint(path, map_location=device, kinds=KINDS, purpose="an image probe")
+    model, cfg, geo = image_model_from_state(state, path, random_init=random_init, seed=seed)
+    return model.to(device), cfg, geo
 
 
 def random_flip(images: Tensor, generator: torch.Generator) -> Tensor:
@@ -220,151 +193,128 @@ def random_flip(images: Tensor, generator: torch.Generator) -> Tensor:
     return out
 
 
-class ImageTrainer:
-    """Owns model, optimisers, data and loop state; ``run()`` trains to ``train.steps``."""
+class _ImageStep(nn.Module):
+    """Forward used for training (what DDP wraps): DIM ``encoder_loss(x)``, AMDIM
+    ``loss(x1, x2, generator)``."""
 
-    def __init__(self, cfg: ImageExperimentConfig, resume: bool = False,
-                 train_data: ImageArrays | None = None) -> None:
+    def __init__(self, model: DIMModel | AMDIMModel) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, *args: Any) -> Any:
+        if isinstance(self.model, AMDIMModel):
+            return self.model.loss(*args)
+        return self.model.encoder_loss(*args)
+
+
+class ImageTask(Task):
+    """DIM or AMDIM for the engine (``cfg.kind``)."""
+
+    unit = "images"
+
+    def __init__(self, cfg: ImageExperimentConfig, train_data: ImageArrays | None = None
+                 ) -> None:
         self.cfg = cfg
-        run = cfg.train
-        if run.threads:
-            torch.set_num_threads(run.threads)
-        self.device = resolve_device(run.device)
-        self.out = Path(run.out_dir)
-        d = cfg.data
-        if train_data is None:
-            train_data = load_dataset(d.dataset, d.root or None, d.train_split, d.download)
-        self.data = train_data.subset(d.train_subset, seed=run.seed)
+        self.kind = cfg.kind
+        self._train_data = train_data
+
+    def setup(self, ctx: Context, resume_state: dict[str, Any] | None) -> None:
+        cfg, run, d = self.cfg, self.cfg.train, self.cfg.data
+        self.ctx = ctx
+        if ctx.dist.enabled and d.batch_size % ctx.dist.world:
+            raise ConfigError(f"data.batch_size={d.batch_size} (the global batch) must "
+                              f"divide by the {ctx.dist.world} processes")
+        data = self._train_data
+        if data is None:
+            data = load_dataset(d.dataset, d.root or None, d.train_split, d.download)
+        self.data = data.subset(d.train_subset, seed=run.seed)
         self.size = image_size_for(d, self.data.size)
         self.channels = self.data.channels
-        torch.manual_seed(run.seed)
-        self.model = build_model(cfg, self.channels, self.size).to(self.device)
+        self.model = build_model(cfg, self.channels, self.size).to(ctx.device)
+        self.prior_opt: torch.optim.Optimizer | None = None
         if isinstance(self.model, DIMModel):
-            enc_params = self.model.encoder_parameters()
-            self.prior_opt: torch.optim.Optimizer | None = torch.optim.Adam(
+            self.prior_opt = torch.optim.Adam(
                 self.model.prior_parameters(), lr=cfg.optim.prior_lr or cfg.optim.lr,
-                betas=(0.5, 0.999),
-            )
-        else:
-            enc_params = list(self.model.parameters())
-            self.prior_opt = None
-        self.params = enc_params
-        self.opt = torch.optim.Adam(enc_params, lr=cfg.optim.lr,
-                                    weight_decay=cfg.optim.weight_decay)
+                betas=(0.5, 0.999))
         n_classes = len(self.data.classes) or int(self.data.labels.max()) + 1
         feat_dim = cfg.dim.y_dim if cfg.kind == "dim" else cfg.amdim.n_rkhs
-        self.probe = nn.Linear(feat_dim, max(n_classes, 1)).to(self.device)
+        self.probe = nn.Linear(feat_dim, max(n_classes, 1)).to(ctx.device)
         self.probe_opt = torch.optim.Adam(self.probe.parameters(), lr=1e-3)
-        self.gen = torch.Generator().manual_seed(run.seed + 17)
+        self.gen = torch.Generator().manual_seed(run.seed + 17 + 1000 * ctx.dist.rank)
         self.transform = None
         if cfg.augment() == "amdim":
             self.transform = make_view_transform(self.channels, self.size, cfg.amdim.crop_scale)
-        self.step = 0
-        self.epoch = 0
-        self.pos = 0
-        self._order_cache: tuple[int, Tensor] | None = None
-        self.guard = NonFiniteGuard(run.max_bad_steps, self.out / "last.pt")
-        self.probe_hits = 0.0
-        self.probe_seen = 0.0
-        if resume:
-            self._resume()
+        if d.batch_size > len(self.data):
+            raise ConfigError(f"data.batch_size={d.batch_size} is larger than the "
+                              f"{len(self.data)} training images")
+        self.batches = ShuffledBatches(len(self.data), d.batch_size, run.seed, ctx.dist.rank,
+                                       ctx.dist.world)
+        self.probe_hits = self.probe_seen = 0.0
 
-    # -- checkpoints -------------------------------------------------------------------
-    def state(self) -> dict[str, Any]:
-        return {
-            "kind": self.cfg.kind,
-            "config": to_dict(self.cfg),
-            "input": {"channels": self.channels, "image_size": self.size,
-                      "dataset": self.cfg.data.dataset, "classes": list(self.data.classes)},
-            "model": self.model.state_dict(),
-            "optimizer": self.opt.state_dict(),
-            "prior_optimizer": self.prior_opt.state_dict() if self.prior_opt else None,
-            "probe": self.probe.state_dict(),
-            "probe_optimizer": self.probe_opt.state_dict(),
-            "step": self.step,
-            "epoch": self.epoch,
-            "pos": self.pos,
-            "rng_cpu": torch.get_rng_state(),
-            "rng_gen": self.gen.get_state(),
-            "rng_cuda": torch.cuda.get_rng_state() if self.device.type == "cuda" else None,
-        }
+    def parameters(self) -> list[nn.Parameter]:
+        if isinstance(self.model, DIMModel):
+            return self.model.encoder_parameters()
+        return list(self.model.parameters())
 
-    def _resume(self) -> None:
-        path = self.out / "last.pt"
-        if not path.exists():
-            raise CpcSeqError(f"--resume: no checkpoint {path} to resume from")
-        st = _load(path, self.device)
-        mine = to_dict(self.cfg)
-        if st.get("kind") != self.cfg.kind or st["config"].get(self.cfg.kind) != mine[self.cfg.kind]:
+    def train_module(self) -> nn.Module:
+        return _ImageStep(self.model)
+
+    def check_resume(self, state: dict[str, Any], path: Path) -> None:
+        super().check_resume(state, path)
+        if state["config"].get(self.cfg.kind) != to_dict(self.cfg)[self.cfg.kind]:
             raise ConfigError(f"--resume: model config differs from the one in {path}")
-        self.model.load_state_dict(st["model"])
-        self.opt.load_state_dict(st["optimizer"])
-        if self.prior_opt is not None and st.get("prior_optimizer"):
-            self.prior_opt.load_state_dict(st["prior_optimizer"])
-        self.probe.load_state_dict(st["probe"])
-        self.probe_opt.load_state_dict(st["probe_optimizer"])
-        self.step, self.epoch, self.pos = int(st["step"]), int(st["epoch"]), int(st["pos"])
-        torch.set_rng_state(st["rng_cpu"].cpu())
-        self.gen.set_state(st["rng_gen"].cpu())
-        if st.get("rng_cuda") is not None and self.device.type == "cuda":
-            torch.cuda.set_rng_state(st["rng_cuda"].cpu())
-        tqdm.write(f"resumed from {path} at step {self.step}")
 
-    def save(self, name: str) -> None:
-        save_checkpoint(self.state(), self.out / name)
-
-    # -- data --------------------------------------------------------------------------
-    def _order(self, epoch: int) -> Tensor:
-        """The shuffled image order of ``epoch`` (a function of the seed and the epoch)."""
-        if self._order_cache is None or self._order_cache[0] != epoch:
-            g = torch.Generator().manual_seed(self.cfg.train.seed * 1000 + epoch)
-            self._order_cache = (epoch, torch.randperm(len(self.data), generator=g))
-        return self._order_cache[1]
-
+    # -- one step ---------------------------------------------------------------------
     def next_batch(self) -> tuple[Tensor, Tensor]:
-        """The next ``batch_size`` images (uint8 ``(B, C, H, W)``) and labels ``(B,)``;
-        the last incomplete batch of an epoch is dropped."""
-        bs = self.cfg.data.batch_size
-        if self.pos + bs > len(self.data):
-            self.epoch += 1
-            self.pos = 0
-        if bs > len(self.data):
-            raise ConfigError(f"data.batch_size={bs} is larger than the {len(self.data)} "
-                              "training images")
-        idx = self._order(self.epoch)[self.pos : self.pos + bs]
-        self.pos += bs
+        """This rank's images (uint8 ``(B, C, H, W)``) and labels ``(B,)``."""
+        idx = self.batches.next()
         return self.data.images[idx], self.data.labels[idx]
 
-    # -- one step ----------------------------------------------------------------------
-    def _forward(self, images: Tensor) -> tuple[Tensor, dict[str, float], Tensor, Tensor | None]:
-        """Loss, metrics, detached probe features and (DIM) the Y to feed ``D``."""
-        ds, dev = self.cfg.data.dataset, self.device
+    def loss(self, module: nn.Module, batch: tuple[Tensor, Tensor], training: bool = True
+             ) -> StepOutput:
+        images, labels = batch
+        ds, dev = self.cfg.data.dataset, self.ctx.device
         if isinstance(self.model, AMDIMModel):
             assert self.transform is not None, "AMDIM needs data.augment=amdim"
             v1, v2 = two_views(images, self.transform)
-            x1 = prepare(v1.to(dev), ds, self.size)
-            x2 = prepare(v2.to(dev), ds, self.size)
-            loss, metrics, feats = self.model.loss(x1, x2, self.gen)
-            return loss, metrics, feats, None
+            loss, metrics, feats = module(prepare(v1.to(dev), ds, self.size),
+                                          prepare(v2.to(dev), ds, self.size), self.gen)
+            return StepOutput(loss, units=float(len(images)),
+                              extra=(metrics, feats.detach(), None, labels))
         aug = self.cfg.augment()
         if aug == "flip":
             images = random_flip(images, self.gen)
         elif aug == "amdim":
             assert self.transform is not None
             images = torch.stack([self.transform(img) for img in images])
-        out = self.model.encoder_loss(prepare(images.to(dev), ds, self.size))
+        out = module(prepare(images.to(dev), ds, self.size))
         metrics = {
             "mi/global": float(out.global_.mi), "mi/local": float(out.local.mi),
             "loss/global": float(out.global_.loss.detach()),
             "loss/local": float(out.local.loss.detach()), "loss/generator": float(out.gen.detach()),
         }
-        return out.loss, metrics, out.y.detach(), out.y
+        return StepOutput(out.loss, units=float(len(images)),
+                          extra=(metrics, out.y.detach(), out.y, labels))
+
+    def after_step(self, out: StepOutput) -> dict[str, float]:
+        metrics, feats, y, labels = out.extra
+        extra: dict[str, float] = {}
+        if self.prior_opt is not None and y is not None and self.cfg.dim.gamma > 0:
+            assert isinstance(self.model, DIMModel)
+            d_loss = self.model.prior_loss(y.detach(), self.gen)
+            self.prior_opt.zero_grad(set_to_none=True)  # also drops the generator's grads
+            d_loss.backward()
+            self.prior_opt.step()
+            extra["loss/prior_disc"] = float(d_loss.detach())
+        if self.cfg.train.online_probe:
+            self._online_probe(feats, labels)
+        return extra
 
     def _online_probe(self, feats: Tensor, labels: Tensor) -> None:
         keep = labels >= 0
         if not bool(keep.any()):
             return
-        x, y = feats[keep.to(feats.device)], labels[keep].to(self.device)
+        x, y = feats[keep.to(feats.device)].float(), labels[keep].to(self.ctx.device)
         logits = self.probe(x)
         self.probe_hits += float((logits.argmax(1) == y).sum())
         self.probe_seen += float(len(y))
@@ -373,82 +323,50 @@ class ImageTrainer:
         loss.backward()
         self.probe_opt.step()
 
-    def train_step(self) -> dict[str, float] | None:
-        """One optimisation step; returns metrics, or ``None`` when the step was skipped
-        because of a non-finite loss or gradient."""
-        cfg = self.cfg
-        images, labels = self.next_batch()
-        lr = lr_at(self.step, cfg.optim, cfg.train.steps)
-        set_lr(self.opt, lr)
-        loss, metrics, feats, y = self._forward(images)
-        self.opt.zero_grad(set_to_none=True)
-        loss.backward()
-        gnorm = clip_grad_norm(self.params, cfg.optim.grad_clip)
-        if self.guard.bad(self.step, loss, gnorm):
-            self.opt.zero_grad(set_to_none=True)
-            return None
-        self.opt.step()
-        if self.prior_opt is not None and y is not None and cfg.dim.gamma > 0:
-            assert isinstance(self.model, DIMModel)
-            d_loss = self.model.prior_loss(y.detach(), self.gen)
-            self.prior_opt.zero_grad(set_to_none=True)  # also drops the generator's grads
-            d_loss.backward()
-            self.prior_opt.step()
-            metrics["loss/prior_disc"] = float(d_loss.detach())
-        if cfg.train.online_probe:
-            self._online_probe(feats, labels)
-        metrics["loss/total"] = float(loss.detach())
-        metrics["lr"] = lr
+    def metrics(self, out: StepOutput) -> dict[str, float]:
+        metrics = {**out.extra[0], "train/loss": float(out.loss.detach()),
+                   "epoch": self.batches.epoch_fraction}
+        if self.cfg.train.online_probe and self.probe_seen:
+            metrics["online_probe/acc"] = self.probe_hits / self.probe_seen
+        self.probe_hits = self.probe_seen = 0.0
         return metrics
 
-    def run(self) -> dict[str, float]:
-        """Train until ``train.steps`` (or ``train.max_minutes``); returns the last metrics."""
-        cfg, run = self.cfg, self.cfg.train
-        self.out.mkdir(parents=True, exist_ok=True)
-        with atomic_write(self.out / "config.yaml", "w") as f:
-            yaml.safe_dump(to_dict(cfg), f, sort_keys=False)
-        log = ScalarLog(self.out, purge_step=self.step)
-        self.model.train()
-        t_start = t_window = time.perf_counter()
-        images_window = 0
-        metrics: dict[str, float] = {}
-        bar = tqdm(total=run.steps, initial=self.step, disable=not run.progress,
-                   desc=f"train {cfg.kind}", unit="step", dynamic_ncols=True)
-        try:
-            while self.step < run.steps:
-                step_metrics = self.train_step()
-                if step_metrics is None:  # non-finite: skipped (NonFiniteGuard warned)
-                    continue
-                self.step += 1
-                images_window += cfg.data.batch_size
-                bar.update(1)
-                if self.step % run.log_every == 0 or self.step == run.steps:
-                    now = time.perf_counter()
-                    metrics = dict(step_metrics)
-                    metrics["speed/images_per_sec"] = images_window / max(now - t_window, 1e-9)
-                    metrics["epoch"] = self.epoch + self.pos / len(self.data)
-                    if run.online_probe and self.probe_seen:
-                        metrics["online_probe/acc"] = self.probe_hits / self.probe_seen
-                    t_window, images_window = now, 0
-                    self.probe_hits = self.probe_seen = 0.0
-                    log.add(self.step, metrics)
-                    post = {"loss": f"{metrics['loss/total']:.3f}"}
-                    if "online_probe/acc" in metrics:
-                        post["probe"] = f"{metrics['online_probe/acc']:.3f}"
-                    post["img/s"] = f"{metrics['speed/images_per_sec']:.0f}"
-                    bar.set_postfix(post)
-                if self.step % run.save_every == 0 or self.step == run.steps:
-                    self.save("last.pt")
-                if run.max_minutes and (time.perf_counter() - t_start) > 60 * run.max_minutes:
-                    tqdm.write(f"train.max_minutes={run.max_minutes} reached at step {self.step}")
-                    self.save("last.pt")
-                    break
-        finally:
-            bar.close()
-            log.close()
-        return metrics
+    def postfix(self, metrics: dict[str, float]) -> dict[str, str]:
+        post = {"loss": f"{metrics['train/loss']:.3f}"}
+        if "online_probe/acc" in metrics:
+            post["probe"] = f"{metrics['online_probe/acc']:.3f}"
+        return post
+
+    # -- state ------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "batches": self.batches.state_dict(),
+            "rng_gen": self.gen.get_state(),
+            "prior_optimizer": self.prior_opt.state_dict() if self.prior_opt else None,
+            "probe": self.probe.state_dict(),
+            "probe_optimizer": self.probe_opt.state_dict(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.batches.load_state_dict(state["batches"])
+        self.gen.set_state(state["rng_gen"].cpu())
+        if self.prior_opt is not None and state.get("prior_optimizer"):
+            self.prior_opt.load_state_dict(state["prior_optimizer"])
+        self.probe.load_state_dict(state["probe"])
+        self.probe_opt.load_state_dict(state["probe_optimizer"])
+
+    def checkpoint_extra(self) -> dict[str, Any]:
+        return {"input": {"channels": self.channels, "image_size": self.size,
+                          "dataset": self.cfg.data.dataset, "classes": list(self.data.classes)}}
+
+
+def make_image_engine(cfg: ImageExperimentConfig, resume: bool = False,
+                      train_data: ImageArrays | None = None) -> Engine:
+    """The engine running DIM or AMDIM as ``cfg`` says (``train_data``: images already
+    loaded, e.g. in tests)."""
+    return Engine(ImageTask(cfg, train_data), cfg, cfg.optim, cfg.train, resume=resume)
 
 
 def train(cfg: ImageExperimentConfig, resume: bool = False) -> dict[str, float]:
-    """Build an :class:`ImageTrainer` and run it."""
-    return ImageTrainer(cfg, resume=resume).run()
+    """Train DIM or AMDIM as configured; returns the last logged metrics."""
+    return make_image_engine(cfg, resume=resume).run()

@@ -20,16 +20,15 @@ import csv
 import io
 import math
 import os
-import tempfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
 from cpc_seq.errors import ConfigError, DataError
+from cpc_seq.io.atomic import atomic_write
 
 __all__ = [
     "Probe",
@@ -319,27 +318,9 @@ def evaluate_probe(probe: Probe, x: torch.Tensor, y: torch.Tensor, num_classes: 
 
 
 def _atomic_write(path: str | os.PathLike[str], write: Callable[[io.BufferedWriter], None]) -> None:
-    """Write via a temp file in the destination directory, then ``os.replace``."""
-    path = Path(path)
-    directory = path.parent if str(path.parent) else Path(".")
-    if not directory.is_dir():
-        raise DataError(f"cannot write {path}: directory {directory} does not exist")
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the usual permissions
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+    """``write(f)`` into ``path`` through :func:`cpc_seq.io.atomic.atomic_write`."""
+    with atomic_write(path, "wb") as f:
+        write(f)
 
 
 def _label_names(result: ProbeResult, labels: Sequence[str] | None) -> list[str]:

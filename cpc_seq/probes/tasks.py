@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +27,7 @@ import numpy as np
 import torch
 
 from cpc_seq.errors import DataError
-from cpc_seq.io.checkpoint import atomic_write
+from cpc_seq.io.atomic import atomic_write
 from cpc_seq.probes.linear import (
     ProbeResult,
     evaluate_probe,
@@ -39,18 +38,7 @@ from cpc_seq.probes.linear import (
     save_confusion_png,
     train_linear_probe,
 )
-
-
-@dataclass
-class ProbeOptions:
-    """Probe training options (shared by the tasks)."""
-
-    hidden: int = 0
-    epochs: int = 20
-    lr: float = 1e-3
-    batch_size: int = 256
-    seed: int = 0
-    progress: bool = False
+from cpc_seq.probes.options import ProbeOptions
 
 
 def default_split(utts: Sequence[str], utt2spk: Mapping[str, str] | None = None,

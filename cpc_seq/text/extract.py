@@ -27,10 +27,10 @@ import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from cpc_seq.audio.extract import FeatureWriter, length_batches, parse_wspecifier
 from cpc_seq.config import from_dict
 from cpc_seq.errors import CheckpointError, ConfigError, DataError
 from cpc_seq.io.checkpoint import load_checkpoint
+from cpc_seq.io.features import FeatureWriter, length_batches, parse_wspecifier
 from cpc_seq.text.data import pad_sentence_docs, pad_sequences
 from cpc_seq.text.data import split_sentences as _split
 from cpc_seq.text.models import SentenceCPC, TextModelConfig, TokenCPC, build_text_model
@@ -40,18 +40,14 @@ TEXT_KINDS = ("text_token", "text_sentence")
 POOLINGS = ("none", "mean", "max")
 
 
-def text_model_from_checkpoint(
-    path: str | Path, random_init: bool = False, seed: int = 0, map_location: str = "cpu",
+def text_model_from_state(
+    state: dict[str, Any], path: str | Path, random_init: bool = False, seed: int = 0,
 ) -> tuple[TokenCPC | SentenceCPC, Tokenizer, dict[str, Any]]:
-    """(model in eval mode, tokeniser, config dict) of a text checkpoint.
+    """(model in eval mode, tokeniser, config dict) of a loaded text checkpoint.
 
-    ``random_init``: the same architecture and tokeniser with seeded random weights (the
-    untrained-encoder baseline).
+    ``random_init``: the same architecture and tokeniser with random weights drawn from
+    ``seed`` (the untrained-encoder baseline); the caller's global RNG is left as it was.
     """
-    state = load_checkpoint(path, map_location=map_location)
-    if state.get("kind") not in TEXT_KINDS:
-        raise CheckpointError(f"{path}: a {state.get('kind', 'audio_cpc')} checkpoint, not a "
-                              "text CPC model")
     if "tokenizer" not in state:
         raise CheckpointError(f"{path}: text checkpoint lacks its tokenizer")
     try:
@@ -62,8 +58,9 @@ def text_model_from_checkpoint(
     if tok.vocab_size != mcfg.vocab_size:
         raise CheckpointError(f"{path}: tokenizer has {tok.vocab_size} ids but the model "
                               f"{mcfg.vocab_size}")
-    torch.manual_seed(seed)
-    model = build_text_model(mcfg)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = build_text_model(mcfg)
     if not random_init:
         try:
             model.load_state_dict(state["model"])
@@ -176,8 +173,9 @@ class TextUpstream(nn.Module):
 def load_text(ckpt: str | Path, random_init: bool = False, device: str = "cpu",
               seed: int = 0) -> TextUpstream:
     """Load a text CPC checkpoint (``torch.load(weights_only=True)``) as a TextUpstream."""
-    model, tok, cfg = text_model_from_checkpoint(ckpt, random_init=random_init, seed=seed,
-                                                 map_location=device)
+    state = load_checkpoint(ckpt, map_location=device, kinds=TEXT_KINDS,
+                            purpose="text extraction")
+    model, tok, cfg = text_model_from_state(state, ckpt, random_init=random_init, seed=seed)
     return TextUpstream(model.to(device), tok, cfg)
 
 
@@ -200,7 +198,7 @@ def extract_text_to(
     = mean/max. Items are batched by length (at most ``max_batch_chars`` padded characters
     per batch); batching does not change the features. Returns {id: rows} written.
     """
-    from cpc_seq.audio.extract import write_num_frames
+    from cpc_seq.io.features import write_num_frames
 
     if layer not in upstream.hidden_state_names:
         raise ConfigError(f"--layer {layer!r}: one of {', '.join(upstream.hidden_state_names)}")

@@ -1,13 +1,12 @@
-"""Training loop for text CPC (token or sentence level).
+"""Text CPC (token or sentence level) as a task of the training engine.
 
-``python -m cpc_seq.text.cli text-train --config recipes/text/conf/sent.yaml [key=value ...]``
+``cpc-seq text-train --config recipes/text/conf/sentence.yaml [key=value ...]``
 
-The same loop as the audio trainer (:mod:`cpc_seq.audio.train`): windows from a deterministic
-per-epoch plan -> model -> k-step InfoNCE (:func:`cpc_seq.losses.kstep_infonce`, any
-negative mode) -> Adam with warm-up, cosine/constant schedule and gradient clipping; tqdm,
-TensorBoard, ``log.jsonl``; atomic ``last.pt``/``best.pt`` carrying the config as plain
-data, the tokeniser (a sentencepiece model as a uint8 tensor), optimizer, RNG states and
-sampler position, so ``--resume`` continues exactly.
+Windows from a deterministic per-epoch plan -> model -> k-step InfoNCE
+(:func:`cpc_seq.losses.kstep_infonce`, any negative mode). Everything else (optimiser,
+schedule, precision, DDP, logging, checkpoints, resume) is the engine's
+(:mod:`cpc_seq.engine.trainer`). Checkpoints also carry the tokeniser (a sentencepiece
+model as a uint8 tensor).
 
 Windows: token level, ``data.window`` consecutive tokens of one document; sentence level,
 ``data.window`` consecutive sentences of one document, each cut to
@@ -20,22 +19,23 @@ Layout of ``train.out_dir``: ``config.yaml``, ``last.pt``, ``best.pt`` (with a d
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
+from torch import Tensor, nn
 from tqdm import tqdm
 
-from cpc_seq.audio.train import LossConfig, OptimConfig, RunConfig, lr_at, resolve_device
 from cpc_seq.config import apply_overrides, check, from_dict, load_yaml, to_dict
-from cpc_seq.engine import util as trainutil
-from cpc_seq.engine.windows import WindowSampler, fixed_windows
-from cpc_seq.errors import ConfigError, CpcSeqError
-from cpc_seq.io.checkpoint import atomic_write, load_checkpoint, save_checkpoint
-from cpc_seq.losses import KStepOutput, kstep_infonce
+from cpc_seq.engine import distributed
+from cpc_seq.engine.config import OptimConfig, RunConfig
+from cpc_seq.engine.log import kstep_metrics
+from cpc_seq.engine.trainer import Context, Engine, StepOutput, Task
+from cpc_seq.engine.windows import PlanBatches, WindowSampler, fixed_windows
+from cpc_seq.errors import ConfigError
+from cpc_seq.losses import kstep_infonce
+from cpc_seq.losses.config import LossConfig
 from cpc_seq.text.data import (
     ENCODING_ERRORS,
     LAYOUTS,
@@ -94,7 +94,7 @@ class TextDataConfig:
 
 @dataclass
 class TextRunConfig(RunConfig):
-    """:class:`cpc_seq.audio.train.RunConfig` with the text default ``out_dir``."""
+    """:class:`cpc_seq.engine.config.RunConfig` with the text default ``out_dir``."""
 
     out_dir: str = "exp/text/cpc"
 
@@ -165,20 +165,37 @@ def build_store(
     return SentenceStore([docs[i].name for i in keep], out)
 
 
-class TextTrainer:
-    """Owns model, tokeniser, optimizer, data and loop state; ``run()`` trains."""
+class _TextStep(nn.Module):
+    """Forward used for training (what DDP wraps): a batch -> (z, lengths, predictions)."""
 
-    def __init__(self, cfg: TextExperimentConfig, resume: bool = False) -> None:
+    def __init__(self, model: TokenCPC | SentenceCPC) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: Tensor, lengths: Tensor | None = None
+                ) -> tuple[Tensor, Tensor, Tensor]:
+        out = self.model(x) if lengths is None else self.model(x, lengths)
+        return out.z, out.lengths, self.model.predict(out.c)
+
+
+class TextCPCTask(Task):
+    """Token- or sentence-level text CPC for the engine."""
+
+    unit = "tokens"
+
+    def __init__(self, cfg: TextExperimentConfig) -> None:
         self.cfg = cfg
-        run = cfg.train
-        if run.threads:
-            torch.set_num_threads(run.threads)
-        self.device = resolve_device(run.device)
-        self.out = Path(run.out_dir)
         self.level = cfg.model.level
+        self.kind = KIND[self.level]
+
+    def setup(self, ctx: Context, resume_state: dict[str, Any] | None) -> None:
+        cfg, run = self.cfg, self.cfg.train
+        self.ctx = ctx
+        if ctx.dist.enabled and cfg.data.batch_size % ctx.dist.world:
+            raise ConfigError(f"data.batch_size={cfg.data.batch_size} (the global batch) must "
+                              f"divide by the {ctx.dist.world} processes")
         notes = ReadNotes()
         train_docs = _corpus(cfg.data.train, cfg.data, notes)
-        resume_state = self._load_resume_state() if resume else None
         if resume_state is not None:
             self.tokenizer = tokenizer_from_state(resume_state["tokenizer"])
         else:
@@ -190,197 +207,121 @@ class TextTrainer:
             raise ConfigError(f"model.vocab_size={cfg.model.vocab_size} but the tokenizer has "
                               f"{self.tokenizer.vocab_size} ids (leave it at 0)")
         torch.manual_seed(run.seed)
-        self.model: TokenCPC | SentenceCPC = build_text_model(cfg.model).to(self.device)
-        self.opt = torch.optim.Adam(
-            self.model.parameters(), lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay
-        )
-        self.neg_gen = torch.Generator(device=self.device).manual_seed(run.seed + 17)
-        self.step = 0
-        self.epoch = 0
-        self.batch_in_epoch = 0
-        self.best_dev = float("inf")
-        if resume_state is not None:
-            self._resume(resume_state)
+        self.model: TokenCPC | SentenceCPC = build_text_model(cfg.model)
+        self.neg_gen = torch.Generator(device=ctx.device).manual_seed(
+            run.seed + 17 + 1000 * ctx.dist.rank)
         self.train_store = build_store(train_docs, self.tokenizer, self.level, cfg.data,
                                        cfg.data.short_documents, notes)
-        for line in notes.summary():
-            tqdm.write(f"[train] {line}")
-        self.sampler = WindowSampler(self.train_store.lengths, cfg.data.window,
-                                     cfg.data.batch_size, run.seed)
+        if ctx.dist.is_main:
+            for line in notes.summary():
+                tqdm.write(f"[train] {line}")
+        sampler = WindowSampler(self.train_store.lengths, cfg.data.window,
+                                cfg.data.batch_size, run.seed)
+        self.batches = PlanBatches(sampler, ctx.dist.rank, ctx.dist.world)
         self.dev_store: TokenStore | SentenceStore | None = None
-        if cfg.data.dev:
+        if cfg.data.dev and ctx.dist.is_main:
             dev_notes = ReadNotes()
             self.dev_store = build_store(_corpus(cfg.data.dev, cfg.data, dev_notes),
                                          self.tokenizer, self.level, cfg.data, "skip", dev_notes)
             for line in dev_notes.summary():
                 tqdm.write(f"[dev] {line}")
-        self.writer = None
 
-    # -- checkpoints -------------------------------------------------------------------
-    def state(self) -> dict[str, Any]:
-        return {
-            "kind": KIND[self.level],
-            "config": to_dict(self.cfg),
-            "tokenizer": self.tokenizer.state(),
-            "model": self.model.state_dict(),
-            "optimizer": self.opt.state_dict(),
-            "step": self.step,
-            "epoch": self.epoch,
-            "batch_in_epoch": self.batch_in_epoch,
-            "best_dev": self.best_dev,
-            "rng_cpu": torch.get_rng_state(),
-            "rng_neg": self.neg_gen.get_state(),
-            "rng_cuda": torch.cuda.get_rng_state() if self.device.type == "cuda" else None,
-        }
+    def train_module(self) -> nn.Module:
+        return _TextStep(self.model)
 
-    def _load_resume_state(self) -> dict[str, Any]:
-        path = self.out / "last.pt"
-        if not path.exists():
-            raise CpcSeqError(f"--resume: no checkpoint {path} to resume from")
-        st = load_checkpoint(path, map_location=self.device)
-        if st.get("kind") != KIND[self.level] or "tokenizer" not in st:
-            raise ConfigError(f"--resume: {path} is a {st.get('kind')} checkpoint, not "
-                              f"{KIND[self.level]}")
-        return st
+    def check_resume(self, state: dict[str, Any], path: Path) -> None:
+        super().check_resume(state, path)
+        if "tokenizer" not in state:
+            raise ConfigError(f"--resume: {path} has no tokenizer")
+        if state["config"].get("tokenizer") != to_dict(self.cfg.tokenizer):
+            raise ConfigError(f"--resume: tokenizer config differs from the one in {path}")
+        mine = to_dict(self.cfg.model)
+        theirs = dict(state["config"].get("model", {}))
+        if mine.get("vocab_size") == 0:  # filled in from the tokenizer at set-up
+            theirs["vocab_size"] = 0
+        if theirs != mine:
+            raise ConfigError(f"--resume: model config differs from the one in {path}")
 
-    def _resume(self, st: dict[str, Any]) -> None:
-        if st["config"]["model"] != to_dict(self.cfg.model):
-            raise ConfigError(f"--resume: model config differs from the one in "
-                              f"{self.out / 'last.pt'}")
-        if st["config"]["tokenizer"] != to_dict(self.cfg.tokenizer):
-            raise ConfigError(f"--resume: tokenizer config differs from the one in "
-                              f"{self.out / 'last.pt'}")
-        self.model.load_state_dict(st["model"])
-        self.opt.load_state_dict(st["optimizer"])
-        self.step, self.epoch = int(st["step"]), int(st["epoch"])
-        self.batch_in_epoch = int(st["batch_in_epoch"])
-        self.best_dev = float(st["best_dev"])
-        torch.set_rng_state(st["rng_cpu"].cpu())
-        self.neg_gen.set_state(st["rng_neg"].cpu() if self.device.type == "cpu" else st["rng_neg"])
-        if st.get("rng_cuda") is not None and self.device.type == "cuda":
-            torch.cuda.set_rng_state(st["rng_cuda"].cpu())
-        tqdm.write(f"resumed from {self.out / 'last.pt'} at step {self.step}")
-
-    def save(self, name: str) -> None:
-        save_checkpoint(self.state(), self.out / name)
-
-    # -- one step ----------------------------------------------------------------------
-    def _loss(self, store: TokenStore | SentenceStore, idx: torch.Tensor,
-              off: torch.Tensor) -> tuple[KStepOutput, int]:
-        """k-step InfoNCE of one batch of windows, and the number of real tokens in it."""
-        amp = self.cfg.train.precision == "bf16"
-        window = self.cfg.data.window
+    def _gather(self, store: TokenStore | SentenceStore, idx: Tensor, off: Tensor
+                ) -> tuple[tuple[Tensor, ...], int]:
+        dev, window = self.ctx.device, self.cfg.data.window
         if isinstance(store, TokenStore):
-            x = store.gather(idx, off, window).to(self.device, non_blocking=True)
-            n_tokens = x.numel()
-            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=amp):
-                out = self.model(x)
-        else:
-            toks, tl = store.gather(idx, off, window)
-            n_tokens = int(tl.sum())
-            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=amp):
-                out = self.model(toks.to(self.device), tl.to(self.device))
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=amp):
-            pred = self.model.predict(out.c)
-            res = kstep_infonce(
-                pred, out.z, out.lengths, negatives=self.cfg.loss.negatives,
-                n_negatives=self.cfg.loss.n_negatives,
-                exclude_positive=self.cfg.loss.exclude_positive, generator=self.neg_gen,
-            )
-        return res, n_tokens
+            x = store.gather(idx, off, window).to(dev, non_blocking=True)
+            return (x,), x.numel()
+        toks, tl = store.gather(idx, off, window)
+        return (toks.to(dev), tl.to(dev)), int(tl.sum())
 
-    @torch.no_grad()
+    def next_batch(self) -> tuple[tuple[Tensor, ...], int]:
+        return self._gather(self.train_store, *self.batches.next())
+
+    def loss(self, module: nn.Module, batch: tuple[tuple[Tensor, ...], int],
+             training: bool = True) -> StepOutput:
+        inputs, n_tokens = batch
+        z, lengths, pred = module(*inputs)
+        extra = {}
+        if training and self.ctx.dist.enabled and self.cfg.loss.cross_rank:
+            extra = {
+                "candidates": distributed.gather_with_grad(z),
+                "candidate_lengths": distributed.gather_with_grad(lengths),
+                "query_offset": self.ctx.dist.rank * z.shape[0],
+            }
+        out = kstep_infonce(
+            pred, z, lengths, negatives=self.cfg.loss.negatives,
+            n_negatives=self.cfg.loss.n_negatives,
+            exclude_positive=self.cfg.loss.exclude_positive, generator=self.neg_gen, **extra,
+        )
+        return StepOutput(out.loss, units=float(n_tokens), extra=out)
+
+    def metrics(self, out: StepOutput) -> dict[str, float]:
+        return kstep_metrics(out.extra)
+
+    def postfix(self, metrics: dict[str, float]) -> dict[str, str]:
+        return {"loss": f"{metrics['train/loss']:.3f}", "acc": f"{metrics['train/acc']:.3f}"}
+
     def evaluate(self) -> dict[str, float]:
-        """Mean loss/accuracy on a fixed set of dev windows."""
-        assert self.dev_store is not None
-        self.model.eval()
+        """Mean loss/accuracy on a fixed set of dev windows (negatives' RNG untouched)."""
+        if self.dev_store is None:
+            return {}
         idx, off = fixed_windows(self.dev_store.lengths, self.cfg.data.window,
                                  self.cfg.train.eval_windows)
         g_state = self.neg_gen.get_state()
         losses, accs = [], []
         bs = self.cfg.data.batch_size
+        step = _TextStep(self.model)
         for i in range(0, len(idx), bs):
             if len(idx[i : i + bs]) < 2 and self.cfg.loss.negatives != "same_sequence":
                 continue
-            out, _ = self._loss(self.dev_store, idx[i : i + bs], off[i : i + bs])
+            batch = self._gather(self.dev_store, idx[i : i + bs], off[i : i + bs])
+            out = self.loss(step, batch, training=False).extra
             losses.append(float(out.loss))
             accs.append(float(out.step_acc.mean()))
         self.neg_gen.set_state(g_state)
-        self.model.train()
         if not losses:
             return {}
         return {"dev/loss": sum(losses) / len(losses), "dev/acc": sum(accs) / len(accs)}
 
-    def run(self) -> dict[str, float]:
-        """Train until ``train.steps`` (or ``train.max_minutes``); returns the last metrics."""
+    def state_dict(self) -> dict[str, Any]:
+        return {"batches": self.batches.state_dict(), "rng_neg": self.neg_gen.get_state()}
 
-        cfg, run = self.cfg, self.cfg.train
-        self.out.mkdir(parents=True, exist_ok=True)
-        with atomic_write(self.out / "config.yaml", "w") as f:
-            yaml.safe_dump(to_dict(cfg), f, sort_keys=False)
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.batches.load_state_dict(state["batches"])
+        rng = state["rng_neg"]
+        self.neg_gen.set_state(rng.cpu() if self.ctx.device.type == "cpu" else rng)
+
+    def checkpoint_extra(self) -> dict[str, Any]:
+        return {"tokenizer": self.tokenizer.state()}
+
+    def on_start(self, out_dir: Path) -> None:
         save_model = getattr(self.tokenizer, "save_model", None)
         if save_model is not None:
-            save_model(self.out / "tokenizer.model")
-        self.writer = trainutil.ScalarLog(self.out, purge_step=self.step)
-        guard = trainutil.NonFiniteGuard(run.max_bad_steps, self.out / "last.pt")
-        plan = self.sampler.epoch_plan(self.epoch)
-        self.model.train()
-        t_start = time.perf_counter()
-        t_window, tokens_window = time.perf_counter(), 0
-        metrics: dict[str, float] = {}
-        bar = tqdm(total=run.steps, initial=self.step, disable=not run.progress,
-                   desc=f"train {self.level}", unit="step", dynamic_ncols=True)
-        try:
-            while self.step < run.steps:
-                if self.batch_in_epoch >= self.sampler.batches_per_epoch:
-                    self.epoch += 1
-                    self.batch_in_epoch = 0
-                    plan = self.sampler.epoch_plan(self.epoch)
-                idx, off = plan[0][self.batch_in_epoch], plan[1][self.batch_in_epoch]
-                self.batch_in_epoch += 1
-                lr = lr_at(self.step, cfg.optim, run.steps)
-                trainutil.set_lr(self.opt, lr)
-                out, n_tokens = self._loss(self.train_store, idx, off)
-                self.opt.zero_grad(set_to_none=True)
-                out.loss.backward()
-                gnorm = trainutil.clip_grad_norm(self.model.parameters(), cfg.optim.grad_clip)
-                if guard.bad(self.step, out.loss.detach(), gnorm):
-                    self.opt.zero_grad(set_to_none=True)
-                    continue
-                self.opt.step()
-                self.step += 1
-                tokens_window += n_tokens
-                bar.update(1)
-                if self.step % run.log_every == 0 or self.step == run.steps:
-                    now = time.perf_counter()
-                    speed = tokens_window / max(now - t_window, 1e-9)
-                    t_window, tokens_window = now, 0
-                    metrics = {**trainutil.kstep_metrics(out), "lr": lr,
-                               "speed/tokens_per_sec": speed}
-                    self.writer.add(self.step, metrics)
-                    bar.set_postfix(loss=f"{metrics['train/loss']:.3f}",
-                                    acc=f"{metrics['train/acc']:.3f}",
-                                    tok_s=f"{speed:.0f}")
-                if self.dev_store is not None and (self.step % run.eval_every == 0
-                                                   or self.step == run.steps):
-                    dev = self.evaluate()
-                    self.writer.add(self.step, dev, jsonl=False)
-                    metrics.update(dev)
-                    if dev and dev["dev/loss"] < self.best_dev:
-                        self.best_dev = dev["dev/loss"]
-                        self.save("best.pt")
-                if self.step % run.save_every == 0 or self.step == run.steps:
-                    self.save("last.pt")
-                if run.max_minutes and (time.perf_counter() - t_start) > 60 * run.max_minutes:
-                    tqdm.write(f"train.max_minutes={run.max_minutes} reached at step {self.step}")
-                    self.save("last.pt")
-                    break
-        finally:
-            bar.close()
-            self.writer.close()
-        return metrics
+            save_model(out_dir / "tokenizer.model")
+
+
+def make_text_engine(cfg: TextExperimentConfig, resume: bool = False) -> Engine:
+    """The engine running text CPC as ``cfg`` says."""
+    return Engine(TextCPCTask(cfg), cfg, cfg.optim, cfg.train, resume=resume)
 
 
 def train_text(cfg: TextExperimentConfig, resume: bool = False) -> dict[str, float]:
     """Train a text CPC model as configured; returns the last logged metrics."""
-    return TextTrainer(cfg, resume=resume).run()
+    return make_text_engine(cfg, resume=resume).run()

@@ -18,7 +18,7 @@ import random
 import sys
 from pathlib import Path
 
-from cpc_seq.io.checkpoint import atomic_write
+from cpc_seq.io.atomic import atomic_write
 from cpc_seq.text.data import read_corpus, sentence_items
 
 

@@ -1,0 +1,87 @@
+"""Audio CPC checkpoints as models: the model builder and the s3prl-shaped upstream.
+
+>>> import cpc_seq
+>>> model = cpc_seq.load("exp/cpc/best.pt")             # doctest: +SKIP
+>>> out = model.extract_features([wave1, wave2])         # 1-D float 16 kHz waveforms
+>>> out["hidden_states"]      # [z (B, T, 256), c (B, T, 256)], zero-padded after lengths
+>>> out["lengths"], out["downsample_rate"]               # (B,) frames, 160
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from cpc_seq.audio.extract import run_layers
+from cpc_seq.audio.model import CPCModel, ModelConfig, build_model
+from cpc_seq.config import from_dict
+from cpc_seq.errors import CheckpointError, ConfigError
+
+KINDS = ("audio_cpc",)
+
+
+def audio_model_from_state(state: dict[str, Any], path: str | Path, random_init: bool = False,
+                           seed: int = 0) -> CPCModel:
+    """The CPC model of a loaded ``audio_cpc`` checkpoint (eval mode), or the same
+    architecture with random weights drawn from ``seed`` (the caller's global RNG is
+    left as it was)."""
+    try:
+        mcfg = from_dict(ModelConfig, state["config"]["model"], prefix="model.")
+    except (ConfigError, KeyError, TypeError) as e:
+        raise CheckpointError(f"{path}: bad model config in checkpoint ({e})") from None
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = build_model(mcfg)
+    if not random_init:
+        try:
+            model.load_state_dict(state["model"])
+        except RuntimeError as e:
+            raise CheckpointError(f"{path}: weights do not fit the stored config ({e})") from None
+    return model.eval()
+
+
+class Upstream(nn.Module):
+    """A loaded CPC model with an s3prl-style ``extract_features``."""
+
+    def __init__(self, model: CPCModel, config: dict[str, Any] | None = None) -> None:
+        super().__init__()
+        self.model = model.eval()
+        self.config = config or {}
+        self.downsample_rate = model.downsample_rate
+        self.sample_rate = model.sample_rate
+        self.hidden_state_names = ["z", "c"]
+
+    @torch.no_grad()
+    def extract_features(self, wavs: list[Tensor | np.ndarray]) -> dict[str, Any]:
+        """Features of 1-D waveforms at ``sample_rate`` (16 kHz for the presets).
+
+        Returns ``{"hidden_states": [z (B, T, D_z), c (B, T, D_c)], "lengths": (B,) frames,
+        "downsample_rate": 160, "names": ["z", "c"], "last_hidden_state": c}``. Frames past
+        an utterance's length are zero. Each waveform is normalised like the training
+        windows, so batching gives the same features as one at a time.
+        """
+        waves = [torch.as_tensor(np.asarray(w), dtype=torch.float32).reshape(-1) for w in wavs]
+        feats = run_layers(self.model, waves, self.hidden_state_names)
+        lengths = torch.tensor([f["z"].shape[0] for f in feats], dtype=torch.long)
+        t_max = int(lengths.max()) if len(lengths) else 0
+        hidden = []
+        for name in self.hidden_state_names:
+            dim = feats[0][name].shape[1]
+            h = torch.zeros(len(feats), t_max, dim)
+            for i, f in enumerate(feats):
+                h[i, : f[name].shape[0]] = f[name]
+            hidden.append(h)
+        return {
+            "hidden_states": hidden,
+            "last_hidden_state": hidden[-1],
+            "lengths": lengths,
+            "downsample_rate": self.downsample_rate,
+            "names": list(self.hidden_state_names),
+        }
+
+    def forward(self, wavs: list[Tensor | np.ndarray]) -> dict[str, Any]:
+        return self.extract_features(wavs)

@@ -1,0 +1,73 @@
+"""The config sections every training run shares: ``optim`` and ``train``.
+
+A modality's experiment config is a dataclass with its own sections (``model``, ``data``,
+``loss``, ...) plus these two; subclass them to change defaults (e.g. the image trainer's
+``grad_clip``), never to change meaning.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from cpc_seq.config import check
+
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
+@dataclass
+class OptimConfig:
+    """Adam with linear warm-up, then constant or cosine decay; gradient-norm clipping
+    (``grad_clip: 0`` disables clipping)."""
+
+    lr: float = 2e-4
+    weight_decay: float = 0.0
+    warmup_steps: int = 100
+    schedule: str = "constant"
+    grad_clip: float = 1.0
+
+    def validate(self) -> None:
+        check(self.lr > 0, "optim.lr", "must be positive")
+        check(self.weight_decay >= 0, "optim.weight_decay", "must be >= 0")
+        check(self.warmup_steps >= 0, "optim.warmup_steps", "must be >= 0")
+        check(self.schedule in ("constant", "cosine"), "optim.schedule", "constant or cosine")
+        check(self.grad_clip >= 0, "optim.grad_clip", "must be >= 0 (0 disables)")
+
+
+@dataclass
+class RunConfig:
+    """Length of the run, outputs, device, precision and bookkeeping.
+
+    ``overwrite``: start again in an ``out_dir`` that holds an earlier run (its
+    checkpoints, log and TensorBoard events are removed first); without it such an
+    ``out_dir`` is refused unless ``--resume`` is given.
+    """
+
+    out_dir: str = "exp/cpc"
+    steps: int = 1000
+    seed: int = 0
+    log_every: int = 10
+    save_every: int = 200
+    eval_every: int = 200
+    eval_windows: int = 64
+    max_minutes: float = 0.0
+    threads: int = 0
+    device: str = "auto"
+    precision: str = "auto"
+    max_bad_steps: int = 10
+    progress: bool = True
+    overwrite: bool = False
+
+    def validate(self) -> None:
+        check(bool(self.out_dir), "train.out_dir", "must not be empty")
+        check(self.steps > 0, "train.steps", "must be positive")
+        check(self.log_every > 0, "train.log_every", "must be positive")
+        check(self.save_every > 0, "train.save_every", "must be positive")
+        check(self.eval_every > 0, "train.eval_every", "must be positive")
+        check(self.eval_windows > 0, "train.eval_windows", "must be positive")
+        check(self.max_minutes >= 0, "train.max_minutes", "must be >= 0 (0 = no limit)")
+        check(self.threads >= 0, "train.threads", "must be >= 0 (0 = torch default)")
+        check(self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"),
+              "train.device", "auto, cpu, cuda or cuda:N")
+        check(self.precision in PRECISIONS, "train.precision",
+              "auto (bf16 autocast where the hardware has it), fp32 or bf16")
+        check(self.max_bad_steps > 0, "train.max_bad_steps", "must be positive")

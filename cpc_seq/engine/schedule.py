@@ -1,0 +1,29 @@
+"""Learning-rate schedule and gradient clipping shared by every training run."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+
+import torch
+
+
+def lr_at(step: int, lr: float, warmup_steps: int, schedule: str, total: int) -> float:
+    """Learning rate for 0-based ``step``: linear warm-up, then constant or cosine."""
+    if warmup_steps and step < warmup_steps:
+        return lr * (step + 1) / warmup_steps
+    if schedule == "cosine":
+        span = max(1, total - warmup_steps)
+        return lr * 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup_steps) / span)))
+    return lr
+
+
+def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+
+
+def clip_grad_norm(params: Iterable[torch.nn.Parameter], max_norm: float) -> torch.Tensor:
+    """Clip to ``max_norm`` (0 = no clipping) and return the total gradient norm, which
+    the non-finite check needs either way."""
+    return torch.nn.utils.clip_grad_norm_(list(params), max_norm if max_norm > 0 else float("inf"))
