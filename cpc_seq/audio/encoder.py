@@ -43,7 +43,8 @@ class ConvEncoder(nn.Module):
     """Strided conv stack from a list of (kernel, stride, channels).
 
     ``forward(wave (B, N), lengths (B,) samples) -> (z (B, T, C), frame_lengths (B,))``
-    with ``T = N // prod(strides)``; ``layer_outputs`` lists every layer's (B, T_l, C_l).
+    with ``T = N // prod(strides)``; ``forward(..., return_layers=True)`` also returns
+    every layer's output (B, T_l, C_l).
     """
 
     def __init__(
@@ -98,39 +99,134 @@ class ConvEncoder(nn.Module):
         if full:
             lengths = torch.full((bsz,), n, dtype=torch.long, device=wave.device)
         layer_lens = self._layer_lengths(lengths)
-        # Convolutions run as conv2d on (B, C, 1, T) tensors in channels-last memory
-        # format: the physical layout is then (B, 1, T, C), which is what the channel
-        # layer norm wants, so no transposing copies are needed between layers.
-        h = wave.reshape(bsz, 1, 1, n).contiguous(memory_format=torch.channels_last)
+        # Activations stay (B, T, C) contiguous from layer to layer: the convolutions run
+        # as matmuls on that layout (see _conv_btc), the channel layer norm normalises
+        # the last dimension in place, and nothing is transposed or cast in between.
+        h = wave.unsqueeze(2)  # (B, N, 1)
         layers = []
         for conv, norm, ln in zip(self.convs, self.norms, layer_lens):
-            h = F.conv2d(h, conv.weight.unsqueeze(2), conv.bias, stride=(1, conv.stride[0]),
-                         padding=(0, conv.padding[0]))
+            h = _conv_btc(h, conv)
             if isinstance(norm, ChannelNorm):
-                t = F.layer_norm(h.permute(0, 2, 3, 1), (h.shape[1],), norm.norm.weight,
-                                 norm.norm.bias, norm.norm.eps)
+                h = F.layer_norm(h, (h.shape[2],), norm.norm.weight, norm.norm.bias, norm.norm.eps)
             elif isinstance(norm, nn.BatchNorm1d):
-                t = norm(h.squeeze(2)).unsqueeze(2).permute(0, 2, 3, 1)
-            else:
-                t = h.permute(0, 2, 3, 1)
-            # In place: t is a fresh tensor here and neither the norms' nor the convs'
+                h = norm(h.transpose(1, 2)).transpose(1, 2)
+            # In place: h is a fresh tensor here and neither the norms' nor the convs'
             # backward needs their output. These element-wise passes over the first
             # layers' large outputs cost about as much as the convolutions otherwise.
-            t = torch.relu_(t)  # (B, 1, T_l, C_l)
-            if not full and int(ln.min()) < t.shape[2]:  # some utterance ends early
-                mask = torch.arange(t.shape[2], device=t.device).unsqueeze(0) < ln.unsqueeze(1)
-                mask = mask[:, None, :, None].to(t.dtype)
+            h = torch.relu_(h) if h.is_contiguous() else torch.relu(h)  # (B, T_l, C_l)
+            if not full and int(ln.min()) < h.shape[1]:  # some utterance ends early
+                mask = torch.arange(h.shape[1], device=h.device).unsqueeze(0) < ln.unsqueeze(1)
+                mask = mask.unsqueeze(2).to(h.dtype)
                 # relu's backward reads its output, so only mask in place without autograd
-                t = t.mul_(mask) if not torch.is_grad_enabled() else t * mask
+                h = h.mul_(mask) if not torch.is_grad_enabled() else h * mask
             if return_layers:
-                layers.append(t.squeeze(1))
-            h = t.permute(0, 3, 1, 2)
+                layers.append(h)
         frame_lengths = self.frame_lengths(lengths)
         t_out = n // self.downsample
-        z = t.squeeze(1)[:, :t_out]
+        z = h[:, :t_out]
         if return_layers:
             return z, frame_lengths, layers
         return z, frame_lengths
+
+
+def _compute_dtype(x: Tensor) -> torch.dtype:
+    """The dtype a matmul on ``x`` runs in: autocast's where it is on, else x's own."""
+    dev = x.device.type
+    if torch.is_autocast_enabled(dev) and x.is_floating_point():
+        return torch.get_autocast_dtype(dev)
+    return x.dtype
+
+
+class _BlockConv(torch.autograd.Function):
+    """Strided conv with ``kernel = m * stride`` as one matmul over stride-sized blocks.
+
+    ``x``: (B, nb * s, C_in) already padded; ``w``: (s * C_in, m * C_out) (see
+    :func:`_block_weight`); returns y (B, nb - m + 1, C_out) with
+    ``y[t] = bias + sum_q (blocks @ w)[t + q, q-th C_out slice]``. The forward and the
+    backward are each one matmul (plus the weight-gradient matmul), with no im2col copy.
+    """
+
+    @staticmethod
+    def forward(ctx, x: Tensor, w: Tensor, bias: Tensor | None, s: int, m: int) -> Tensor:  # type: ignore[override]
+        bsz, length, c_in = x.shape
+        nb = length // s
+        c_out = w.shape[1] // m
+        blocks = x.reshape(bsz * nb, s * c_in)
+        y_all = (blocks @ w).view(bsz, nb, m * c_out)
+        t_out = nb - m + 1
+        y = y_all[:, :t_out, :c_out].clone() if bias is None else \
+            torch.add(bias.to(y_all.dtype), y_all[:, :t_out, :c_out])
+        for q in range(1, m):
+            y += y_all[:, q : q + t_out, q * c_out : (q + 1) * c_out]
+        ctx.save_for_backward(x, w)
+        ctx.s, ctx.m, ctx.has_bias, ctx.bias_dtype = s, m, bias is not None, \
+            None if bias is None else bias.dtype
+        return y
+
+    @staticmethod
+    def backward(ctx, g: Tensor):  # type: ignore[override]
+        x, w = ctx.saved_tensors
+        s, m = ctx.s, ctx.m
+        bsz, length, c_in = x.shape
+        nb = length // s
+        c_out = w.shape[1] // m
+        t_out = nb - m + 1
+        g = g.to(w.dtype)
+        gy = g.new_empty(bsz, nb, m * c_out) if m > 1 else g
+        if m > 1:
+            for q in range(m):  # y[t] used block t + q's q-th slice; the m - 1 others are 0
+                cs = slice(q * c_out, (q + 1) * c_out)
+                gy[:, q : q + t_out, cs] = g
+                gy[:, :q, cs] = 0
+                gy[:, q + t_out :, cs] = 0
+        gy2 = gy.reshape(bsz * nb, m * c_out)
+        gx = gw = gb = None
+        if ctx.needs_input_grad[0]:
+            gx = (gy2 @ w.t()).view(bsz, length, c_in)
+        if ctx.needs_input_grad[1]:
+            gw = x.reshape(bsz * nb, s * c_in).t() @ gy2
+        if ctx.has_bias and ctx.needs_input_grad[2]:
+            acc = torch.float32 if g.element_size() < 4 else g.dtype
+            gb = g.sum(dim=(0, 1), dtype=acc).to(ctx.bias_dtype)
+        return gx, gw, gb, None, None
+
+
+def _block_weight(weight: Tensor, s: int) -> Tensor:
+    """Conv1d weight (C_out, C_in, m*s) -> (s*C_in, m*C_out): rows (r, c_in) of a block,
+    columns (q, c_out) for tap ``q*s + r``."""
+    c_out, c_in, k = weight.shape
+    m = k // s
+    return weight.permute(2, 1, 0).reshape(m, s * c_in, c_out).permute(1, 0, 2).reshape(
+        s * c_in, m * c_out)
+
+
+def _conv_btc(h: Tensor, conv: nn.Conv1d) -> Tensor:
+    """``conv`` on a (B, T, C_in) tensor, giving (B, T_out, C_out) (C contiguous).
+
+    Same result as ``conv(h.transpose(1, 2)).transpose(1, 2)`` (zero padding, stride,
+    bias): narrow inputs (C_in * kernel <= 64, the waveform layer) as one im2col matmul,
+    kernels that are a multiple of the stride as :class:`_BlockConv`, anything else
+    through ``conv2d``.
+    """
+    k, s, p = conv.kernel_size[0], conv.stride[0], conv.padding[0]
+    bsz, length, c_in = h.shape
+    t_out = (length + 2 * p - k) // s + 1
+    dtype = _compute_dtype(h)
+    if c_in * k <= 64:
+        hp = F.pad(h, (0, 0, p, p))
+        cols = hp.unfold(1, k, s)[:, :t_out]  # (B, T_out, C_in, k)
+        return F.linear(cols.reshape(bsz, t_out, c_in * k), conv.weight.reshape(conv.out_channels, -1),
+                        conv.bias)
+    if k % s == 0:
+        m = k // s
+        # pad (or crop) on the right to exactly the blocks the outputs need
+        hp = F.pad(h, (0, 0, p, (t_out + m - 1) * s - length - p))
+        w = _block_weight(conv.weight, s).to(dtype)
+        bias = conv.bias
+        with torch.autocast(h.device.type, enabled=False):
+            return _BlockConv.apply(hp.to(dtype), w, bias, s, m)
+    y = F.conv1d(h.transpose(1, 2), conv.weight, conv.bias, stride=s, padding=p)
+    return y.transpose(1, 2).contiguous()
 
 
 def paper_layers(channels: int = 512) -> list[tuple[int, int, int]]:

@@ -35,7 +35,6 @@ import math
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 NEGATIVE_MODES = ("all", "same_sequence", "cross_batch", "mixed")
@@ -69,10 +68,16 @@ def positive_index(batch: int, frames: int, k: int, device: torch.device | None 
     return (b * frames + t + k).reshape(-1)
 
 
-def _uniform_below(high: Tensor, shape: tuple[int, ...], generator: torch.Generator | None) -> Tensor:
-    """Integer draws uniform in [0, high) where ``high`` broadcasts against ``shape``."""
-    u = torch.rand(shape, generator=generator, device=high.device)
-    return (u * high).long().clamp_max(high - 1).clamp_min(0)
+def _uniform_below(high: Tensor | int, shape: tuple[int, ...], generator: torch.Generator | None,
+                   device: torch.device | None = None) -> Tensor:
+    """Integer draws uniform in [0, high) where ``high`` (>= 1) broadcasts against ``shape``.
+
+    ``floor(u * high)`` for u ~ U[0, 1) in float32 (clamped: the float product can round
+    up to ``high``); in place on the fresh draws, an int ``high`` needs no broadcast.
+    """
+    dev = device if isinstance(high, int) else high.device
+    u = torch.rand(shape, generator=generator, device=dev)
+    return u.mul_(high).long().clamp_max_(high - 1)
 
 
 def _sample_block(
@@ -101,20 +106,24 @@ def _sample_block(
         pool = seq_len - 1 if exclude_positive else seq_len
         j = _uniform_below(pool.clamp_min(1), (*shape, n_same), generator)
         if exclude_positive:
-            j = j + (j >= pos_t.unsqueeze(-1)).long()
-        parts.append(seq.unsqueeze(-1) * frames + j)
+            j += j >= pos_t.unsqueeze(-1)
+        parts.append(j.add_(seq.unsqueeze(-1) * frames))
     if n_cross:
         device = lengths.device
         valid = (torch.arange(frames, device=device).unsqueeze(0) < lengths.unsqueeze(1)).reshape(-1)
         valid_idx = valid.nonzero().squeeze(1)  # sorted flat indices of valid frames
         m = valid_idx.numel()
-        pool = torch.full((1,), m - 1 if exclude_positive else m, device=device)
-        r = _uniform_below(pool.clamp_min(1), (*shape, n_cross), generator)
+        r = _uniform_below(max(m - 1 if exclude_positive else m, 1), (*shape, n_cross), generator,
+                           device)
         if exclude_positive:
-            rank = torch.searchsorted(valid_idx, (seq * frames + pos_t).reshape(-1)).view(shape)
-            r = r + (r >= rank.unsqueeze(-1)).long()
-        parts.append(valid_idx[r.clamp_max(m - 1)])
-    return torch.cat(parts, dim=-1)
+            if m == valid.numel():  # no padding: the rank of a frame is its index
+                rank = seq * frames + pos_t
+            else:
+                rank = torch.searchsorted(valid_idx, (seq * frames + pos_t).reshape(-1)).view(shape)
+            r += r >= rank.unsqueeze(-1)
+        # without padding valid_idx is the identity
+        parts.append(r.clamp_max_(m - 1) if m == valid.numel() else valid_idx[r.clamp_max_(m - 1)])
+    return parts[0] if len(parts) == 1 else torch.cat(parts, dim=-1)
 
 
 def sample_negatives(
@@ -140,6 +149,96 @@ def sample_negatives(
     seq = (torch.arange(batch, device=device) + query_offset).unsqueeze(1)  # (B, 1)
     idx = _sample_block(mode, n, pos_t, seq, frames, lengths, exclude_positive, generator)
     return idx.reshape(-1, n)
+
+
+#: Rows of the score matrix :class:`_RowXent` converts to float32 at once (about 1 MiB).
+XENT_CHUNK_ELEMENTS = 1 << 18
+
+
+class _RowXent(torch.autograd.Function):
+    """Cross-entropy and top-1 hit of every row of a score matrix, in float32.
+
+    ``scores`` (R, C) in any float dtype (bf16 under autocast); ``target`` (R,) the
+    positive's column; ``cols`` (R, M) or None: score only these columns of each row
+    (sampled negatives; the positive is then ``scores[i, target[i]]`` and ``cols``
+    holds the negatives); ``col_mask`` (C,) bool or None: columns that take part.
+
+    Returns ``ce`` (R,) float32 = logsumexp - positive score, and ``hit`` (R,) bool:
+    ``argmax == target`` with argmax's first-maximum rule (the positive counts as
+    column 0 when ``cols`` is given). Same values as ``F.cross_entropy`` plus
+    ``argmax`` on the float32 scores, but without the float32 copy, the log-softmax
+    output or a separate argmax pass: rows are processed in chunks that stay in
+    cache, and the backward writes the gradient straight in the scores' dtype.
+    """
+
+    @staticmethod
+    def forward(ctx, scores: Tensor, target: Tensor, cols: Tensor | None,  # type: ignore[override]
+                col_mask: Tensor | None) -> tuple[Tensor, Tensor]:
+        rows = scores.shape[0]
+        width = cols.shape[1] + 1 if cols is not None else scores.shape[1]
+        step = max(1, XENT_CHUNK_ELEMENTS // max(width, 1))
+        lse = scores.new_empty(rows, dtype=torch.float32)
+        ce = torch.empty_like(lse)
+        hit = torch.empty(rows, dtype=torch.bool, device=scores.device)
+        low = torch.finfo(torch.float32).min
+        for r0 in range(0, rows, step):
+            sl = slice(r0, min(r0 + step, rows))
+            tgt = target[sl].unsqueeze(1)
+            pos = scores[sl].gather(1, tgt).float()  # (r, 1)
+            if cols is not None:
+                x = scores[sl].gather(1, cols[sl]).float()
+                mx = x.amax(dim=1, keepdim=True)
+                hit[sl] = (pos >= mx).squeeze(1)  # positive first: ties go to it
+                mx = torch.maximum(mx, pos)
+                total = x.sub_(mx).exp_().sum(dim=1, keepdim=True) + (pos - mx).exp_()
+            else:
+                x = scores[sl].to(torch.float32, copy=True)  # a copy: modified in place
+                if col_mask is not None:
+                    x.masked_fill_(~col_mask, low)
+                # max without indices (8x faster than max/argmax); the positive is the
+                # argmax if it is the maximum and no earlier column ties with it
+                mx = x.amax(dim=1, keepdim=True)
+                top = (pos >= mx).squeeze(1)
+                tied = top & ((x == mx).sum(dim=1) > 1)
+                if bool(tied.any()):
+                    rows_t = tied.nonzero().squeeze(1)
+                    top[rows_t] = x[rows_t].argmax(dim=1) == target[sl][rows_t]
+                hit[sl] = top
+                total = x.sub_(mx).exp_().sum(dim=1, keepdim=True)
+            lse_c = total.log_().add_(mx).squeeze(1)
+            lse[sl] = lse_c
+            ce[sl] = lse_c - pos.squeeze(1)
+        ctx.save_for_backward(scores, target, lse, cols, col_mask)
+        ctx.mark_non_differentiable(hit)
+        return ce, hit
+
+    @staticmethod
+    def backward(ctx, g_ce: Tensor, g_hit: Tensor | None):  # type: ignore[override]
+        scores, target, lse, cols, col_mask = ctx.saved_tensors
+        rows = scores.shape[0]
+        step = max(1, XENT_CHUNK_ELEMENTS // max(scores.shape[1], 1))  # dense float32 rows
+        grad = torch.empty_like(scores)
+        low = torch.finfo(torch.float32).min
+        g_ce = g_ce.float()
+        for r0 in range(0, rows, step):
+            sl = slice(r0, min(r0 + step, rows))
+            tgt = target[sl].unsqueeze(1)
+            g = g_ce[sl].unsqueeze(1)
+            lse_c = lse[sl].unsqueeze(1)
+            if cols is not None:
+                p = scores[sl].gather(1, cols[sl]).float().sub_(lse_c).exp_().mul_(g)
+                dense = torch.zeros(p.shape[0], scores.shape[1], device=p.device)
+                dense.scatter_add_(1, cols[sl], p)
+                p_pos = scores[sl].gather(1, tgt).float().sub_(lse_c).exp_().sub_(1).mul_(g)
+                dense.scatter_add_(1, tgt, p_pos)
+            else:
+                dense = scores[sl].to(torch.float32, copy=True)
+                if col_mask is not None:
+                    dense.masked_fill_(~col_mask, low)
+                dense.sub_(lse_c).exp_().mul_(g)
+                dense.scatter_add_(1, tgt, -g)
+            grad[sl] = dense
+        return grad, None, None, None
 
 
 #: Largest score block (query rows x candidate columns) formed at once; steps k are
@@ -221,30 +320,24 @@ def kstep_infonce(
         pos_t = pos_t_raw.clamp_max(frames - 1)
         pos = (seq * frames + pos_t).reshape(-1)  # (B*T*Kc,)
         q_pred = pred[:, :, k0 - 1 : k0 - 1 + kc].reshape(-1, dim)  # (B*T*Kc, D)
-        scores = (q_pred @ z_flat.t()).float()  # (B*T*Kc, B_c*T)
+        # In the matmul's dtype (bf16 under autocast); _RowXent reads it in float32.
+        scores = q_pred @ z_flat.t()  # (B*T*Kc, B_c*T)
         if negatives == "all":
-            logits = scores
-            if any_padding:
-                logits = scores.masked_fill(~cand_valid.unsqueeze(0), torch.finfo(scores.dtype).min)
-            target = pos
+            ce, hit = _RowXent.apply(scores, pos, None, cand_valid if any_padding else None)
         else:
             neg_idx = _sample_block(negatives, n_negatives, pos_t, seq, frames, cand_lengths,
                                     exclude_positive, generator)  # (B, T, Kc, N)
-            cols = torch.cat([pos.unsqueeze(1), neg_idx.reshape(-1, n_negatives)], dim=1)
-            logits = scores.gather(1, cols)  # (B*T*Kc, N+1), positive first
-            target = torch.zeros_like(pos)
-        ce = F.cross_entropy(logits, target, reduction="none").view(bsz, frames, kc)
+            ce, hit = _RowXent.apply(scores, pos, neg_idx.view(-1, n_negatives), None)
+        ce = ce.view(bsz, frames, kc)
         w = q_valid.to(ce.dtype)
         denom = w.sum(dim=(0, 1)).clamp_min(1.0)  # (Kc,)
         losses.append((ce * w).sum(dim=(0, 1)) / denom)
-        hit = (logits.argmax(dim=1) == target).view(bsz, frames, kc).to(ce.dtype)
-        accs.append(((hit * w).sum(dim=(0, 1)) / denom).detach())
+        accs.append((hit.view(bsz, frames, kc) & q_valid).sum(dim=(0, 1)).to(ce.dtype) / denom)
     step_loss = torch.cat(losses)
-    mis = [log_n - step_loss.detach()]
     return KStepOutput(
         loss=step_loss.mean(),
         step_loss=step_loss.detach(),
         step_acc=torch.cat(accs),
-        step_mi=mis[0],
+        step_mi=log_n - step_loss.detach(),
         num_candidates=num_candidates,
     )
