@@ -14,6 +14,22 @@ map predicts every location of the other view's 5x5 map (``src5: all`` uses ever
 location as a source instead). Negatives are all locations of the other images of the
 batch, shared by all positives of an image.
 
+Mixture-based representations (Bachman et al. 2019, Sec. 3.5), ``n_mix = k > 1``
+-----------------------------------------------------------------------------------
+Each global vector ``f1 = r1`` is turned into ``k`` mixture features ``f1^1..f1^k`` by a
+fully connected net with one ReLU hidden layer and a residual connection
+(``f1^j = f1 + [W2 ReLU(W1 f1)]_j``, :class:`MixtureHead`), separately for each view.
+For the 1->5 and 1->7 terms, each target location ``f^i`` (of the other view) then
+weighs the components by the posterior::
+
+    s_nce(f1^j, f^i) = log softmax of the positive pair against the negatives (<= 0)
+    q(f1^j | f^i)    = softmax_j( s_nce(f1^j, f^i) / tau )
+    objective        = E_i [ sum_j q(f1^j | f^i) s_nce(f1^j, f^i) + alpha H(q(. | f^i)) ]
+
+(maximised; the loss is its negative plus the score penalty). With ``k = 1``, ``q = 1``,
+``H = 0`` and the loss is exactly the plain NCE (the same code path is used). The 5->5
+term has no mixture.
+
 Encoder, scaled down for small images
 -------------------------------------
 The paper's encoder works on 128x128 crops (ImageNet) with a deep residual trunk whose
@@ -36,6 +52,7 @@ MLP into the ``n_rkhs``-dim space where scores are taken (AMDIM's "fake RKHS" ne
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -44,7 +61,15 @@ from torch import Tensor, nn
 
 from cpc_seq.config import check
 from cpc_seq.errors import ConfigError
-from cpc_seq.losses.amdim_nce import DEFAULT_CLIP, DEFAULT_PENALTY, AmdimNCEOutput, amdim_nce
+from cpc_seq.losses.amdim_nce import (
+    DEFAULT_CLIP,
+    DEFAULT_PENALTY,
+    AmdimNCEOutput,
+    amdim_nce,
+    amdim_scores,
+    owner_mask,
+    tanh_clip,
+)
 
 __all__ = [
     "AMDIMConfig",
@@ -56,6 +81,9 @@ __all__ = [
     "amdim_loss",
     "make_view_transform",
     "two_views",
+    "MixtureHead",
+    "MixtureNCEOutput",
+    "mixture_nce",
 ]
 
 SUPPORTED_SIZES = (28, 32, 64)
@@ -70,6 +98,10 @@ class AMDIMConfig:
     ``penalty``: lambda of ``lambda * mean(s^2)``; ``clip``: c of ``c tanh(s / c)``;
     ``src5``: ``random`` (one random 5x5 location per image, as in the paper) or ``all``.
     ``crop_scale``: smallest area fraction of RandomResizedCrop.
+    ``n_mix``: ``k`` mixture features per global vector (1 = none, the plain model);
+    ``mix_tau``: temperature of ``q = softmax(s_nce / tau)``; ``mix_alpha``: weight of the
+    entropy bonus ``alpha H(q)``; ``mix_hidden``: hidden width of the mixture net
+    (0 = ``n_rkhs``).
     """
 
     ndf: int = 32
@@ -80,6 +112,10 @@ class AMDIMConfig:
     clip: float = DEFAULT_CLIP
     src5: str = "random"
     crop_scale: float = 0.3
+    n_mix: int = 1
+    mix_tau: float = 1.0
+    mix_alpha: float = 0.05
+    mix_hidden: int = 0
 
     def validate(self) -> None:
         check(self.ndf > 0, "amdim.ndf", "must be positive")
@@ -89,6 +125,10 @@ class AMDIMConfig:
         check(self.clip >= 0, "amdim.clip", "must be >= 0 (0 disables the clip)")
         check(self.src5 in ("random", "all"), "amdim.src5", "random or all")
         check(0 < self.crop_scale <= 1, "amdim.crop_scale", "must be in (0, 1]")
+        check(self.n_mix >= 1, "amdim.n_mix", "must be >= 1 (1 = no mixture)")
+        check(self.mix_tau > 0, "amdim.mix_tau", "must be positive")
+        check(self.mix_alpha >= 0, "amdim.mix_alpha", "must be >= 0")
+        check(self.mix_hidden >= 0, "amdim.mix_hidden", "must be >= 0 (0 = n_rkhs)")
 
 
 def _bn(channels: int, use_bn: bool) -> nn.Module:
@@ -148,6 +188,20 @@ class RKHSHead(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.bn_out(self.shortcut(x) + self.conv2(F.relu(self.bn1(self.conv1(x)))))
+
+
+class MixtureHead(nn.Module):
+    """``k`` mixture features of a global vector: ``(B, d) -> (B, k, d)``,
+    ``f^j = f + [W2 ReLU(W1 f + b1) + b2]_j`` (one hidden layer, residual)."""
+
+    def __init__(self, d: int, k: int, hidden: int) -> None:
+        super().__init__()
+        self.k = k
+        self.net = nn.Sequential(nn.Linear(d, hidden), nn.ReLU(), nn.Linear(hidden, k * d))
+
+    def forward(self, f: Tensor) -> Tensor:
+        b, d = f.shape
+        return f[:, None, :] + self.net(f).view(b, self.k, d)
 
 
 @dataclass
@@ -214,6 +268,9 @@ class AMDIMModel(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.encoder = AMDIMEncoder(in_channels, image_size, cfg)
+        # no module at all for k = 1, so plain checkpoints and losses are unchanged
+        self.mixture = MixtureHead(cfg.n_rkhs, cfg.n_mix, cfg.mix_hidden or cfg.n_rkhs) \
+            if cfg.n_mix > 1 else None
 
     def forward(self, x: Tensor) -> AMDIMOutput:
         """``x`` (B, C, S, S) -> :class:`AMDIMOutput`."""
@@ -227,12 +284,17 @@ class AMDIMModel(nn.Module):
         """
         b = x1.shape[0]
         out = self.encoder(torch.cat([x1, x2]))
-        terms = amdim_loss(out, b, self.cfg, generator)
+        b = out.r1.shape[0] // 2  # the global batch when a hook gathered views across ranks
+        terms = amdim_loss(out, b, self.cfg, generator, mixture=self.mixture)
         loss = sum(t.loss for t in terms.values())
         metrics = {f"nce/{k}": float(t.nce.detach()) for k, t in terms.items()}
         metrics.update({f"acc/{k}": float(t.acc) for k, t in terms.items()})
         metrics["penalty"] = float(sum(t.penalty.detach() for t in terms.values()))
         metrics["mi_bound/1t5"] = float(terms["1t5"].mi)
+        for k in ("1t5", "1t7"):
+            term = terms[k]
+            if isinstance(term, MixtureNCEOutput):
+                metrics[f"mix_entropy/{k}"] = float(term.entropy)
         return loss, metrics, out.r1[:b].detach()
 
     @torch.no_grad()
@@ -251,12 +313,75 @@ def _flat(m: Tensor) -> Tensor:
     return m.flatten(2).transpose(1, 2)
 
 
+@dataclass
+class MixtureNCEOutput(AmdimNCEOutput):
+    """:class:`AmdimNCEOutput` of a mixture term, plus ``q`` (B, k, L) the component
+    posteriors per target location (detached) and ``entropy`` the mean ``H(q)``; here
+    ``loss = nce - alpha * entropy + penalty`` with ``nce = -E[sum_j q s_nce]``."""
+
+    q: Tensor | None = None
+    entropy: Tensor | None = None
+
+
+def mixture_nce(src: Tensor, trg: Tensor, *, penalty: float = DEFAULT_PENALTY,
+                clip: float = DEFAULT_CLIP, tau: float = 1.0, alpha: float = 0.0
+                ) -> MixtureNCEOutput:
+    """Mixture NCE (Bachman et al. 2019, Sec. 3.5) between ``k`` mixture features per image
+    and every location of the other view's map.
+
+    Args:
+        src: ``(B, k, d)`` mixture features ``f1^j`` of each image.
+        trg: ``(B, L, d)`` target locations; image ``i`` of both is the same image.
+        penalty, clip: AMDIM's score penalty and soft clip (as :func:`amdim_nce`).
+        tau: temperature of ``q = softmax_j(s_nce / tau)``; alpha: entropy bonus weight.
+
+    Scores, penalty and clip are those of :func:`amdim_nce` on the ``(B k, B L)`` matrix
+    (every component of image ``i`` has image ``i``'s locations as positives and all other
+    images' locations as negatives). ``s_nce`` is each positive's log-probability against
+    its row's negatives, ``-softplus(lse_neg - s)``. With ``k = 1`` the result equals
+    :func:`amdim_nce` (``q = 1``, ``H = 0``).
+    """
+    if src.dim() != 3 or trg.dim() != 3 or src.shape[0] != trg.shape[0] \
+            or src.shape[2] != trg.shape[2]:
+        raise ValueError(f"expected src (B, k, d), trg (B, L, d); got {tuple(src.shape)}, "
+                         f"{tuple(trg.shape)}")
+    b, k, d = src.shape
+    n_loc = trg.shape[1]
+    if b < 2:
+        raise ValueError("mixture_nce needs at least 2 images in the batch (negatives)")
+    raw = amdim_scores(src.reshape(b * k, d), trg.reshape(b * n_loc, d))  # (B*k, B*L)
+    dev = raw.device
+    pos = owner_mask(torch.arange(b, device=dev).repeat_interleave(k),
+                     torch.arange(b, device=dev).repeat_interleave(n_loc))
+    reg = penalty * raw.pow(2).mean() if penalty > 0 else raw.new_zeros(())
+    s = tanh_clip(raw, clip)
+    lse_neg = torch.logsumexp(s.masked_fill(pos, torch.finfo(s.dtype).min), dim=1, keepdim=True)
+    logp = -F.softplus(lse_neg - s)  # (B*k, B*L), log-prob of each pair as the positive
+    # the positive block of image i: rows i*k.., columns i*L.. -> (B, k, L)
+    ar = torch.arange(b, device=dev)
+    s_nce = logp.view(b, k, b, n_loc)[ar, :, ar, :]
+    q = torch.softmax(s_nce / tau, dim=1)
+    ent = -(q * torch.log(q.clamp_min(1e-30))).sum(dim=1)  # (B, L)
+    nce = -(q * s_nce).sum(dim=1).mean()
+    entropy = ent.mean()
+    loss = nce - alpha * entropy + reg
+    n_neg = float((b - 1) * n_loc)
+    with torch.no_grad():
+        best_neg = s.masked_fill(pos, float("-inf")).amax(dim=1, keepdim=True)
+        acc = ((s > best_neg) & pos).sum().float() / pos.sum()
+    return MixtureNCEOutput(loss=loss, nce=nce, penalty=reg, mi=(math.log1p(n_neg) - nce).detach(),
+                            acc=acc, q=q.detach(), entropy=entropy.detach())
+
+
 def amdim_loss(out: AMDIMOutput, b: int, cfg: AMDIMConfig,
-               generator: torch.Generator | None = None) -> dict[str, AmdimNCEOutput]:
+               generator: torch.Generator | None = None,
+               mixture: MixtureHead | None = None) -> dict[str, AmdimNCEOutput]:
     """The three multiscale NCE terms, each averaged over the two view directions.
 
     ``out`` holds both views stacked (view 1 = rows ``:b``, view 2 = rows ``b:``).
     Returns ``{"1t5": ..., "1t7": ..., "5t5": ...}`` with ``loss = nce + penalty`` each.
+    With ``mixture`` (``cfg.n_mix > 1``) the 1->5 and 1->7 terms are
+    :func:`mixture_nce` of the mixture features of ``r1`` (:class:`MixtureNCEOutput`).
     """
     r1 = (out.r1[:b], out.r1[b:])
     r5 = (_flat(out.r5[:b]), _flat(out.r5[b:]))  # (B, 25, d)
@@ -270,7 +395,19 @@ def amdim_loss(out: AMDIMOutput, b: int, cfg: AMDIMConfig,
         s5 = r5
     kw = {"penalty": cfg.penalty, "clip": cfg.clip}
     pairs = {"1t5": (r1, r5), "1t7": (r1, r7), "5t5": (s5, r5)}
-    result = {}
+    result: dict[str, AmdimNCEOutput] = {}
+    if mixture is not None:
+        mix = (mixture(r1[0]), mixture(r1[1]))  # (B, k, d) per view
+        mkw = {**kw, "tau": cfg.mix_tau, "alpha": cfg.mix_alpha}
+        for name in ("1t5", "1t7"):
+            trg = pairs.pop(name)[1]
+            a = mixture_nce(mix[0], trg[1], **mkw)
+            c = mixture_nce(mix[1], trg[0], **mkw)
+            result[name] = MixtureNCEOutput(
+                loss=0.5 * (a.loss + c.loss), nce=0.5 * (a.nce + c.nce),
+                penalty=0.5 * (a.penalty + c.penalty), mi=0.5 * (a.mi + c.mi),
+                acc=0.5 * (a.acc + c.acc), q=a.q, entropy=0.5 * (a.entropy + c.entropy),
+            )
     for name, (src, trg) in pairs.items():
         a = amdim_nce(src[0], trg[1], **kw)
         c = amdim_nce(src[1], trg[0], **kw)

@@ -28,6 +28,24 @@ Objective of the encoder (to minimise)::
   minimises the same estimator with the labels flipped (non-saturating:
   ``softplus(-D(Y))``), i.e. a real adversarial game, not a fixed penalty.
 
+Noise-injected DIM (Butakov et al. 2024, "Efficient Distribution Matching of
+Representations via Noise-Injected Deep InfoMax"): with ``noise`` set, Y is *normalised*
+and independent noise is added to it before the MI heads see it, while the objective stays
+the same InfoMax::
+
+    gaussian: Y = BN(fc(M)) (zero mean, unit variance per dimension, no affine),
+              Y_mi = Y + s * N(0, I);   I(X; Y_mi) <= (d / 2) log(1 + 1 / s^2),
+    uniform:  Y = sigmoid(fc(M)) in [0, 1]^d,
+              Y_mi = Y + U([-s, s]^d);  I(X; Y_mi) <= d log(1 + 1 / (2 s)),
+
+with equality exactly when Y is N(0, I) (resp. uniform on the cube, as s -> 0): the
+entropy of ``Y + Z`` is largest for that Y under the normalisation (the paper's Gaussian
+and uniform distribution-matching theorems), so maximising the MI pushes Y toward the
+prior with no discriminator. ``s`` (``noise_scale``) trades MI (downstream accuracy)
+against matching. The noise is used only inside :meth:`DIMModel.encoder_loss`; ``Y``
+returned by the encoder/``features`` is the clean normalised vector. ``gamma`` (the
+adversarial term) may be combined with it or set to 0.
+
 Every term calls the loss core (:func:`cpc_seq.losses.estimators.estimate`); the global
 and local terms use the configured estimator (``jsd`` default, ``dv``, ``infonce``), the
 prior game uses ``jsd`` (the GAN objective). The core works in log-sum-exp/softplus form,
@@ -54,7 +72,11 @@ __all__ = [
     "sample_prior",
     "global_scores",
     "local_scores",
+    "inject_noise",
+    "NOISES",
 ]
+
+NOISES = ("none", "gaussian", "uniform")
 
 
 @dataclass
@@ -69,7 +91,12 @@ class DIMConfig:
     ``alpha``/``beta``/``gamma``: weights of the global, local and prior terms;
     ``global_estimator``/``local_estimator``: ``jsd`` | ``dv`` | ``infonce``;
     ``prior``: ``uniform`` ([0, 1]) | ``gaussian``; ``y_activation``: ``auto`` (sigmoid for
-    the uniform prior, none for the Gaussian), ``sigmoid``, ``tanh`` or ``none``.
+    the uniform prior, none for the Gaussian), ``sigmoid``, ``tanh`` or ``none``;
+    ``noise``: ``none`` | ``gaussian`` | ``uniform`` (noise-injected DIM, see the module
+    docstring; needs the matching ``prior`` and ``y_activation: auto``);
+    ``noise_scale``: ``s``, the Gaussian noise's standard deviation or the uniform noise's
+    half-width. ``batch_norm``: batch norm in the encoder (under DDP each process
+    normalises over its share of the batch).
     """
 
     ndf: int = 64
@@ -86,6 +113,9 @@ class DIMConfig:
     y_activation: str = "auto"
     global_hidden: int = 128
     disc_hidden: int = 256
+    noise: str = "none"
+    noise_scale: float = 0.5
+    batch_norm: bool = True
 
     def validate(self) -> None:
         for key in ("ndf", "local_channels", "hidden", "y_dim", "mi_dim", "global_hidden",
@@ -99,6 +129,13 @@ class DIMConfig:
         check(self.prior in ("uniform", "gaussian"), "dim.prior", "uniform or gaussian")
         check(self.y_activation in ("auto", "sigmoid", "tanh", "none"), "dim.y_activation",
               "auto, sigmoid, tanh or none")
+        check(self.noise in NOISES, "dim.noise", f"one of {NOISES}")
+        check(self.noise_scale > 0, "dim.noise_scale", "must be positive")
+        if self.noise != "none":
+            check(self.prior == self.noise, "dim.prior",
+                  f"noise={self.noise} matches the {self.noise} prior; set dim.prior={self.noise}")
+            check(self.y_activation == "auto", "dim.y_activation",
+                  "must be auto with noise (the normalisation is part of the method)")
 
     def activation(self) -> str:
         """The Y activation after resolving ``auto``."""
@@ -117,21 +154,26 @@ class DIMEncoder(nn.Module):
 
             raise ConfigError(f"DIM encoder: image size {image_size} must be a multiple of 4")
         ndf, c = cfg.ndf, cfg.local_channels
+        bn2 = nn.BatchNorm2d if cfg.batch_norm else (lambda n: nn.Identity())
         self.conv = nn.Sequential(
-            nn.Conv2d(in_channels, ndf, 3, 1, 1, bias=False), nn.BatchNorm2d(ndf), nn.ReLU(),
-            nn.Conv2d(ndf, 2 * ndf, 4, 2, 1, bias=False), nn.BatchNorm2d(2 * ndf), nn.ReLU(),
-            nn.Conv2d(2 * ndf, c, 4, 2, 1, bias=False), nn.BatchNorm2d(c), nn.ReLU(),
+            nn.Conv2d(in_channels, ndf, 3, 1, 1, bias=False), bn2(ndf), nn.ReLU(),
+            nn.Conv2d(ndf, 2 * ndf, 4, 2, 1, bias=False), bn2(2 * ndf), nn.ReLU(),
+            nn.Conv2d(2 * ndf, c, 4, 2, 1, bias=False), bn2(c), nn.ReLU(),
         )
         self.map_size = image_size // 4
         self.fc = nn.Sequential(
             nn.Flatten(), nn.Linear(c * self.map_size**2, cfg.hidden, bias=False),
-            nn.BatchNorm1d(cfg.hidden), nn.ReLU(), nn.Linear(cfg.hidden, cfg.y_dim),
+            nn.BatchNorm1d(cfg.hidden) if cfg.batch_norm else nn.Identity(), nn.ReLU(),
+            nn.Linear(cfg.hidden, cfg.y_dim),
         )
         self.act = cfg.activation()
+        # noise-injected DIM, Gaussian: per-dimension standardisation of Y (no affine)
+        self.norm = nn.BatchNorm1d(cfg.y_dim, affine=False) if cfg.noise == "gaussian" \
+            else nn.Identity()
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         m = self.conv(x)
-        y = self.fc(m)
+        y = self.norm(self.fc(m))
         if self.act == "sigmoid":
             y = torch.sigmoid(y)
         elif self.act == "tanh":
@@ -223,6 +265,22 @@ def local_scores(embed: LocalEmbed, m: Tensor, y: Tensor) -> tuple[Tensor, Tenso
     return s, torch.arange(b, device=s.device)[:, None] == owner[None, :]
 
 
+def inject_noise(y: Tensor, kind: str, scale: float,
+                 generator: torch.Generator | None = None) -> Tensor:
+    """``Y + Z`` with independent ``Z``: ``N(0, scale^2 I)`` (``gaussian``) or
+    ``U([-scale, scale]^d)`` (``uniform``); ``none`` returns ``y``. ``y`` (B, d)."""
+    if kind == "none":
+        return y
+    if kind == "gaussian":
+        z = torch.randn(y.shape, generator=generator, device="cpu" if generator else y.device)
+    elif kind == "uniform":
+        z = 2.0 * torch.rand(y.shape, generator=generator,
+                             device="cpu" if generator else y.device) - 1.0
+    else:
+        raise ValueError(f"unknown noise {kind!r}; choose one of {NOISES}")
+    return y + scale * z.to(y.device, y.dtype)
+
+
 def sample_prior(kind: str, n: int, dim: int, device: torch.device,
                  generator: torch.Generator | None = None) -> Tensor:
     """``(n, dim)`` samples: uniform on [0, 1) or standard normal."""
@@ -280,11 +338,12 @@ class DIMModel(nn.Module):
         """The encoder's objective on a batch ``x (B, C, S, S)``, ``B >= 2``."""
         cfg = self.cfg
         m, y = self.encoder(x)
+        y_mi = inject_noise(y, cfg.noise, cfg.noise_scale)  # = y without noise
         zero = y.new_zeros(())
         none = EstimatorOutput(loss=zero, mi=zero)
-        g = estimate(cfg.global_estimator, *global_scores(self.global_disc, m, y)) \
+        g = estimate(cfg.global_estimator, *global_scores(self.global_disc, m, y_mi)) \
             if cfg.alpha > 0 else none
-        loc = estimate(cfg.local_estimator, *local_scores(self.local_embed, m, y)) \
+        loc = estimate(cfg.local_estimator, *local_scores(self.local_embed, m, y_mi)) \
             if cfg.beta > 0 else none
         if cfg.gamma > 0:
             # generator: the same GAN estimator with the labels flipped (Y "positive").

@@ -1,8 +1,10 @@
-"""The contrastive loss core: MI estimators on score matrices, and k-step InfoNCE.
+"""The contrastive loss core: MI estimators on score matrices (InfoNCE, JSD, DV, and the
+NWJ/MINE/SMILE bounds of :mod:`cpc_seq.losses.bounds`), and k-step InfoNCE.
 
 No model code lives here; CPC (audio, text), DIM and AMDIM all call into it.
 """
 
+from cpc_seq.losses.bounds import BOUNDS, MineEstimator, MineState, mine, nwj, smile
 from cpc_seq.losses.estimators import (
     ESTIMATORS,
     EstimatorOutput,
@@ -20,6 +22,12 @@ __all__ = [
     "jsd",
     "donsker_varadhan",
     "estimate",
+    "BOUNDS",
+    "nwj",
+    "mine",
+    "MineState",
+    "MineEstimator",
+    "smile",
     "NEGATIVE_MODES",
     "KStepOutput",
     "kstep_infonce",

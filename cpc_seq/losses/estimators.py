@@ -34,6 +34,9 @@ import torch.nn.functional as F
 from torch import Tensor
 
 ESTIMATORS = ("infonce", "jsd", "dv")
+#: every name :func:`estimate` accepts: the above plus the stateless bounds of
+#: :mod:`cpc_seq.losses.bounds` (MINE keeps a moving average, so it is called directly).
+STATELESS = ESTIMATORS + ("nwj", "smile")
 
 
 @dataclass
@@ -99,14 +102,20 @@ def donsker_varadhan(
 def estimate(
     name: str, scores: Tensor, pos_mask: Tensor, valid_mask: Tensor | None = None
 ) -> EstimatorOutput:
-    """Dispatch by name: ``infonce`` | ``jsd`` | ``dv``."""
+    """Dispatch by name: ``infonce`` | ``jsd`` | ``dv`` | ``nwj`` | ``smile`` (default
+    ``tau``); MINE needs its moving-average state: :func:`cpc_seq.losses.bounds.mine`."""
+    if name in ("nwj", "smile"):
+        from cpc_seq.losses import bounds  # bounds imports this module
+
+        return bounds.nwj(scores, pos_mask, valid_mask) if name == "nwj" \
+            else bounds.smile(scores, pos_mask, valid_mask)
     if name == "infonce":
         return infonce(scores, pos_mask, valid_mask)
     if name == "jsd":
         return jsd(scores, pos_mask, valid_mask)
     if name == "dv":
         return donsker_varadhan(scores, pos_mask, valid_mask)
-    raise ValueError(f"unknown estimator {name!r}; choose one of {', '.join(ESTIMATORS)}")
+    raise ValueError(f"unknown estimator {name!r}; choose one of {', '.join(STATELESS)}")
 
 
 def log_num_candidates(n: int) -> float:
