@@ -129,5 +129,6 @@ def test_make_item_command(tmp_path, capsys):
     assert args.func(args) == 0
     assert "8 items (2 phones) from 4 utterances, 2 speakers" in capsys.readouterr().out
     assert {(r.prev_phone, r.next_phone) for r in read_item_file(out)} == {("#", "#")}
-    help_text = parser._subparsers._group_actions[0].choices["make-item"].format_help()
+    help_text = " ".join(parser._subparsers._group_actions[0].choices["make-item"]
+                         .format_help().split())
     assert "(default: SIL)" in help_text and "(default: 100.0)" in help_text

@@ -132,7 +132,8 @@ def test_command_writes_labels_the_probes_read(tmp_path, capsys):
     table = read_phone_table(phones)
     assert table == {"AY": 0, "HH": 1, "K": 2, "SIL": 3}
     assert read_frame_labels(out, table)["spk-a"].tolist() == [3, 3, 2, 2]
-    help_text = parser._subparsers._group_actions[0].choices["labels-from-textgrid"].format_help()
+    help_text = " ".join(parser._subparsers._group_actions[0].choices["labels-from-textgrid"]
+                         .format_help().split())
     assert "(default: SIL)" in help_text and "(default: phones)" in help_text
     with pytest.raises(ConfigError, match="--map"):
         _command([str(d), "--out", str(out), "--map", "nonsense"])
