@@ -78,6 +78,8 @@ class Task:
 
     kind: str = "task"
     unit: str = "items"
+    #: DDP option: set when some parameters may get no gradient in a step.
+    ddp_find_unused: bool = False
 
     model: nn.Module
 
@@ -174,7 +176,8 @@ class Engine:
         self.module: nn.Module = task.train_module()
         if self.dist.enabled:
             self.module = nn.parallel.DistributedDataParallel(
-                self.module, device_ids=[device.index] if device.type == "cuda" else None)
+                self.module, device_ids=[device.index] if device.type == "cuda" else None,
+                find_unused_parameters=task.ddp_find_unused)
         self.params = task.parameters()
         self.opt = torch.optim.Adam(self.params, lr=optim.lr, weight_decay=optim.weight_decay)
         self.step = 0

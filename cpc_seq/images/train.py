@@ -211,6 +211,7 @@ class ImageTask(Task):
     """DIM or AMDIM for the engine (``cfg.kind``)."""
 
     unit = "images"
+    ddp_find_unused = True  # DIM's prior discriminator takes no part when gamma = 0
 
     def __init__(self, cfg: ImageExperimentConfig, train_data: ImageArrays | None = None
                  ) -> None:
@@ -240,16 +241,20 @@ class ImageTask(Task):
         feat_dim = cfg.dim.y_dim if cfg.kind == "dim" else cfg.amdim.n_rkhs
         self.probe = nn.Linear(feat_dim, max(n_classes, 1)).to(ctx.device)
         self.probe_opt = torch.optim.Adam(self.probe.parameters(), lr=1e-3)
-        self.gen = torch.Generator().manual_seed(run.seed + 17 + 1000 * ctx.dist.rank)
+        # Same stream on every rank: each rank augments the whole global batch the same way,
+        # then encodes its share (so N processes see exactly the 1-process views).
+        self.gen = torch.Generator().manual_seed(run.seed + 17)
         self.transform = None
         if cfg.augment() == "amdim":
             self.transform = make_view_transform(self.channels, self.size, cfg.amdim.crop_scale)
         if d.batch_size > len(self.data):
             raise ConfigError(f"data.batch_size={d.batch_size} is larger than the "
                               f"{len(self.data)} training images")
-        self.batches = ShuffledBatches(len(self.data), d.batch_size, run.seed, ctx.dist.rank,
-                                       ctx.dist.world)
+        self.batches = ShuffledBatches(len(self.data), d.batch_size, run.seed)
         self.probe_hits = self.probe_seen = 0.0
+        self._gather = False
+        if ctx.dist.enabled:
+            self.model.encoder.register_forward_hook(self._gather_hook)
 
     def parameters(self) -> list[nn.Parameter]:
         if isinstance(self.model, DIMModel):
@@ -266,9 +271,32 @@ class ImageTask(Task):
 
     # -- one step ---------------------------------------------------------------------
     def next_batch(self) -> tuple[Tensor, Tensor]:
-        """This rank's images (uint8 ``(B, C, H, W)``) and labels ``(B,)``."""
+        """The global batch's images (uint8 ``(B, C, H, W)``) and labels ``(B,)``; each
+        rank augments all of it and encodes its share (:meth:`loss`)."""
         idx = self.batches.next()
         return self.data.images[idx], self.data.labels[idx]
+
+    def _share(self, x: Tensor) -> Tensor:
+        """This rank's contiguous share of a global-batch tensor."""
+        n = x.shape[0] // self.ctx.dist.world
+        return x[self.ctx.dist.rank * n : (self.ctx.dist.rank + 1) * n]
+
+    def _gather_hook(self, module: nn.Module, inputs: Any, output: Any) -> Any:
+        """Under DDP, replace the encoder's output on this rank's share by the output for
+        the whole global batch (all-gather with gradients), so the loss, its negatives
+        and the gradients are the 1-process ones."""
+        if not self._gather:
+            return output
+        from cpc_seq.engine.distributed import gather_with_grad
+
+        if isinstance(output, tuple):  # DIM: (M, Y)
+            return tuple(gather_with_grad(t) for t in output)
+        # AMDIM: both views' features in one batch [view 1; view 2]: gather each view
+        fields = {}
+        for name, t in vars(output).items():
+            v1, v2 = t.chunk(2)
+            fields[name] = torch.cat([gather_with_grad(v1), gather_with_grad(v2)])
+        return type(output)(**fields)
 
     def loss(self, module: nn.Module, batch: tuple[Tensor, Tensor], training: bool = True
              ) -> StepOutput:
@@ -277,9 +305,14 @@ class ImageTask(Task):
         if isinstance(self.model, AMDIMModel):
             assert self.transform is not None, "AMDIM needs data.augment=amdim"
             v1, v2 = two_views(images, self.transform)
-            loss, metrics, feats = module(prepare(v1.to(dev), ds, self.size),
-                                          prepare(v2.to(dev), ds, self.size), self.gen)
-            return StepOutput(loss, units=float(len(images)),
+            self._gather = training and self.ctx.dist.enabled
+            try:
+                loss, metrics, feats = module(prepare(self._share(v1).to(dev), ds, self.size),
+                                              prepare(self._share(v2).to(dev), ds, self.size),
+                                              self.gen)
+            finally:
+                self._gather = False
+            return StepOutput(loss, units=float(len(images)) / self.ctx.dist.world,
                               extra=(metrics, feats.detach(), None, labels))
         aug = self.cfg.augment()
         if aug == "flip":
@@ -287,13 +320,17 @@ class ImageTask(Task):
         elif aug == "amdim":
             assert self.transform is not None
             images = torch.stack([self.transform(img) for img in images])
-        out = module(prepare(images.to(dev), ds, self.size))
+        self._gather = training and self.ctx.dist.enabled
+        try:
+            out = module(prepare(self._share(images).to(dev), ds, self.size))
+        finally:
+            self._gather = False
         metrics = {
             "mi/global": float(out.global_.mi), "mi/local": float(out.local.mi),
             "loss/global": float(out.global_.loss.detach()),
             "loss/local": float(out.local.loss.detach()), "loss/generator": float(out.gen.detach()),
         }
-        return StepOutput(out.loss, units=float(len(images)),
+        return StepOutput(out.loss, units=float(len(images)) / self.ctx.dist.world,
                           extra=(metrics, out.y.detach(), out.y, labels))
 
     def after_step(self, out: StepOutput) -> dict[str, float]:
@@ -301,7 +338,7 @@ class ImageTask(Task):
         extra: dict[str, float] = {}
         if self.prior_opt is not None and y is not None and self.cfg.dim.gamma > 0:
             assert isinstance(self.model, DIMModel)
-            d_loss = self.model.prior_loss(y.detach(), self.gen)
+            d_loss = self.model.prior_loss(y.detach().float(), self.gen)
             self.prior_opt.zero_grad(set_to_none=True)  # also drops the generator's grads
             d_loss.backward()
             self.prior_opt.step()
