@@ -112,7 +112,7 @@ def _time(seconds: float) -> str:
 
 def write_item_file(path: str | Path, rows: Iterable[ItemRow]) -> int:
     """Write ``rows`` as an item file (header first), atomically; returns the row count."""
-    from cpc_seq.io.checkpoint import atomic_write
+    from cpc_seq.io.atomic import atomic_write
 
     lines = [ITEM_HEADER]
     for r in rows:

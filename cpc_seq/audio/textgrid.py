@@ -241,7 +241,7 @@ def find_textgrids(paths: Iterable[str | Path]) -> dict[str, Path]:
 
 def write_frame_labels(path: str | Path, labels: Mapping[str, Sequence[str]]) -> None:
     """Write ``utt l1 l2 ...`` lines sorted by utterance (``LC_ALL=C``), atomically."""
-    from cpc_seq.io.checkpoint import atomic_write
+    from cpc_seq.io.atomic import atomic_write
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -319,7 +319,7 @@ def ctc_probe(
         "options": asdict(opts),
         "cpu_seconds": round(cpu, 1),
     }
-    from cpc_seq.io.checkpoint import atomic_write
+    from cpc_seq.io.atomic import atomic_write
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -343,10 +343,8 @@ def ctc_table(rows: Sequence[Mapping[str, Any]]) -> str:
 
 
 def _read_features(rspec: str) -> dict[str, torch.Tensor]:
-    try:
-        from cpc_seq.io.features import read_features
-    except ImportError:  # older layout: the reader lived in the CLI module
-        from cpc_seq.cli import read_features  # type: ignore[no-redef]
+    from cpc_seq.io.features import read_features
+
     return read_features(rspec)
 
 
