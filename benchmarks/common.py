@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import resource
+import shutil
+import subprocess
+import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
@@ -78,3 +84,62 @@ def time_it(fn: Callable[[], object], warmup: int = 2, reps: int = 5) -> float:
 def peak_rss_mib() -> float:
     """Peak resident memory of this process so far, MiB."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def root_from_argv(argv: list[str], default: Path) -> Path:
+    """``--root DIR`` in ``argv`` (worker processes: the tree whose cpc_seq is timed)."""
+    for i, a in enumerate(argv):
+        if a == "--root" and i + 1 < len(argv):
+            return Path(argv[i + 1]).resolve()
+        if a.startswith("--root="):
+            return Path(a.split("=", 1)[1]).resolve()
+    return default
+
+
+@contextlib.contextmanager
+def ref_worktree(repo: Path, ref: str, path: str | None = None) -> Iterator[Path]:
+    """``git worktree add --detach`` of ``ref`` (a fresh temp dir unless ``path``), removed
+    (and pruned) afterwards."""
+    if path and Path(path).exists():
+        raise SystemExit(f"error: {path} exists; remove it or pick another directory")
+    target = Path(path) if path else Path(tempfile.mkdtemp(prefix="cpc_ref_"))
+    if not path:
+        target.rmdir()
+    subprocess.run(["git", "-C", str(repo), "worktree", "add", "--detach", "-q", str(target), ref],
+                   check=True)
+    try:
+        yield target
+    finally:
+        subprocess.run(["git", "-C", str(repo), "worktree", "remove", "--force", str(target)],
+                       check=False)
+        if target.exists():
+            shutil.rmtree(target, ignore_errors=True)
+        subprocess.run(["git", "-C", str(repo), "worktree", "prune"], check=False)
+
+
+def describe_trees(repo: Path, ref_dir: Path, ref: str) -> str:
+    """"<head>[+ uncommitted cpc_seq changes] vs <ref> (<sha>)" for the benchmark header."""
+
+    def git(*a: str, cwd: Path = repo) -> str:
+        return subprocess.run(["git", "-C", str(cwd), *a], capture_output=True,
+                              text=True).stdout.strip()
+
+    dirty = git("status", "--porcelain", "--", "cpc_seq")
+    return (f"this tree {git('rev-parse', '--short', 'HEAD')}"
+            f"{' + uncommitted cpc_seq changes' if dirty else ''} vs {ref} "
+            f"({git('rev-parse', '--short', 'HEAD', cwd=ref_dir)})")
+
+
+def run_json_worker(cmd: list[str], root: Path, threads: int) -> dict:
+    """Run a worker process in ``root`` with ``threads`` threads; its last stdout line is
+    JSON with a ``cpc_seq`` key (the imported package's file), which must lie in ``root``."""
+    import json
+
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+    res = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=str(root))
+    if res.returncode != 0:
+        raise SystemExit(f"error: worker in {root} failed:\n{res.stderr[-3000:]}")
+    out = json.loads(res.stdout.strip().splitlines()[-1])
+    if not Path(out["cpc_seq"]).resolve().is_relative_to(root):
+        raise SystemExit(f"error: worker imported {out['cpc_seq']}, not the tree {root}")
+    return out

@@ -4,7 +4,9 @@
 
 Each sweep varies one factor around the base config (small preset, batch 8, window 20480,
 128 cross-batch negatives, K=12) in fp32 and bf16 autocast and reports seconds per step
-and audio-s/s.
+(CPU time of this process: on a shared machine wall time mostly measures the other
+jobs; with one thread CPU time is the step's own cost), the wall time alongside, and
+audio-s/s by CPU time.
 """
 
 from __future__ import annotations
@@ -19,8 +21,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import os  # noqa: E402
+
 from bench_train import make_step  # noqa: E402
-from common import run_times  # noqa: E402
+from common import run_times2  # noqa: E402
 
 BASE = {"batch": 8, "window": 20480, "n_neg": 128, "n_steps": 12}
 SWEEPS = {
@@ -50,22 +54,27 @@ def main() -> None:
             for prec in precisions:
                 step = make_step(args.preset, "cross_batch", cfg["n_neg"], prec == "bf16",
                                  cfg["batch"], cfg["window"], cfg["n_steps"])
-                times = run_times(step, warmup=1, reps=args.reps)
+                wall, times = run_times2(step, warmup=1, reps=args.reps)
                 sec = statistics.median(times)
                 spread = (max(times) - min(times)) / sec
-                rows.append((factor, v, prec, sec, audio / sec, spread))
-                print(f"{factor}={v} {prec}: {sec:.3f} s/step, {audio / sec:.1f} audio-s/s "
-                      f"(spread {100 * spread:.0f} %)", flush=True)
+                rows.append((factor, v, prec, sec, audio / sec, spread, statistics.median(wall)))
+                print(f"{factor}={v} {prec}: {sec:.3f} CPU-s/step, {audio / sec:.1f} audio-s/s "
+                      f"(spread {100 * spread:.0f} %, wall {statistics.median(wall):.3f} s)",
+                      flush=True)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
+    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
     lines = [f"Training-step cost (forward, loss, backward, Adam step), {args.preset} preset, "
-             f"{torch.get_num_threads()} threads, median of {args.reps} steps after one warm-up "
-             f"(`python benchmarks/scaling.py --reps {args.reps}`). Base: "
+             f"{torch.get_num_threads()} thread(s), median of {args.reps} steps after one warm-up "
+             f"(`OMP_NUM_THREADS={torch.get_num_threads()} python benchmarks/scaling.py --reps "
+             f"{args.reps}`), in CPU seconds of the process (wall seconds alongside; the "
+             f"machine is shared, load average {load} when the sweep ended). Base: "
              + ", ".join(f"{k}={v}" for k, v in BASE.items())
-             + ", cross-batch negatives. Spread = (slowest - fastest) / median.", "",
-             "| factor | value | precision | s/step | audio-s/s | spread |", "|---|---|---|---|---|---|"]
-    lines += [f"| {f} | {v} | {p} | {s:.3f} | {a:.1f} | {100 * sp:.0f} % |"
-              for f, v, p, s, a, sp in rows]
+             + ", cross-batch negatives. Spread = (slowest - fastest) / median of the CPU times.",
+             "", "| factor | value | precision | CPU-s/step | audio-s/s (CPU) | spread | wall s/step |",
+             "|---|---|---|---|---|---|---|"]
+    lines += [f"| {f} | {v} | {p} | {s:.3f} | {a:.1f} | {100 * sp:.0f} % | {w:.3f} |"
+              for f, v, p, s, a, sp, w in rows]
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     import matplotlib
 
@@ -75,10 +84,10 @@ def main() -> None:
     fig, axes = plt.subplots(1, 4, figsize=(14, 3.2))
     for ax, factor in zip(axes, SWEEPS):
         for prec in precisions:
-            pts = [(v, s) for f, v, p, s, _, _ in rows if f == factor and p == prec]
+            pts = [(v, s) for f, v, p, s, *_ in rows if f == factor and p == prec]
             ax.plot([q[0] for q in pts], [q[1] for q in pts], "o-", label=prec)
         ax.set_xlabel(factor)
-        ax.set_ylabel("s / step")
+        ax.set_ylabel("CPU s / step")
         ax.set_ylim(bottom=0)
         ax.grid(alpha=0.3)
     axes[0].legend()
