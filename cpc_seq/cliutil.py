@@ -56,11 +56,23 @@ def print_metrics(metrics: dict[str, float]) -> None:
 
 
 def run_command(func: Command, args: argparse.Namespace) -> int:
-    """Run ``func(args)`` with the error convention; returns the exit status."""
+    """Run ``func(args)`` with the error convention; returns the exit status.
+
+    ``--threads`` (any command that has it) below 0 is refused here, before any work; an
+    OSError that names a file and escaped the command's own checks is reported in one
+    line naming it rather than as a traceback."""
     try:
+        threads = getattr(args, "threads", None)
+        if isinstance(threads, int) and threads < 0:
+            raise CpcSeqError(f"--threads must be >= 0 (0 = torch default), got {threads}")
         return func(args)
     except CpcSeqError as e:
         print(f"error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:
+        if e.filename is None:
+            raise
+        print(f"error: {e.filename}: {e.strerror or e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

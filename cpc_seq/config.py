@@ -129,20 +129,63 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     """Read a YAML mapping; a missing file or bad YAML gives a ConfigError naming the file."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        raw = path.read_bytes()
     except OSError as e:
         raise ConfigError(f"{path}: cannot read config ({e.strerror or e})") from None
+    try:
+        text = raw.decode("utf-8").removeprefix("\ufeff")
+    except UnicodeDecodeError as e:
+        line = raw[: e.start].count(b"\n") + 1
+        raise ConfigError(f"{path}:{line}: not UTF-8 text (byte {e.start}); save the config "
+                          "as UTF-8") from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         line = f":{mark.line + 1}" if mark is not None else ""
         raise ConfigError(f"{path}{line}: invalid YAML ({getattr(e, 'problem', e)})") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: invalid YAML (nested too deeply)") from None
+    _check_tree(data, path)
     if data is None:
         return {}
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level")
     return data
+
+
+MAX_CONFIG_NODES = 100_000
+
+
+def _check_tree(data: Any, path: str | Path) -> None:
+    """Refuse YAML whose aliases make a cycle (``a: &x [*x]``) or expand to more than
+    :data:`MAX_CONFIG_NODES` values (a "billion laughs" alias bomb): both would otherwise
+    hang or overflow the stack when the config is copied."""
+    sizes: dict[int, int] = {}
+    active: set[int] = set()
+
+    def size(node: Any, depth: int) -> int:
+        if not isinstance(node, (dict, list)):
+            return 1
+        key = id(node)
+        if key in active:
+            raise ConfigError(f"{path}: invalid YAML (an alias refers to a node that "
+                              "contains it: a recursive structure)")
+        if key in sizes:
+            return sizes[key]
+        if depth > 100:
+            raise ConfigError(f"{path}: invalid YAML (nested more than 100 levels deep)")
+        active.add(key)
+        children = list(node.values()) + list(node.keys()) if isinstance(node, dict) else node
+        total = 1 + sum(size(c, depth + 1) for c in children)
+        active.discard(key)
+        if total > MAX_CONFIG_NODES:
+            raise ConfigError(f"{path}: invalid YAML (aliases expand it to more than "
+                              f"{MAX_CONFIG_NODES} values)")
+        sizes[key] = total
+        return total
+
+    size(data, 0)
 
 
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
@@ -157,8 +200,9 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
             raise ConfigError(f"override {item!r}: empty key")
         try:
             value = yaml.safe_load(raw) if raw.strip() else ""
-        except yaml.YAMLError:
+        except (yaml.YAMLError, RecursionError):
             value = raw
+        _check_tree(value, f"override {key}")
         if isinstance(value, str):  # YAML 1.1 reads 8e-4 (no dot) as a string
             try:
                 value = float(value) if any(c in value for c in ".eE") else int(value)

@@ -21,6 +21,7 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -28,6 +29,10 @@ import torch
 from cpc_seq.cliutil import add_train_command, print_metrics, train_overrides
 from cpc_seq.errors import CpcSeqError, DataError
 from cpc_seq.io.features import read_features
+
+if TYPE_CHECKING:
+    from cpc_seq.audio.kaldi import DataDir
+    from cpc_seq.audio.wav import AudioNotes
 
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
@@ -116,7 +121,10 @@ def _add_validate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--labels", help="frame-label file to check against the audio lengths")
     p.add_argument("--phones", help="phones.txt for symbolic labels")
     p.add_argument("--tolerance", type=int, default=2, help="allowed frame-count difference")
-    p.add_argument("--allow-pipes", action="store_true")
+    p.add_argument("--allow-pipes", action="store_true", help="run piped wav.scp entries")
+    p.add_argument("--headers-only", action="store_true",
+                   help="read only the audio headers (fast, but misses NaN samples and "
+                   "undecodable data that extract rejects)")
 
 
 def _add_abx(sub: argparse._SubParsersAction) -> None:
@@ -171,7 +179,7 @@ def cmd_extract(args: argparse.Namespace) -> int:
     from cpc_seq.audio.wav import AudioNotes
     from cpc_seq.engine.device import resolve_device, use_bf16
     from cpc_seq.io.checkpoint import load_checkpoint
-    from cpc_seq.io.features import extract_to
+    from cpc_seq.io.features import check_outputs, extract_to
 
     if args.threads < 0:
         raise CpcSeqError(f"--threads must be >= 0 (0 = torch default), got {args.threads}")
@@ -180,6 +188,7 @@ def cmd_extract(args: argparse.Namespace) -> int:
     if args.batch_seconds < 0:
         raise CpcSeqError(f"--batch-seconds must be positive (0 = default), got {args.batch_seconds}")
     device = torch.device("cpu") if args.mfcc else resolve_device(args.device, "--device")
+    check_outputs(args.wspecifier, args.write_num_frames)  # before any work
     state = None
     if not args.mfcc:
         state = load_checkpoint(args.ckpt, kinds=KINDS, purpose="cpc-seq extract reads audio "
@@ -233,13 +242,22 @@ def _probe_sets(args: argparse.Namespace, utt2spk: dict[str, str] | None
         tr_split = read_split(args.train_split) if args.train_split else None
         te_split = read_split(args.test_split) if args.test_split else None
         train_utts, test_utts, missing = choose_split(sorted(feats), tr_split, te_split, utt2spk)
-        if any(missing.values()):
+        if missing.get("train") or missing.get("test"):
             print(f"note: split ids without features: {missing['train']} train, "
                   f"{missing['test']} test (left out)", file=sys.stderr)
+        if missing.get("train_only_speakers"):
+            print(f"note: default split: {missing['train_only_speakers']} speakers have fewer "
+                  "than 5 utterances; all their utterances are in train, none in test",
+                  file=sys.stderr)
         return feats, feats, train_utts, test_utts
     if not (args.train_feats and args.test_feats):
         raise CpcSeqError("give --feats, or both --train-feats and --test-feats")
     train_f, test_f = read_features(args.train_feats), read_features(args.test_feats)
+    shared = sorted(set(train_f) & set(test_f))
+    if shared:
+        print(f"warning: {len(shared)} utterances (first {shared[0]}) are in both "
+              f"{args.train_feats} and {args.test_feats}: test accuracy includes training "
+              "data", file=sys.stderr)
     return train_f, test_f, sorted(train_f), sorted(test_f)
 
 
@@ -267,6 +285,12 @@ def cmd_probe(args: argparse.Namespace) -> int:
         train_lab = read_frame_labels(args.labels, phones)
         test_lab = (read_frame_labels(args.test_labels, phones)
                     if args.test_labels and args.test_labels != args.labels else train_lab)
+        have = set(train_f) | set(test_f)
+        for path, lab in {args.labels: train_lab, args.test_labels or args.labels: test_lab}.items():
+            stray = sorted(set(lab) - have)
+            if stray:
+                print(f"note: {path}: {len(stray)} labelled utterances have no features "
+                      f"(first {stray[0]}); left out", file=sys.stderr)
         d = phone_probe(train_f, test_f, train_lab, test_lab, phones, args.out, name, opts,
                         train_utts, test_utts, args.tolerance)
         what = f"phone accuracy on {d['n']} test frames"
@@ -276,6 +300,10 @@ def cmd_probe(args: argparse.Namespace) -> int:
         if train_f is not test_f:
             merged = {**train_f, **test_f}
             train_f = test_f = merged
+        stray = sorted(set(utt2spk) - set(train_f))
+        if stray:
+            print(f"note: {args.utt2spk}: {len(stray)} utterances have no features "
+                  f"(first {stray[0]}); left out", file=sys.stderr)
         d = speaker_probe(train_f, utt2spk, train_utts, test_utts, args.out, name, opts,
                           level=args.level, window_frames=args.window_frames)
         what = f"speaker accuracy ({args.level} level, {d['speakers']} speakers) on {d['n']} items"
@@ -284,9 +312,35 @@ def cmd_probe(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_validate(args: argparse.Namespace) -> int:
+def _audio_frames(args: argparse.Namespace, dd: DataDir, utt: str, notes: AudioNotes) -> int:
+    """Samples at 16 kHz of one utterance: decoded in full as extract does, or (with
+    --headers-only) from the file header; -1 for a piped entry in --headers-only mode."""
     import soundfile as sf
 
+    from cpc_seq.audio.wav import is_pipe
+
+    if not args.headers_only:
+        return len(dd.load_audio(utt, target_sr=16000, allow_pipes=args.allow_pipes, notes=notes))
+    if dd.segments is not None:
+        rec, start, end = dd.segments[utt]
+        if end > 0:
+            return int(round((end - start) * 16000))
+        path = dd.wav[rec]
+    else:
+        start, path = 0.0, dd.wav[utt]
+    if is_pipe(path):
+        return -1
+    try:
+        info = sf.info(path)
+    except Exception as e:  # soundfile raises several types
+        raise DataError(f"{args.data_dir}: utterance {utt}: cannot read {path} ({e})") from None
+    return int(round((info.frames / info.samplerate - start) * 16000))
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    """Check a data dir the way ``extract`` reads it: every utterance is decoded in full
+    (missing, truncated or undecodable files, NaN/Inf samples are errors), then the frame
+    labels are checked against the audio lengths. ``--headers-only`` reads only headers."""
     from cpc_seq.audio.kaldi import (
         check_label_length,
         load_data_dir,
@@ -294,29 +348,29 @@ def cmd_validate(args: argparse.Namespace) -> int:
         read_frame_labels,
         read_phone_table,
     )
-    from cpc_seq.audio.wav import is_pipe
+    from cpc_seq.audio.wav import AudioNotes
 
     dd = load_data_dir(args.data_dir, allow_pipes=args.allow_pipes)
-    seconds = 0.0
+    notes = AudioNotes()
+    samples = 0
     n_frames: dict[str, int] = {}
+    bad: list[str] = []
     for utt in dd.utts:
-        if dd.segments is not None:
-            rec, start, end = dd.segments[utt]
-            dur = end - start if end > 0 else None
-            path = dd.wav[rec]
-        else:
-            dur, path = None, dd.wav[utt]
-        if is_pipe(path):
+        try:
+            n = _audio_frames(args, dd, utt, notes)
+        except DataError as e:
+            bad.append(str(e))
             continue
-        if dur is None:
-            try:
-                info = sf.info(path)
-            except Exception as e:  # soundfile raises several types
-                raise DataError(f"{args.data_dir}: utterance {utt}: cannot read {path} ({e})") from None
-            dur = info.frames / info.samplerate
-        seconds += dur
-        n_frames[utt] = int(round(dur * 16000)) // 160
-    msg = f"{args.data_dir}: {len(dd.utts)} utterances, {seconds / 60:.1f} minutes"
+        if n >= 0:
+            samples += n
+            n_frames[utt] = n // 160
+    if bad:
+        more = f" ({len(bad)} of {len(dd.utts)} utterances cannot be read; first shown)" \
+            if len(bad) > 1 else ""
+        raise DataError(bad[0] + more)
+    for line in notes.summary():
+        print(f"note: {line}", file=sys.stderr)
+    msg = f"{args.data_dir}: {len(dd.utts)} utterances, {samples / 16000 / 60:.1f} minutes"
     if dd.utt2spk:
         msg += f", {len(set(dd.utt2spk.values()))} speakers"
     if args.labels:
@@ -326,9 +380,13 @@ def cmd_validate(args: argparse.Namespace) -> int:
             if utt in n_frames:
                 check_label_length(utt, len(lab), n_frames[utt], args.tolerance, path=args.labels)
         missing = [u for u in dd.utts if u not in labels]
+        stray = sorted(set(labels) - set(dd.utts))
         msg += f"; labels for {len(dd.utts) - len(missing)} ({len(phones)} classes) agree with the audio"
         if missing:
             msg += f"; {len(missing)} utterances without labels (first {missing[0]})"
+        if stray:
+            print(f"note: {args.labels}: {len(stray)} labelled utterances are not in "
+                  f"{args.data_dir} (first {stray[0]}); they are not checked", file=sys.stderr)
     print(msg)
     return 0
 

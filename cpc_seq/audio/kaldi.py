@@ -8,7 +8,8 @@ validated like Kaldi's ``utils/validate_data_dir.sh``: every file sorted in ``LC
 
 Unlike Kaldi, which resolves relative ``wav.scp`` paths against the current directory,
 relative paths are resolved against the data directory, so a data dir can be moved
-together with its audio.
+together with its audio. A UTF-8 byte-order mark at the start of any of these files is
+dropped (Kaldi would make it part of the first key).
 """
 
 from __future__ import annotations
@@ -60,6 +61,7 @@ def _read_lines(path: Path) -> list[tuple[int, str]]:
     except UnicodeDecodeError as e:
         line = raw[: e.start].count(b"\n") + 1
         raise DataError(f"{where(path, line)}: not valid UTF-8") from e
+    text = text.removeprefix("\ufeff")  # a byte-order mark (Windows editors) is not a key
     lines = text.split("\n")
     if lines and lines[-1] == "":  # trailing newline (expected, not required)
         lines.pop()

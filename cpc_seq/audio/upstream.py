@@ -19,7 +19,7 @@ from torch import Tensor, nn
 from cpc_seq.audio.extract import run_layers
 from cpc_seq.audio.model import CPCModel, ModelConfig, build_model
 from cpc_seq.config import from_dict
-from cpc_seq.errors import CheckpointError, ConfigError
+from cpc_seq.errors import CheckpointError, ConfigError, DataError
 
 KINDS = ("audio_cpc",)
 
@@ -63,8 +63,14 @@ class Upstream(nn.Module):
         "downsample_rate": 160, "names": ["z", "c"], "last_hidden_state": c}``. Frames past
         an utterance's length are zero. Each waveform is normalised like the training
         windows, so batching gives the same features as one at a time.
+
+        Raises:
+            DataError: naming the item index, for an item that is not 1-D (a (2, N)
+                stereo array is refused, not flattened: downmix it first), holds NaN/Inf
+                or non-numbers, or is shorter than one frame (``downsample_rate``
+                samples); also for an empty list or a bare array instead of a list.
         """
-        waves = [torch.as_tensor(np.asarray(w), dtype=torch.float32).reshape(-1) for w in wavs]
+        waves = self.check_waves(wavs)
         feats = run_layers(self.model, waves, self.hidden_state_names)
         lengths = torch.tensor([f["z"].shape[0] for f in feats], dtype=torch.long)
         t_max = int(lengths.max()) if len(lengths) else 0
@@ -82,6 +88,43 @@ class Upstream(nn.Module):
             "downsample_rate": self.downsample_rate,
             "names": list(self.hidden_state_names),
         }
+
+    def check_waves(self, wavs: list[Tensor | np.ndarray]) -> list[Tensor]:
+        """The checks of :meth:`extract_features` (the command line's, for API input):
+        ``wavs`` as float32 (N,) tensors."""
+        if isinstance(wavs, (Tensor, np.ndarray, str, bytes)):
+            raise DataError("extract_features takes a list of 1-D waveforms, not one "
+                            f"{type(wavs).__name__}; for a (B, N) batch pass list(batch)")
+        wavs = list(wavs)
+        if not wavs:
+            raise DataError("extract_features: no waveforms")
+        out = []
+        for i, w in enumerate(wavs):
+            if isinstance(w, Tensor):
+                w = w.detach().cpu()
+                if w.is_complex() or w.dtype == torch.bool:
+                    raise DataError(f"waveform {i}: dtype {w.dtype} is not real audio samples")
+                t = w.to(torch.float32)
+            else:
+                try:
+                    a = np.asarray(w)
+                    if a.dtype.kind not in "fiu":
+                        raise ValueError(f"dtype {a.dtype}")
+                    t = torch.from_numpy(np.array(a, dtype=np.float32))
+                except (TypeError, ValueError) as e:
+                    raise DataError(f"waveform {i}: not an array of samples ({e})") from None
+            if t.dim() != 1:
+                raise DataError(f"waveform {i}: shape {tuple(t.shape)}, expected 1-D (N,) "
+                                "mono samples; downmix multichannel audio first (e.g. "
+                                "w.mean(0))")
+            if len(t) < self.downsample_rate:
+                raise DataError(f"waveform {i}: {len(t)} samples is shorter than one frame "
+                                f"({self.downsample_rate} samples)")
+            if not bool(torch.isfinite(t).all()):
+                bad = int((~torch.isfinite(t)).sum())
+                raise DataError(f"waveform {i}: {bad} NaN/Inf samples")
+            out.append(t)
+        return out
 
     def forward(self, wavs: list[Tensor | np.ndarray]) -> dict[str, Any]:
         return self.extract_features(wavs)

@@ -8,6 +8,10 @@ its channels, and a different sample rate is converted with ``soxr`` (falling ba
 Conversions are not warned about per utterance. Pass an :class:`AudioNotes` and report
 ``notes.summary()`` once at the end instead.
 
+A WAV file whose ``data`` chunk is shorter than its header declares (a copy cut short)
+is an error naming the file: soundfile would silently read the part that is there.
+Streamed WAVs that leave the size unset (0 or 0xFFFFFFFF) are read as they are.
+
 Kaldi ``wav.scp`` entries may be shell pipelines (``sox a.flac -t wav - |``). They run a
 shell, so they are refused unless the caller passes ``allow_pipes=True`` (the command
 line's ``--allow-pipes``).
@@ -16,6 +20,8 @@ line's ``--allow-pipes``).
 from __future__ import annotations
 
 import io
+import os
+import struct
 import subprocess
 from pathlib import Path
 
@@ -29,7 +35,8 @@ try:  # soxr ships with librosa; keep a fallback so a minimal install still resa
 except ImportError:  # pragma: no cover - exercised only without soxr
     soxr = None
 
-__all__ = ["AudioNotes", "is_pipe", "read_audio", "read_segment", "MAX_SEGMENT_OVERSHOOT_S"]
+__all__ = ["AudioNotes", "is_pipe", "read_audio", "read_segment", "wav_shortfall",
+           "MAX_SEGMENT_OVERSHOOT_S"]
 
 # Like Kaldi's extract-segments --max-overshoot: a segment may end this far past the end
 # of its recording (it is cut at the end); beyond that it is an error.
@@ -141,6 +148,42 @@ def _open_error(path: Path, utt: str | None, origin: str | None, err: Exception)
     return DataError(f"{label}: cannot read audio file {path}: {err}")
 
 
+def wav_shortfall(path: str | Path) -> tuple[int, int] | None:
+    """``(declared frames, frames present)`` of a RIFF/WAVE file whose ``data`` chunk is
+    cut short, else ``None`` (not a WAV, complete, size unset by a streaming writer, or
+    unreadable: the decoder reports those)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(12)
+            if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+                return None
+            size = os.fstat(f.fileno()).st_size
+            pos, block = 12, 1
+            while pos + 8 <= size:
+                f.seek(pos)
+                cid, n = struct.unpack("<4sI", f.read(8))
+                if cid == b"fmt " and n >= 14:
+                    block = max(1, struct.unpack("<H", f.read(14)[12:14])[0])
+                elif cid == b"data":
+                    if n in (0, 0xFFFFFFFF):
+                        return None
+                    present = size - pos - 8
+                    if (n - present) // block >= 1:
+                        return n // block, max(present, 0) // block
+                    return None
+                pos += 8 + n + (n & 1)
+    except (OSError, struct.error):
+        return None
+    return None
+
+
+def _check_complete(path: Path, utt: str | None, origin: str | None) -> None:
+    short = wav_shortfall(path)
+    if short is not None:
+        raise DataError(f"{_label(utt, origin)}: {path} is truncated: its header declares "
+                        f"{short[0]} frames but the file holds {short[1]} (a copy cut short?)")
+
+
 def _resample(wav: np.ndarray, orig_sr: int, target_sr: int) -> np.ndarray:
     if soxr is not None:
         return soxr.resample(wav, orig_sr, target_sr).astype(np.float32, copy=False)
@@ -213,6 +256,7 @@ def read_audio(
         source = f"the output of {str(path).rstrip()[:-1].strip()!r}"
     else:
         p = Path(path)
+        _check_complete(p, utt, origin)
         try:
             data, sr = sf.read(p, dtype="float32", always_2d=True)
         except (sf.LibsndfileError, RuntimeError, OSError, TypeError) as e:
@@ -256,6 +300,7 @@ def read_segment(
         source = f"the output of {str(path).rstrip()[:-1].strip()!r}"
     else:
         p = Path(path)
+        _check_complete(p, utt, origin)
         try:
             info = sf.info(p)
         except (sf.LibsndfileError, RuntimeError, OSError, TypeError) as e:

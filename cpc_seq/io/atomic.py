@@ -69,7 +69,8 @@ def atomic_write(path: str | Path, mode: str = "wb") -> Iterator[IO[Any]]:
     except RuntimeError as e:  # torch.save reports a failed write as RuntimeError
         with contextlib.suppress(OSError):
             os.unlink(tmp)
-        if "write" in str(e).lower() or "file" in str(e).lower():
+        text = str(e).lower()
+        if any(w in text for w in ("write", "file", "inline_container", "unexpected pos")):
             raise CpcSeqError(f"{path}: cannot write ({str(e).splitlines()[0]}); "
                               "the file was not changed") from None
         raise

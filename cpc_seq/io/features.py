@@ -17,7 +17,9 @@ Inputs (``rspecifier``) for probes and ABX: ``scp:feats.scp`` or ``npy:DIR``
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
+import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +31,7 @@ from torch import Tensor
 from tqdm import tqdm
 
 from cpc_seq.errors import CpcSeqError, DataError
-from cpc_seq.io.atomic import atomic_write
+from cpc_seq.io.atomic import atomic_write, os_error_message, prepare_dir
 
 
 def length_batches(lengths: dict[str, int], max_samples: int) -> Iterator[list[str]]:
@@ -73,27 +75,104 @@ def parse_wspecifier(spec: str) -> Wspec:
     raise CpcSeqError(f"output {spec!r}: unsupported options {head!r} (use ark,scp / ark / npy)")
 
 
+def _strip_prefix(path: str | Path) -> Path:
+    path = str(path)
+    for prefix in ("ark,t:", "ark:"):
+        if path.startswith(prefix):
+            path = path[len(prefix) :]
+    return Path(path)
+
+
+def _probe_dir(d: Path, name: Path, what: str) -> None:
+    """Create and remove a file in ``d``; an OSError names ``name``."""
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".cpc_seq.", suffix=".probe", dir=d)
+        os.close(fd)
+        os.unlink(tmp)
+    except OSError as e:
+        raise CpcSeqError(os_error_message(name, e, f"cannot write the {what}")) from None
+
+
+def _check_file_target(path: Path, what: str) -> None:
+    """Refuse, before any work, an output file that could not be written: a directory in
+    its place, a file where its directory should be, a directory that cannot be created
+    or written to. Creates the parent directory."""
+    if path.is_dir():
+        raise CpcSeqError(f"{path}: {what} is a directory, expected a file")
+    prepare_dir(path.parent, f"directory of the {what}")
+    _probe_dir(path.parent, path, what)
+    if path.exists() and not os.access(path, os.W_OK):
+        raise CpcSeqError(os_error_message(path, PermissionError(errno.EACCES, "Permission "
+                                           "denied"), f"cannot write the {what}"))
+
+
+def check_outputs(wspec: str | Wspec, num_frames_path: str | Path | None = None) -> Wspec:
+    """Check every output of an extraction before any work (see :func:`_check_file_target`):
+    the ark, its ``.partial`` record, the scp or the npy directory, and the
+    ``utt2num_frames`` target. Returns the parsed specifier.
+
+    Raises:
+        CpcSeqError: one line naming the path that cannot be written, or two outputs that
+            are the same file.
+    """
+    spec = parse_wspecifier(wspec) if isinstance(wspec, str) else wspec
+    targets: list[tuple[Path, str]] = []
+    if spec.kind == "npy":
+        assert spec.npy_dir is not None
+        prepare_dir(spec.npy_dir, "npy output directory")
+        _probe_dir(spec.npy_dir, spec.npy_dir, "npy output directory")
+    else:
+        assert spec.ark is not None
+        targets.append((spec.ark, "ark"))
+        targets.append((Path(str(spec.scp or spec.ark) + ".partial"), "progress record"))
+        if spec.scp is not None:
+            targets.append((spec.scp, "scp"))
+    if num_frames_path is not None:
+        targets.append((_strip_prefix(num_frames_path), "utt2num_frames file"))
+    seen: dict[Path, str] = {}
+    for path, what in targets:
+        key = Path(os.path.abspath(path))
+        if key in seen:
+            raise CpcSeqError(f"{path}: given as both the {seen[key]} and the {what}")
+        seen[key] = what
+        _check_file_target(path, what)
+    return spec
+
+
 class FeatureWriter:
-    """Append-only, crash-safe writer for ark(/scp) or per-utterance npy outputs."""
+    """Append-only, crash-safe writer for ark(/scp) or per-utterance npy outputs.
+
+    An OS error (disk full, permission, a directory in the way) is a one-line
+    :class:`~cpc_seq.errors.CpcSeqError` naming the path and saying what is left on disk
+    and that ``--skip-existing`` continues from it.
+    """
 
     def __init__(self, spec: Wspec, resume: bool) -> None:
         self.spec = spec
         self.done: dict[str, str] = {}  # utt -> scp value (ark path:offset) or npy path
         if spec.kind == "npy":
             assert spec.npy_dir is not None
-            spec.npy_dir.mkdir(parents=True, exist_ok=True)
+            prepare_dir(spec.npy_dir, "npy output directory")
             if resume:
                 for p in spec.npy_dir.glob("*.npy"):
                     self.done[p.stem] = str(p)
             return
         assert spec.ark is not None
-        spec.ark.parent.mkdir(parents=True, exist_ok=True)
+        prepare_dir(spec.ark.parent, "directory of the ark")
         self.progress = Path(str(spec.scp or spec.ark) + ".partial")
+        try:
+            self._open(resume)
+        except OSError as e:
+            raise CpcSeqError(os_error_message(e.filename or spec.ark, e)) from None
+
+    def _open(self, resume: bool) -> None:
+        spec = self.spec
+        assert spec.ark is not None
         valid_end = 0
         if resume and self.progress.exists() and spec.ark.exists():
-            for line in self.progress.read_text().splitlines():
+            for line in self.progress.read_text(errors="replace").splitlines():
                 parts = line.split()
-                if len(parts) == 3:  # a line is complete only with its end offset
+                if len(parts) == 3 and parts[2].isdigit():  # complete only with its end
                     self.done[parts[0]] = parts[1]
                     valid_end = int(parts[2])
         elif resume and spec.scp is not None and spec.scp.exists() and spec.ark.exists():
@@ -114,6 +193,17 @@ class FeatureWriter:
                 self.progress.unlink()
         self.prog = open(self.progress, "a")  # noqa: SIM115
 
+    def left_behind(self) -> str:
+        """What an interrupted run leaves on disk, for error messages."""
+        n = len(self.done)
+        if self.spec.kind == "npy":
+            return (f"{n} items are complete in {self.spec.npy_dir}; rerun with "
+                    "--skip-existing to continue")
+        if not n:
+            return f"{self.spec.ark} and {self.progress} hold no complete item yet"
+        return (f"{n} items are complete in {self.spec.ark} (listed in {self.progress}); "
+                "rerun with --skip-existing to continue")
+
     def write(self, utt: str, feats: np.ndarray) -> None:
         """Write one utterance durably (see :meth:`write_batch`)."""
         self.write_batch([(utt, feats)])
@@ -130,34 +220,49 @@ class FeatureWriter:
             assert self.spec.npy_dir is not None
             for utt, feats in entries:
                 path = self.spec.npy_dir / f"{utt}.npy"
-                with atomic_write(path) as f:
-                    np.save(f, np.ascontiguousarray(feats, dtype=np.float32))
+                try:
+                    with atomic_write(path) as f:
+                        np.save(f, np.ascontiguousarray(feats, dtype=np.float32))
+                except CpcSeqError as e:
+                    raise CpcSeqError(f"{e}; {self.left_behind()}") from None
                 self.done[utt] = str(path)
             return
         records = []
-        for utt, feats in entries:
-            start = self.ark.tell()
-            kaldiio.save_ark(self.ark, {utt: np.ascontiguousarray(feats, dtype=np.float32)})
-            records.append((utt, f"{self.spec.ark}:{start + len(utt.encode()) + 1}",
-                            self.ark.tell()))
-        self.ark.flush()
-        os.fsync(self.ark.fileno())
-        for utt, value, end in records:
-            self.prog.write(f"{utt} {value} {end}\n")
-            self.done[utt] = value
-        self.prog.flush()
+        try:
+            for utt, feats in entries:
+                start = self.ark.tell()
+                kaldiio.save_ark(self.ark, {utt: np.ascontiguousarray(feats, dtype=np.float32)})
+                records.append((utt, f"{self.spec.ark}:{start + len(utt.encode()) + 1}",
+                                self.ark.tell()))
+            self.ark.flush()
+            os.fsync(self.ark.fileno())
+        except OSError as e:
+            raise CpcSeqError(f"{os_error_message(self.spec.ark, e)}; "
+                              f"{self.left_behind()}") from None
+        try:
+            for utt, value, end in records:
+                self.prog.write(f"{utt} {value} {end}\n")
+                self.done[utt] = value
+            self.prog.flush()
+        except OSError as e:
+            raise CpcSeqError(f"{os_error_message(self.progress, e)}; "
+                              f"{self.left_behind()}") from None
 
     def close(self, complete: bool) -> None:
         """Close files; when ``complete``, write the final scp atomically."""
         if self.spec.kind == "npy":
             return
-        self.ark.close()
-        self.prog.close()
+        for f in (self.ark, self.prog):
+            with contextlib.suppress(OSError):  # a failed flush was reported by the write
+                f.close()
         if complete:
             if self.spec.scp is not None:
-                with atomic_write(self.spec.scp, "w") as f:
-                    for utt in sorted(self.done):
-                        f.write(f"{utt} {self.done[utt]}\n")
+                try:
+                    with atomic_write(self.spec.scp, "w") as f:
+                        for utt in sorted(self.done):
+                            f.write(f"{utt} {self.done[utt]}\n")
+                except CpcSeqError as e:
+                    raise CpcSeqError(f"{e}; {self.left_behind()}") from None
             with contextlib.suppress(FileNotFoundError):
                 self.progress.unlink()
 
@@ -184,7 +289,7 @@ def extract_to(
     is an error, or skipped with ``skip_bad``. Returns ``{utt: num_frames}`` written by
     this call.
     """
-    spec = parse_wspecifier(wspec)
+    spec = check_outputs(wspec, num_frames_path)
     writer = FeatureWriter(spec, resume=skip_existing)
     todo = [u for u in utts if u not in writer.done]
     waves: dict[str, Tensor] = {}
@@ -235,10 +340,7 @@ def extract_to(
 
 def write_num_frames(path: str | Path, writer: FeatureWriter, now: dict[str, int]) -> None:
     """Write ``utt2num_frames`` (``ark,t:PATH`` or a plain path) atomically."""
-    path = str(path)
-    for prefix in ("ark,t:", "ark:"):
-        if path.startswith(prefix):
-            path = path[len(prefix) :]
+    path = _strip_prefix(path)
     counts = dict(now)
     for utt, val in writer.done.items():
         if utt not in counts:
@@ -271,6 +373,8 @@ def read_features(rspec: str) -> dict[str, torch.Tensor]:
                 text = line.decode("utf-8").strip()
             except UnicodeDecodeError:
                 raise DataError(f"{path}:{n}: not UTF-8 text") from None
+            if n == 1:  # a UTF-8 byte-order mark is not part of the first key
+                text = text.removeprefix("\ufeff")
             if not text:
                 continue
             parts = text.split(maxsplit=1)

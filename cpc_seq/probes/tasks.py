@@ -4,8 +4,12 @@ Splits. When split files are given (the CPC paper's ``train_split.txt`` /
 ``test_split.txt``: one utterance id per line) they are used as they are. Otherwise
 :func:`default_split` is deterministic and documented: utterances are sorted, grouped
 by speaker (``utt2spk``, or one group when absent), and within each group every 5th
-utterance (positions 4, 9, 14, ...) goes to test, the rest to train: every speaker is in
-both halves, which the speaker probe needs.
+utterance (positions 4, 9, 14, ...) goes to test, the rest to train: every speaker with
+at least 5 utterances is in both halves, which the speaker probe needs. A speaker with
+fewer than 5 utterances has no test utterance: all of its utterances train (the command
+line notes how many such speakers there are), so no utterance is ever tested on after
+being trained on. When no test utterance remains at all, :func:`choose_split` raises a
+DataError instead of testing on the training data.
 
 Speaker probes:
 
@@ -59,13 +63,31 @@ def choose_split(
     utt2spk: Mapping[str, str] | None = None,
 ) -> tuple[list[str], list[str], dict[str, int]]:
     """Apply split files when given (keeping utterances that have features), else the
-    default split. Returns (train, test, counts of listed-but-missing utterances)."""
+    default split. Returns (train, test, counts): with split files the counts of
+    listed-but-missing utterances (``train``, ``test``); with the default split
+    ``train_only_speakers`` (speakers with fewer than 5 utterances, all in train) when
+    there are any. A split without test utterances, or split files sharing an utterance,
+    is a DataError."""
     have = set(available)
     if train_split is None and test_split is None:
         tr, te = default_split(available, utt2spk)
-        return tr, te, {}
+        groups: dict[str, int] = {}
+        for u in available:
+            spk = utt2spk.get(u, "") if utt2spk else ""
+            groups[spk] = groups.get(spk, 0) + 1
+        small = sum(1 for n in groups.values() if n < 5)
+        if not te:
+            raise DataError(
+                f"default split: no test utterances ({len(available)} utterances, "
+                f"{'no speaker' if utt2spk else 'one group (no utt2spk)'} with 5 or more); "
+                "give --train-split and --test-split, or --train-feats and --test-feats")
+        return tr, te, {"train_only_speakers": small} if small else {}
     if train_split is None or test_split is None:
         raise DataError("give both --train-split and --test-split, or neither")
+    both = sorted(set(train_split) & set(test_split))
+    if both:
+        raise DataError(f"split files share {len(both)} utterances (first {both[0]}): a probe "
+                        "would be tested on its training data")
     tr = [u for u in train_split if u in have]
     te = [u for u in test_split if u in have]
     missing = {"train": len(train_split) - len(tr), "test": len(test_split) - len(te)}
@@ -96,8 +118,13 @@ def phone_probe(
     tolerance: int = 2,
 ) -> dict[str, Any]:
     """Frame-level phone probe; writes result.json, confusion.csv/png under ``out``."""
-    tr = frames_to_dataset(train_feats, train_labels, train_utts or sorted(train_feats), tolerance)
-    te = frames_to_dataset(test_feats, test_labels, test_utts or sorted(test_feats), tolerance)
+    train_utts = sorted(train_feats) if train_utts is None else list(train_utts)
+    test_utts = sorted(test_feats) if test_utts is None else list(test_utts)
+    if not train_utts or not test_utts:
+        raise DataError(f"phone probe: {len(train_utts)} train and {len(test_utts)} test "
+                        "utterances; both are needed")
+    tr = frames_to_dataset(train_feats, train_labels, train_utts, tolerance)
+    te = frames_to_dataset(test_feats, test_labels, test_utts, tolerance)
     num_classes = max(phones.values()) + 1
     probe = train_linear_probe(
         tr.x, tr.y, num_classes=num_classes, hidden=opts.hidden, epochs=opts.epochs, lr=opts.lr,

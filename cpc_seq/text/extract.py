@@ -30,7 +30,7 @@ from tqdm import tqdm
 from cpc_seq.config import from_dict
 from cpc_seq.errors import CheckpointError, ConfigError, DataError
 from cpc_seq.io.checkpoint import load_checkpoint
-from cpc_seq.io.features import FeatureWriter, length_batches, parse_wspecifier
+from cpc_seq.io.features import FeatureWriter, length_batches
 from cpc_seq.text.data import pad_sentence_docs, pad_sequences
 from cpc_seq.text.data import split_sentences as _split
 from cpc_seq.text.models import SentenceCPC, TextModelConfig, TokenCPC, build_text_model
@@ -121,11 +121,14 @@ class TextUpstream(nn.Module):
         tokens per string (token level) or (B, T) tokens per sentence (sentence level).
         Empty strings raise DataError.
         """
-        if isinstance(texts, str):
+        if isinstance(texts, (str, bytes)):
             raise DataError("extract_features takes a list of strings, not one string")
         texts = list(texts)
         if not texts:
             raise DataError("extract_features: no texts")
+        for i, t in enumerate(texts):
+            if not isinstance(t, str):
+                raise DataError(f"text item {i}: expected a string, got {type(t).__name__}")
         dev = self.device
         if self.level == "token":
             toks, tok_lens = pad_sequences(self._encode(texts))
@@ -197,8 +200,13 @@ def extract_text_to(
     Each item gives a (T, D) matrix of ``layer`` (``z`` or ``c``), or (1, D) with ``pool``
     = mean/max. Items are batched by length (at most ``max_batch_chars`` padded characters
     per batch); batching does not change the features. Returns {id: rows} written.
+
+    Memory is bounded by ``max_batch_chars``: an item longer than that is refused, before
+    any work, with a message naming it (split it into lines or sentences, or raise
+    ``--batch-chars``); it is not cut, since cutting would change its features. The
+    outputs are checked before any work too (:func:`~cpc_seq.io.features.check_outputs`).
     """
-    from cpc_seq.io.features import write_num_frames
+    from cpc_seq.io.features import check_outputs, write_num_frames
 
     if layer not in upstream.hidden_state_names:
         raise ConfigError(f"--layer {layer!r}: one of {', '.join(upstream.hidden_state_names)}")
@@ -208,10 +216,22 @@ def extract_text_to(
     if len(set(ids)) != len(ids):
         raise DataError("item ids are not unique")
     text_of = dict(items)
+    if max_batch_chars < 1:
+        raise ConfigError(f"--batch-chars must be >= 1, got {max_batch_chars}")
+    too_long = []
     for key, text in items:
-        if not text.strip():
+        if not isinstance(text, str) or not text.strip():
             raise DataError(f"item {key}: empty text")
-    writer = FeatureWriter(parse_wspecifier(wspec), resume=skip_existing)
+        if len(text) > max_batch_chars:
+            too_long.append(key)
+    if too_long:
+        key = max(too_long, key=lambda k: len(text_of[k]))
+        raise DataError(
+            f"item {key}: {len(text_of[key])} characters, more than --batch-chars "
+            f"{max_batch_chars} ({len(too_long)} such items); memory grows with the longest "
+            "item, so split long items (one line or sentence per item) or raise --batch-chars")
+    spec = check_outputs(wspec, num_frames_path)
+    writer = FeatureWriter(spec, resume=skip_existing)
     todo = {k: len(text_of[k]) for k in ids if k not in writer.done}
     rows: dict[str, int] = {}
     complete = False
