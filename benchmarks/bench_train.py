@@ -23,35 +23,28 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import statistics
-import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 
 
-def _root_from_argv(argv: list[str]) -> Path:
-    """``--root DIR`` (worker processes: the tree whose cpc_seq is timed), else this repo."""
-    for i, a in enumerate(argv):
-        if a == "--root" and i + 1 < len(argv):
-            return Path(argv[i + 1]).resolve()
-        if a.startswith("--root="):
-            return Path(a.split("=", 1)[1]).resolve()
-    return HERE.parent
+sys.path.insert(0, str(HERE))
+from common import root_from_argv  # noqa: E402
 
-
-sys.path.insert(0, str(_root_from_argv(sys.argv)))
-sys.path.insert(1, str(HERE))
+# worker processes (--root DIR) import the cpc_seq of the tree they time
+sys.path.insert(0, str(root_from_argv(sys.argv, HERE.parent)))
 
 import torch  # noqa: E402
 from common import (  # noqa: E402
     count_flops,
+    describe_trees,
     matmul_peak,
     matmul_peak_cpu,
     peak_rss_mib,
+    ref_worktree,
+    run_json_worker,
     run_times2,
     time_it,
 )
@@ -96,10 +89,10 @@ def _worker(args: argparse.Namespace) -> None:
     losses: list[float] = []
     step = make_step(args.preset, args.negatives, args.n_negatives, args.precision == "bf16",
                      args.batch, args.window, args.steps, losses)
-    step()  # the first step's loss: identical init, input and negatives in every tree
+    step()  # warm-up, and the first step's loss: same init, input and negatives in every tree
     loss0 = losses[0]
     flops = count_flops(step) if args.flops else 0
-    wall, cpu = run_times2(step, warmup=1, reps=args.inner)
+    wall, cpu = run_times2(step, warmup=0, reps=args.inner)
     print(json.dumps({"wall": statistics.median(wall), "cpu": statistics.median(cpu),
                       "times": wall, "loss0": loss0,
                       "loss_last": losses[-1], "flops": flops, "cpc_seq": cpc_seq.__file__,
@@ -114,40 +107,19 @@ def _run_worker(root: Path, args: argparse.Namespace, neg: str, prec: str, flops
            "--threads", str(args.threads), "--inner", str(args.inner)]
     if flops:
         cmd.append("--flops")
-    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
-    res = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=str(root))
-    if res.returncode != 0:
-        raise SystemExit(f"error: worker for {root} failed:\n{res.stderr[-3000:]}")
-    out = json.loads(res.stdout.strip().splitlines()[-1])
-    if not Path(out["cpc_seq"]).resolve().is_relative_to(root):
-        raise SystemExit(f"error: worker imported {out['cpc_seq']}, not the tree {root}")
-    return out
+    return run_json_worker(cmd, root, args.threads)
 
 
 def _side_by_side(args: argparse.Namespace) -> None:
     repo = HERE.parent
-    ref_dir = Path(args.ref_dir or tempfile.mkdtemp(prefix="cpc_ref_"))
-    if args.ref_dir and ref_dir.exists():
-        raise SystemExit(f"error: --ref-dir {ref_dir} exists; remove it or pick another")
-    if not args.ref_dir:
-        ref_dir.rmdir()
-    subprocess.run(["git", "-C", str(repo), "worktree", "add", "--detach", "-q", str(ref_dir),
-                    args.vs], check=True)
-    try:
-        head = subprocess.run(["git", "-C", str(repo), "rev-parse", "--short", "HEAD"],
-                              capture_output=True, text=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(repo), "status", "--porcelain", "--",
-                                "cpc_seq"], capture_output=True, text=True).stdout.strip()
-        ref = subprocess.run(["git", "-C", str(ref_dir), "rev-parse", "--short", "HEAD"],
-                             capture_output=True, text=True).stdout.strip()
+    with ref_worktree(repo, args.vs, args.ref_dir) as ref_dir:
         torch.set_num_threads(args.threads)
         peaks = {"wall": {"fp32": matmul_peak(torch.float32), "bf16": matmul_peak(torch.bfloat16)},
                  "cpu": {"fp32": matmul_peak_cpu(torch.float32),
                          "bf16": matmul_peak_cpu(torch.bfloat16)}}
         print(f"torch {torch.__version__}, {args.threads} threads; preset {args.preset}, batch "
-              f"{args.batch} x {args.window}, K={args.steps}; this tree {head}"
-              f"{' + uncommitted cpc_seq changes' if dirty else ''} vs {args.vs} ({ref}) in "
-              f"{ref_dir}; {args.reps} alternating process pairs x {args.inner} steps")
+              f"{args.batch} x {args.window}, K={args.steps}; {describe_trees(repo, ref_dir, args.vs)}"
+              f"; {args.reps} alternating process pairs x {args.inner} steps")
         for clock in ("wall", "cpu"):
             print(f"matmul peak (2048^2, {args.threads} threads, by {clock} time): fp32 "
                   f"{peaks[clock]['fp32']:.0f}, bf16 {peaks[clock]['bf16']:.0f} GFLOP/s")
@@ -185,14 +157,8 @@ def _side_by_side(args: argparse.Namespace) -> None:
                           f"{'yes' if close else 'NO'} (rel {tol:g}) |", flush=True)
         print(f"GFLOP/step {flops:.1f} (reference tree, torch flop counter); load average after: "
               f"{', '.join(f'{x:.2f}' for x in os.getloadavg())}")
-        if not ok:
-            raise SystemExit("error: loss values differ beyond the tolerance")
-    finally:
-        subprocess.run(["git", "-C", str(repo), "worktree", "remove", "--force", str(ref_dir)],
-                       check=False)
-        if ref_dir.exists():
-            shutil.rmtree(ref_dir, ignore_errors=True)
-        subprocess.run(["git", "-C", str(repo), "worktree", "prune"], check=False)
+    if not ok:
+        raise SystemExit("error: loss values differ beyond the tolerance")
 
 
 def main() -> None:

@@ -6,7 +6,9 @@ import contextlib
 import os
 import resource
 import shutil
+import signal
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -107,6 +109,8 @@ def ref_worktree(repo: Path, ref: str, path: str | None = None) -> Iterator[Path
         target.rmdir()
     subprocess.run(["git", "-C", str(repo), "worktree", "add", "--detach", "-q", str(target), ref],
                    check=True)
+    # a plain kill (SIGTERM) still removes the worktree
+    old_handler = signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     try:
         yield target
     finally:
@@ -115,6 +119,7 @@ def ref_worktree(repo: Path, ref: str, path: str | None = None) -> Iterator[Path
         if target.exists():
             shutil.rmtree(target, ignore_errors=True)
         subprocess.run(["git", "-C", str(repo), "worktree", "prune"], check=False)
+        signal.signal(signal.SIGTERM, old_handler)
 
 
 def describe_trees(repo: Path, ref_dir: Path, ref: str) -> str:

@@ -148,6 +148,28 @@ def test_kstep_matches_reference(mode: str, bf16: bool) -> None:
         torch.testing.assert_close(x, y, rtol=tol, atol=tol * float(y.abs().max()))
 
 
+@pytest.mark.parametrize("mode", ["all", "mixed"])
+def test_kstep_row_chunks_change_nothing(mode: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Scores processed a few rows at a time give the same loss, accuracy and gradients."""
+    from cpc_seq.losses import kstep as kstep_mod
+
+    torch.manual_seed(0)
+    pred = torch.randn(2, 16, 3, 8, requires_grad=True)
+    z = torch.randn(2, 16, 8, requires_grad=True)
+    lengths = torch.tensor([16, 11])
+    res = []
+    for chunk in (1 << 18, 40):  # 40 elements: one or two rows per chunk
+        monkeypatch.setitem(kstep_mod.XENT_CHUNK_ELEMENTS, "cpu", chunk)
+        out = kstep_infonce(pred, z, lengths, negatives=mode, n_negatives=5,
+                            generator=torch.Generator().manual_seed(2))
+        res.append((out.step_loss, out.step_acc, torch.autograd.grad(out.loss, [pred, z])))
+    (l1, a1, g1), (l2, a2, g2) = res
+    torch.testing.assert_close(l1, l2)
+    assert torch.equal(a1, a2)
+    for x, y in zip(g1, g2):
+        torch.testing.assert_close(x, y)
+
+
 def test_kstep_accuracy_ties_follow_argmax() -> None:
     """Equal scores: argmax picks the first column, so a positive elsewhere misses."""
     b, t, k, d = 2, 6, 2, 3

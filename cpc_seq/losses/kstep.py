@@ -25,8 +25,10 @@ may coincide with the positive, as in CPC_audio.
 Memory: sampled negatives are never gathered as vectors. For each step the full score
 matrix ``pred_k @ z^T`` of shape (B*(T-k), B*T) is formed and the sampled columns are
 gathered from it, so the largest tensor is (B*(T-k), B*T) scores plus the (B, T, N)
-index tensor - never (B, T, K, N, D). Frame pairs are scored in float32 even under
-bf16 autocast for the softmax.
+index tensor - never (B, T, K, N, D). The score matmul runs in the autocast dtype
+(bf16 on a CPU with AMX); the softmax, loss and top-1 accuracy are computed in float32
+by :class:`_RowXent`, a cache-sized block of rows at a time, without a float32 copy
+of the score matrix.
 """
 
 from __future__ import annotations
@@ -151,8 +153,15 @@ def sample_negatives(
     return idx.reshape(-1, n)
 
 
-#: Rows of the score matrix :class:`_RowXent` converts to float32 at once (about 1 MiB).
-XENT_CHUNK_ELEMENTS = 1 << 18
+#: Scores :class:`_RowXent` converts to float32 at once: about 1 MiB on the CPU (stays in
+#: cache), 64 MiB on a GPU (few kernel launches).
+XENT_CHUNK_ELEMENTS = {"cpu": 1 << 18}
+XENT_CHUNK_ELEMENTS_DEFAULT = 1 << 24
+
+
+def _xent_rows(scores: Tensor, width: int) -> int:
+    per = XENT_CHUNK_ELEMENTS.get(scores.device.type, XENT_CHUNK_ELEMENTS_DEFAULT)
+    return max(1, per // max(width, 1))
 
 
 class _RowXent(torch.autograd.Function):
@@ -175,8 +184,7 @@ class _RowXent(torch.autograd.Function):
     def forward(ctx, scores: Tensor, target: Tensor, cols: Tensor | None,  # type: ignore[override]
                 col_mask: Tensor | None) -> tuple[Tensor, Tensor]:
         rows = scores.shape[0]
-        width = cols.shape[1] + 1 if cols is not None else scores.shape[1]
-        step = max(1, XENT_CHUNK_ELEMENTS // max(width, 1))
+        step = _xent_rows(scores, cols.shape[1] + 1 if cols is not None else scores.shape[1])
         lse = scores.new_empty(rows, dtype=torch.float32)
         ce = torch.empty_like(lse)
         hit = torch.empty(rows, dtype=torch.bool, device=scores.device)
@@ -216,7 +224,7 @@ class _RowXent(torch.autograd.Function):
     def backward(ctx, g_ce: Tensor, g_hit: Tensor | None):  # type: ignore[override]
         scores, target, lse, cols, col_mask = ctx.saved_tensors
         rows = scores.shape[0]
-        step = max(1, XENT_CHUNK_ELEMENTS // max(scores.shape[1], 1))  # dense float32 rows
+        step = _xent_rows(scores, scores.shape[1])  # dense float32 rows
         grad = torch.empty_like(scores)
         low = torch.finfo(torch.float32).min
         g_ce = g_ce.float()
