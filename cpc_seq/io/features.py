@@ -200,7 +200,8 @@ class FeatureWriter:
             return (f"{n} items are complete in {self.spec.npy_dir}; rerun with "
                     "--skip-existing to continue")
         if not n:
-            return f"{self.spec.ark} and {self.progress} hold no complete item yet"
+            return (f"{self.spec.ark} and {self.progress} hold no complete item yet; rerun "
+                    "(with or without --skip-existing) once the cause is fixed")
         return (f"{n} items are complete in {self.spec.ark} (listed in {self.progress}); "
                 "rerun with --skip-existing to continue")
 
