@@ -120,6 +120,18 @@ def test_split_and_errors(tmp_path):
         make_item_file(tmp_path / "nope.txt", utt2spk, tmp_path / "z.item")
 
 
+def test_integer_labels_through_the_phone_table(tmp_path):
+    _, utt2spk = _corpus(tmp_path)
+    (tmp_path / "ids.txt").write_text("s1-0 2 0 0 1 1 2\n")
+    phones = {"SIL": 2, "a": 0, "b": 1}
+    make_item_file(tmp_path / "ids.txt", utt2spk, tmp_path / "i.item", phones=phones)
+    assert [(r.phone, r.prev_phone, r.next_phone) for r in read_item_file(tmp_path / "i.item")] \
+        == [("a", "SIL", "b"), ("b", "a", "SIL")]
+    (tmp_path / "bad.txt").write_text("s1-0 0 7\n")
+    with pytest.raises(DataError, match=r"bad\.txt:1: label '7' is neither"):
+        make_item_file(tmp_path / "bad.txt", utt2spk, tmp_path / "j.item", phones=phones)
+
+
 def test_make_item_command(tmp_path, capsys):
     labels, utt2spk = _corpus(tmp_path)
     parser = argparse.ArgumentParser()

@@ -15,9 +15,10 @@ exactly frames ``t0 .. t1 - 1``.
 Output format (one token per line, after a header)::
 
     #file onset offset #phone prev-phone next-phone speaker
-    george-0-00 0.0000 0.0400 Z # IY george
+    george-0-00 0.0 0.04 Z # IY george
 
-``cpc-seq make-item LABELS UTT2SPK OUT.item [--split test_split.txt]`` is the command.
+``cpc-seq make-item LABELS UTT2SPK OUT.item [--split test_split.txt] [--phones phones.txt]``
+is the command.
 """
 
 from __future__ import annotations
@@ -125,25 +126,49 @@ def write_item_file(path: str | Path, rows: Iterable[ItemRow]) -> int:
     return len(lines) - 1
 
 
+def _symbols(tokens: list[str], phones: Mapping[str, int], inverse: Mapping[int, str],
+             loc: str) -> list[str]:
+    out = []
+    for tok in tokens:
+        if tok in phones:
+            out.append(tok)
+            continue
+        try:
+            out.append(inverse[int(tok)])
+        except (ValueError, KeyError):
+            raise DataError(f"{loc}: label {tok!r} is neither a symbol nor an id of the "
+                            "phone table") from None
+    return out
+
+
 def make_item_file(
     labels_path: str | Path,
     utt2spk_path: str | Path,
     out: str | Path,
     split: str | Path | None = None,
+    phones: Mapping[str, int] | None = None,
     **options: object,
 ) -> dict[str, int]:
     """Read ``phone_frames.txt`` and ``utt2spk``, write the item file ``out``.
 
-    ``split`` (one utterance id per line) restricts the utterances; ``options`` go to
-    :func:`items_from_labels`.  Returns counts: ``items``, ``utterances``, ``speakers``,
-    ``phones`` and ``split_without_labels`` (split ids that have no label line).
+    ``split`` (one utterance id per line) restricts the utterances; ``phones``
+    (symbol -> id, ``phones.txt``) turns integer labels into their symbols, so items and
+    ``silence`` use symbols; ``options`` go to :func:`items_from_labels`.  Returns
+    counts: ``items``, ``utterances``, ``speakers``, ``phones`` and
+    ``split_without_labels`` (split ids that have no label line).
 
     Raises:
-        DataError: unreadable files (``file:line``), an utterance without a speaker, or
-            no token at all.
+        DataError: unreadable files (``file:line``), a label not in ``phones``, an
+            utterance without a speaker, or no token at all.
     """
     labels_path = Path(labels_path)
-    labels = {utt: rest.split() for _, utt, rest in read_table(labels_path, check_sorted=False)}
+    labels = {}
+    inverse = {i: sym for sym, i in (phones or {}).items()}
+    for lineno, utt, rest in read_table(labels_path, check_sorted=False):
+        tokens = rest.split()
+        if phones is not None:
+            tokens = _symbols(tokens, phones, inverse, where(labels_path, lineno))
+        labels[utt] = tokens
     utt2spk = {}
     for lineno, utt, rest in read_table(utt2spk_path, check_sorted=False):
         fields = rest.split()
@@ -173,9 +198,12 @@ def make_item_file(
 
 
 def cmd_make_item(args: argparse.Namespace) -> int:
+    from cpc_seq.audio.kaldi import read_phone_table
+
     silence = [s for s in args.silence.split(",") if s]
+    phones = read_phone_table(args.phones) if args.phones else None
     counts = make_item_file(
-        args.labels, args.utt2spk, args.out, split=args.split, silence=silence,
+        args.labels, args.utt2spk, args.out, split=args.split, phones=phones, silence=silence,
         context=not args.no_context, boundary=args.boundary, frame_rate=args.frame_rate,
         min_frames=args.min_frames,
     )
@@ -199,6 +227,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("utt2spk", help="utt2spk (speaker of every labelled utterance)")
     p.add_argument("out", help="item file to write")
     p.add_argument("--split", help="only these utterance ids (one per line, e.g. test split)")
+    p.add_argument("--phones", help="phones.txt: write integer labels as their symbols")
     p.add_argument("--silence", default="SIL",
                    help="comma-separated labels that are contexts but never items ('' = none)")
     p.add_argument("--no-context", action="store_true",
