@@ -34,7 +34,8 @@ from cpc_seq.images.dim import DIMConfig, build_dim, global_scores, local_scores
 from cpc_seq.images.train import load_config, load_image_model, make_image_engine
 from cpc_seq.io.checkpoint import load_checkpoint
 from cpc_seq.losses.amdim_nce import amdim_nce, amdim_scores, tanh_clip
-from cpc_seq.losses.estimators import estimate, jsd
+from cpc_seq.losses.estimators import jsd
+from cpc_seq.losses.select import estimate
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -46,7 +46,7 @@ against matching. The noise is used only inside :meth:`DIMModel.encoder_loss`; `
 returned by the encoder/``features`` is the clean normalised vector. ``gamma`` (the
 adversarial term) may be combined with it or set to 0.
 
-Every term calls the loss core (:func:`cpc_seq.losses.estimators.estimate`); the global
+Every term calls the loss core (:func:`cpc_seq.losses.select.estimate`); the global
 and local terms use the configured estimator (``jsd`` default, ``dv``, ``infonce``), the
 prior game uses ``jsd`` (the GAN objective). The core works in log-sum-exp/softplus form,
 so no ``log(0)`` and no NaN for any score value.
@@ -61,7 +61,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from cpc_seq.config import check
-from cpc_seq.losses.estimators import ESTIMATORS, EstimatorOutput, estimate, jsd
+from cpc_seq.losses.estimators import ESTIMATORS, EstimatorOutput, jsd
+from cpc_seq.losses.select import estimate
 
 __all__ = [
     "DIMConfig",

@@ -1,5 +1,6 @@
 """The contrastive loss core: MI estimators on score matrices (InfoNCE, JSD, DV, and the
-NWJ/MINE/SMILE bounds of :mod:`cpc_seq.losses.bounds`), and k-step InfoNCE.
+NWJ/MINE/SMILE bounds of :mod:`cpc_seq.losses.bounds`, picked by name with
+:func:`cpc_seq.losses.select.estimate`), and k-step InfoNCE.
 
 No model code lives here; CPC (audio, text), DIM and AMDIM all call into it.
 """
@@ -9,11 +10,11 @@ from cpc_seq.losses.estimators import (
     ESTIMATORS,
     EstimatorOutput,
     donsker_varadhan,
-    estimate,
     infonce,
     jsd,
 )
 from cpc_seq.losses.kstep import NEGATIVE_MODES, KStepOutput, kstep_infonce, sample_negatives
+from cpc_seq.losses.select import STATELESS, estimate
 
 __all__ = [
     "ESTIMATORS",
@@ -22,6 +23,7 @@ __all__ = [
     "jsd",
     "donsker_varadhan",
     "estimate",
+    "STATELESS",
     "BOUNDS",
     "nwj",
     "mine",

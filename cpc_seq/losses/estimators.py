@@ -36,7 +36,6 @@ from torch import Tensor
 ESTIMATORS = ("infonce", "jsd", "dv")
 #: every name :func:`estimate` accepts: the above plus the stateless bounds of
 #: :mod:`cpc_seq.losses.bounds` (MINE keeps a moving average, so it is called directly).
-STATELESS = ESTIMATORS + ("nwj", "smile")
 
 
 @dataclass
@@ -97,25 +96,6 @@ def donsker_varadhan(
     )
     mi = e_pos - log_mean_exp_neg
     return EstimatorOutput(loss=-mi, mi=mi.detach())
-
-
-def estimate(
-    name: str, scores: Tensor, pos_mask: Tensor, valid_mask: Tensor | None = None
-) -> EstimatorOutput:
-    """Dispatch by name: ``infonce`` | ``jsd`` | ``dv`` | ``nwj`` | ``smile`` (default
-    ``tau``); MINE needs its moving-average state: :func:`cpc_seq.losses.bounds.mine`."""
-    if name in ("nwj", "smile"):
-        from cpc_seq.losses import bounds  # bounds imports this module
-
-        return bounds.nwj(scores, pos_mask, valid_mask) if name == "nwj" \
-            else bounds.smile(scores, pos_mask, valid_mask)
-    if name == "infonce":
-        return infonce(scores, pos_mask, valid_mask)
-    if name == "jsd":
-        return jsd(scores, pos_mask, valid_mask)
-    if name == "dv":
-        return donsker_varadhan(scores, pos_mask, valid_mask)
-    raise ValueError(f"unknown estimator {name!r}; choose one of {', '.join(STATELESS)}")
 
 
 def log_num_candidates(n: int) -> float:

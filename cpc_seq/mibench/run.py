@@ -34,7 +34,8 @@ from tqdm import tqdm
 from cpc_seq.config import check
 from cpc_seq.io.checkpoint import atomic_write
 from cpc_seq.losses.bounds import MineEstimator, smile
-from cpc_seq.losses.estimators import EstimatorOutput, estimate
+from cpc_seq.losses.estimators import EstimatorOutput
+from cpc_seq.losses.select import estimate
 from cpc_seq.mibench.critics import CRITICS, build_critic
 from cpc_seq.mibench.tasks import TRANSFORMS, Task
 
