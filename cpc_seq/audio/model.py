@@ -17,7 +17,7 @@ from torch import Tensor, nn
 from cpc_seq.audio.encoder import NORMS, ConvEncoder, paper_layers
 from cpc_seq.config import check
 from cpc_seq.nn.context import CONTEXTS, build_context
-from cpc_seq.nn.layers import PredictionHeads
+from cpc_seq.nn.predictors import PREDICTORS, build_predictor
 
 ENCODER_PRESETS = ("paper", "small", "tiny", "custom")
 
@@ -30,6 +30,14 @@ class ModelConfig:
     the paper's kernels/strides (160x), or ``custom`` with ``encoder_layers`` as
     [[kernel, stride, channels], ...]. ``encoder_channels`` overrides the channel count
     of a preset.
+
+    ``predictor``: the k-step prediction network (:mod:`cpc_seq.nn.predictors`):
+    ``linear`` (the CPC paper's), ``transformer`` (one causal Transformer layer per
+    step, CPC_audio's), ``transformer_shared`` (one layer shared by the steps);
+    ``predictor_ff`` its feed-forward width (default 4 * dim_c); its heads are
+    ``transformer_heads`` and its dropout ``dropout``. ``predictor_dropout``: dropout
+    on c where it enters the prediction network (CPC_audio's ``--dropout``, p = 0.5);
+    the features extracted for probes never see it.
     """
 
     encoder: str = "small"
@@ -43,6 +51,9 @@ class ModelConfig:
     dropout: float = 0.0
     n_steps: int = 12
     sample_rate: int = 16000
+    predictor: str = "linear"
+    predictor_ff: int | None = None
+    predictor_dropout: float = 0.0
 
     def validate(self) -> None:
         check(self.encoder in ENCODER_PRESETS, "model.encoder", f"one of {ENCODER_PRESETS}")
@@ -63,6 +74,13 @@ class ModelConfig:
         if self.context == "transformer":
             check(self.dim_c % self.transformer_heads == 0, "model.transformer_heads",
                   f"must divide dim_c={self.dim_c}")
+        check(self.predictor in PREDICTORS, "model.predictor", f"one of {PREDICTORS}")
+        if self.predictor != "linear":
+            check(self.dim_c % self.transformer_heads == 0, "model.transformer_heads",
+                  f"must divide dim_c={self.dim_c} (the Transformer predictor's width)")
+        check(0.0 <= self.predictor_dropout < 1.0, "model.predictor_dropout", "must be in [0, 1)")
+        if self.predictor_ff is not None:
+            check(self.predictor_ff > 0, "model.predictor_ff", "must be positive")
 
     def downsample_rate(self) -> int:
         """Input samples per output frame: the product of the encoder's strides."""
@@ -101,7 +119,7 @@ class CPCModel(nn.Module):
     """
 
     def __init__(
-        self, encoder: ConvEncoder, context: nn.Module, heads: PredictionHeads,
+        self, encoder: ConvEncoder, context: nn.Module, heads: nn.Module,
         config: ModelConfig | None = None,
     ) -> None:
         super().__init__()
@@ -141,7 +159,9 @@ def build_model(config: ModelConfig) -> CPCModel:
         config.context, encoder.out_channels, config.dim_c, config.context_layers,
         config.transformer_heads, config.dropout,
     )
-    heads = PredictionHeads(config.dim_c, encoder.out_channels, config.n_steps)
+    heads = build_predictor(config.predictor, config.dim_c, encoder.out_channels,
+                            config.n_steps, config.transformer_heads, config.predictor_ff,
+                            config.dropout, config.predictor_dropout)
     return CPCModel(encoder, context, heads, config)
 
 
@@ -153,4 +173,32 @@ def cpc_paper(**overrides: object) -> CPCModel:
 def cpc_small(**overrides: object) -> CPCModel:
     """CPU-sized model: 256-channel encoder, GRU 256, 12 steps."""
     return build_model(ModelConfig(encoder="small", **overrides))  # type: ignore[arg-type]
+
+
+#: Modified CPC (Riviere et al. 2020, CPC_audio's default) as in the ZeroSpeech 2021
+#: CPC-small baseline: channel-wise layer norm in the 256-channel encoder, a 2-layer
+#: LSTM context, one causal Transformer prediction layer per step, dropout. Train it with
+#: ``data.batch_sampling=same_speaker`` and ``loss.negatives=cross_batch`` (the
+#: baseline's sampling; recipes/librispeech/conf/cpc2.yaml).
+CPC2: dict[str, object] = {
+    "encoder": "small", "encoder_norm": "channel", "context": "lstm", "dim_c": 256,
+    "context_layers": 2, "predictor": "transformer", "transformer_heads": 8,
+    "predictor_ff": 2048, "predictor_dropout": 0.5, "n_steps": 12,
+}
+
+MODEL_PRESETS: dict[str, dict[str, object]] = {
+    "paper": {"encoder": "paper"}, "small": {"encoder": "small"}, "cpc2": CPC2,
+}
+
+
+def preset_config(name: str, **overrides: object) -> ModelConfig:
+    """The :class:`ModelConfig` of a preset (``paper``, ``small``, ``cpc2``) with overrides."""
+    if name not in MODEL_PRESETS:
+        raise ValueError(f"unknown model preset {name!r}; one of {', '.join(MODEL_PRESETS)}")
+    return ModelConfig(**{**MODEL_PRESETS[name], **overrides})  # type: ignore[arg-type]
+
+
+def cpc2(**overrides: object) -> CPCModel:
+    """Modified CPC / CPC2 (ZeroSpeech 2021 CPC-small settings): see :data:`CPC2`."""
+    return build_model(preset_config("cpc2", **overrides))
 

@@ -1,7 +1,11 @@
 """Audio CPC as a task of the training engine: ``cpc-seq train --config conf.yaml [key=value ...]``.
 
-Random fixed-length windows of the training utterances -> per-window normalisation ->
-:class:`~cpc_seq.audio.model.CPCModel` -> k-step InfoNCE. Everything else (optimiser,
+Fixed-length windows of the training audio (packed per speaker, or padded, or only long
+utterances: ``data.short_utterances``; batched uniformly, per speaker or speaker-balanced:
+``data.batch_sampling``; see :mod:`cpc_seq.audio.batches`) -> optional waveform
+augmentation (``augment``, :mod:`cpc_seq.audio.augment`) -> per-window normalisation ->
+:class:`~cpc_seq.audio.model.CPCModel` -> k-step InfoNCE (``loss.kind: infonce``) or
+ACPC's aligned loss (``loss.kind: acpc``, :mod:`cpc_seq.losses.acpc`). Everything else (optimiser,
 schedule, precision, DDP, logging, checkpoints, resume) is the engine's
 (:mod:`cpc_seq.engine.trainer`).
 
@@ -20,6 +24,8 @@ import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
+from cpc_seq.audio.augment import AugmentConfig, Augmenter
+from cpc_seq.audio.batches import BATCH_SAMPLING, SHORT_MODES, WindowPlan, make_segments
 from cpc_seq.audio.model import CPCModel, ModelConfig, build_model
 from cpc_seq.audio.windows import WaveStore, normalize_windows
 from cpc_seq.config import apply_overrides, check, from_dict, load_yaml, to_dict
@@ -27,9 +33,10 @@ from cpc_seq.engine import distributed
 from cpc_seq.engine.config import OptimConfig, RunConfig
 from cpc_seq.engine.log import kstep_metrics
 from cpc_seq.engine.trainer import Context, Engine, StepOutput, Task
-from cpc_seq.engine.windows import PlanBatches, WindowSampler, fixed_windows
+from cpc_seq.engine.windows import PlanBatches, fixed_windows
 from cpc_seq.errors import ConfigError, DataError
 from cpc_seq.losses import kstep_infonce
+from cpc_seq.losses.acpc import ACPC_NEGATIVES, acpc_loss
 from cpc_seq.losses.config import LossConfig
 
 KIND = "audio_cpc"
@@ -37,20 +44,56 @@ KIND = "audio_cpc"
 
 @dataclass
 class DataConfig:
-    """Training data. ``train``/``dev``: Kaldi data dirs (``dev`` optional)."""
+    """Training data. ``train``/``dev``: Kaldi data dirs (``dev`` optional).
+
+    ``short_utterances``: ``pack`` (each speaker's utterances concatenated, windows may
+    cross utterance but never speaker boundaries; every utterance trains) | ``pad``
+    (short utterances train as one zero-padded, masked window) | ``skip`` (left out) |
+    ``error``. ``batch_sampling``: ``uniform`` | ``same_speaker`` (every batch one
+    speaker, from utt2spk) | ``speaker_balanced``. Both in :mod:`cpc_seq.audio.batches`,
+    with what each does to the negatives. Dev windows are always whole-window cuts of
+    utterances at least one window long.
+    """
 
     train: str = "data/tiny/train"
     dev: str | None = None
     window: int = 20480
     batch_size: int = 8
-    short_utterances: str = "error"
+    short_utterances: str = "pack"
+    batch_sampling: str = "uniform"
     allow_pipes: bool = False
 
     def validate(self) -> None:
         check(self.window > 0, "data.window", "must be positive")
         check(self.batch_size > 0, "data.batch_size", "must be positive")
-        check(self.short_utterances in ("error", "skip"), "data.short_utterances",
-              "one of 'error', 'skip'")
+        check(self.short_utterances in SHORT_MODES, "data.short_utterances",
+              f"one of {SHORT_MODES}")
+        check(self.batch_sampling in BATCH_SAMPLING, "data.batch_sampling",
+              f"one of {BATCH_SAMPLING}")
+
+
+LOSS_KINDS = ("infonce", "acpc")
+
+
+@dataclass
+class AudioLossConfig(LossConfig):
+    """The audio task's ``loss`` section: k-step InfoNCE options plus the loss kind.
+
+    ``kind``: ``infonce`` (CPC's k-step InfoNCE, :mod:`cpc_seq.losses.kstep`) | ``acpc``
+    (Chorowski et al. 2021: the ``model.n_steps`` predictions aligned to the next
+    ``acpc_horizon`` frames, :mod:`cpc_seq.losses.acpc`; negatives ``all`` or
+    ``cross_batch``).
+    """
+
+    kind: str = "infonce"
+    acpc_horizon: int = 12
+
+    def validate(self) -> None:
+        super().validate()
+        check(self.kind in LOSS_KINDS, "loss.kind", f"one of {LOSS_KINDS}")
+        if self.kind == "acpc":
+            check(self.negatives in ACPC_NEGATIVES, "loss.negatives",
+                  f"one of {ACPC_NEGATIVES} with loss.kind=acpc")
 
 
 @dataclass
@@ -59,15 +102,22 @@ class ExperimentConfig:
 
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
-    loss: LossConfig = field(default_factory=LossConfig)
+    loss: AudioLossConfig = field(default_factory=AudioLossConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: RunConfig = field(default_factory=RunConfig)
 
     def validate(self) -> None:
         hop = self.model.downsample_rate()
-        needed = (self.model.n_steps + 1) * hop
+        ahead = self.model.n_steps
+        if self.loss.kind == "acpc":
+            check(self.loss.acpc_horizon >= self.model.n_steps, "loss.acpc_horizon",
+                  f"must be at least model.n_steps={self.model.n_steps} (the predictions "
+                  "it aligns)")
+            ahead = self.loss.acpc_horizon
+        needed = (ahead + 1) * hop
         check(self.data.window >= needed, "data.window",
-              f"{self.data.window} samples is too short for {self.model.n_steps} prediction "
+              f"{self.data.window} samples is too short for {ahead} prediction "
               f"steps (need at least {needed})")
 
 
@@ -82,34 +132,49 @@ def load_waves(
     data_dir: str, window: int, short: str, allow_pipes: bool, sample_rate: int,
     progress: bool, role: str,
 ) -> WaveStore:
-    """Load a Kaldi data dir's audio into a :class:`WaveStore`, checking window length."""
+    """Load a Kaldi data dir's audio into a :class:`WaveStore` (utterances ordered by
+    speaker, so each speaker's audio is contiguous; ``store.speakers``: each utterance's
+    speaker, the utterance itself without utt2spk), applying ``short`` (see
+    :class:`DataConfig`) to utterances shorter than ``window``. Logs the seconds of audio
+    that went in and the seconds dropped."""
     from cpc_seq.audio.kaldi import load_data_dir
     from cpc_seq.audio.wav import AudioNotes
 
     dd = load_data_dir(data_dir, allow_pipes=allow_pipes)
+    spk_of = dd.utt2spk or {}
     notes = AudioNotes()
-    utts, waves, skipped = [], [], []
+    kept, skipped = [], []
+    dropped = total = 0
     for utt in tqdm(dd.utts, desc=f"loading {role} audio", disable=not progress, unit="utt"):
         w = dd.load_audio(utt, target_sr=sample_rate, allow_pipes=allow_pipes, notes=notes)
-        if len(w) < window:
+        total += len(w)
+        if len(w) < window and short in ("skip", "error"):
             if short == "error":
                 raise DataError(
                     f"{data_dir}: utterance {utt} has {len(w)} samples, shorter than the "
-                    f"training window data.window={window}; set data.short_utterances=skip "
-                    "to leave such utterances out, or use a shorter window"
+                    f"training window data.window={window}; set data.short_utterances=pack "
+                    "(or pad, or skip) to train on such utterances, or use a shorter window"
                 )
             skipped.append(utt)
+            dropped += len(w)
             continue
-        utts.append(utt)
-        waves.append(w)
+        kept.append((spk_of.get(utt, utt), utt, w))
     for line in notes.summary():
         tqdm.write(f"[{role}] {line}", file=sys.stderr)
-    if skipped:
-        tqdm.write(f"[{role}] skipped {len(skipped)} utterances shorter than {window} samples",
-                   file=sys.stderr)
-    if not utts:
+    if not kept:
         raise DataError(f"{data_dir}: no utterance is at least {window} samples long")
-    return WaveStore(utts, waves)
+    kept.sort(key=lambda e: e[0])  # stable: data-dir order within a speaker
+    sr = float(sample_rate)
+    n_spk = len({e[0] for e in kept})
+    msg = (f"[{role}] {len(kept)} utterances of {n_spk} speakers, {(total - dropped) / sr:.1f} s "
+           f"of audio in (data.short_utterances={short})")
+    if skipped:
+        msg += (f"; skipped {len(skipped)} utterances shorter than {window} samples: "
+                f"{dropped / sr:.1f} s of {total / sr:.1f} s dropped")
+    else:
+        msg += "; nothing dropped"
+    tqdm.write(msg, file=sys.stderr)
+    return WaveStore([e[1] for e in kept], [e[2] for e in kept], speakers=[e[0] for e in kept])
 
 
 class _TrainStep(nn.Module):
@@ -119,13 +184,16 @@ class _TrainStep(nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        z, c, frame_lengths = self.model(x)
+    def forward(self, x: Tensor, lengths: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
+        z, c, frame_lengths = self.model(x, lengths)
         return z, frame_lengths, self.model.predict(c)
 
 
 class AudioCPCTask(Task):
-    """Audio CPC for the engine: model, window batches, k-step InfoNCE, dev evaluation."""
+    """Audio CPC for the engine: model, window batches, k-step InfoNCE, dev evaluation.
+
+    A batch is ``(x (B, N), lengths (B,) or None)``: normalised windows and, when some
+    window is padded, the real samples of each."""
 
     kind = KIND
     unit = "audio_sec"
@@ -147,9 +215,21 @@ class AudioCPCTask(Task):
             cfg.data.train, cfg.data.window, cfg.data.short_utterances, cfg.data.allow_pipes,
             cfg.model.sample_rate, progress, "train",
         )
-        sampler = WindowSampler(self.train_store.lengths, cfg.data.window, cfg.data.batch_size,
-                                run.seed)
-        self.batches = PlanBatches(sampler, ctx.dist.rank, ctx.dist.world)
+        store = self.train_store
+        segments = make_segments(store.starts, store.lengths, store.speakers,
+                                 pack=cfg.data.short_utterances == "pack")
+        self.plan = WindowPlan(segments, cfg.data.window, cfg.data.batch_size, run.seed,
+                               cfg.data.batch_sampling)
+        self.batches = PlanBatches(self.plan, ctx.dist.rank, ctx.dist.world)
+        if ctx.dist.is_main:
+            tqdm.write(f"[train] {self.plan.windows_per_epoch} windows of {cfg.data.window} "
+                       f"samples from {len(segments.length)} "
+                       f"{'speaker streams' if cfg.data.short_utterances == 'pack' else 'utterances'}"
+                       f" per epoch, {self.plan.batches_per_epoch} batches "
+                       f"(data.batch_sampling={cfg.data.batch_sampling})", file=sys.stderr)
+        self.aug_gen = torch.Generator().manual_seed(run.seed + 29 + 1000 * ctx.dist.rank)
+        self.augmenter = (Augmenter(cfg.augment, cfg.model.sample_rate, self.aug_gen)
+                          if cfg.augment.enabled else None)
         self.dev_store = None
         if cfg.data.dev and ctx.dist.is_main:
             self.dev_store = load_waves(
@@ -169,11 +249,27 @@ class AudioCPCTask(Task):
         x = store.gather(utt, off, self.cfg.data.window)
         return normalize_windows(x).to(self.ctx.device, non_blocking=True)
 
-    def next_batch(self) -> Tensor:
-        return self._windows(self.train_store, *self.batches.next())
+    def next_batch(self) -> tuple[Tensor, Tensor | None]:
+        start, length = self.batches.next()
+        n = self.cfg.data.window
+        x = self.train_store.gather_spans(start, length, n)
+        if self.augmenter is not None:
+            x, length = self.augmenter(x, length)
+        padded = bool((length < n).any())
+        lengths = length if padded else None
+        x = normalize_windows(x, lengths=lengths).to(self.ctx.device, non_blocking=True)
+        return x, (lengths.to(self.ctx.device) if padded else None)
 
-    def loss(self, module: nn.Module, batch: Tensor, training: bool = True) -> StepOutput:
-        z, frame_lengths, pred = module(batch)
+    def loss(self, module: nn.Module, batch: Any, training: bool = True) -> StepOutput:
+        x, lengths = batch if isinstance(batch, tuple) else (batch, None)
+        z, frame_lengths, pred = module(x, lengths)
+        seconds = (x.shape[0] * x.shape[1] if lengths is None else float(lengths.sum())
+                   ) / self.cfg.model.sample_rate
+        if self.cfg.loss.kind == "acpc":
+            out = acpc_loss(pred, z, frame_lengths, horizon=self.cfg.loss.acpc_horizon,
+                            negatives=self.cfg.loss.negatives,
+                            n_negatives=self.cfg.loss.n_negatives, generator=self.neg_gen)
+            return StepOutput(out.loss, units=seconds, extra=out)
         extra = {}
         if training and self.ctx.dist.enabled and self.cfg.loss.cross_rank:
             extra = {
@@ -186,7 +282,6 @@ class AudioCPCTask(Task):
             n_negatives=self.cfg.loss.n_negatives,
             exclude_positive=self.cfg.loss.exclude_positive, generator=self.neg_gen, **extra,
         )
-        seconds = batch.shape[0] * batch.shape[1] / self.cfg.model.sample_rate
         return StepOutput(out.loss, units=seconds, extra=out)
 
     def metrics(self, out: StepOutput) -> dict[str, float]:
@@ -218,12 +313,15 @@ class AudioCPCTask(Task):
         return {"dev/loss": sum(losses) / len(losses), "dev/acc": sum(accs) / len(accs)}
 
     def state_dict(self) -> dict[str, Any]:
-        return {"batches": self.batches.state_dict(), "rng_neg": self.neg_gen.get_state()}
+        return {"batches": self.batches.state_dict(), "rng_neg": self.neg_gen.get_state(),
+                "rng_augment": self.aug_gen.get_state()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.batches.load_state_dict(state["batches"])
         rng = state["rng_neg"]
         self.neg_gen.set_state(rng.cpu() if self.ctx.device.type == "cpu" else rng)
+        if "rng_augment" in state:  # checkpoints from before augmentation have none
+            self.aug_gen.set_state(state["rng_augment"].cpu())
 
 
 def make_engine(cfg: ExperimentConfig, resume: bool = False) -> Engine:
