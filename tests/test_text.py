@@ -26,7 +26,6 @@ from cpc_seq.text.data import (
 )
 from cpc_seq.text.extract import extract_text_to, load_text
 from cpc_seq.text.models import SentenceCPC, TextModelConfig, TokenCPC, build_text_model
-from cpc_seq.text.probe import HashedBow
 from cpc_seq.text.tokenizers import (
     ByteTokenizer,
     CharTokenizer,
@@ -300,13 +299,6 @@ def test_sentence_store_gather() -> None:
     assert tl.tolist() == [[1, 2], [2, 1]]
     assert toks.shape == (2, 2, 2)
     assert toks[0].tolist() == [[4, 0], [9, 9]] and toks[1].tolist() == [[5, 6], [7, 0]]
-
-
-def test_hashed_bow() -> None:
-    bow = HashedBow(dim=64).fit(["the cat sat", "the dog ran"])
-    x = bow.transform(["the cat", ""])
-    assert x.shape == (2, 64)
-    assert np.isclose(np.linalg.norm(x[0]), 1.0) and not x[1].any()
 
 
 # ------------------------------------------------------------- training and extraction

@@ -24,11 +24,13 @@ import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from cpc_seq.cliutil import add_train_command, print_metrics, run_command
 from cpc_seq.errors import CpcSeqError, DataError
+from cpc_seq.text.probe import C_GRID
 
 __all__ = ["add_text_commands", "TEXT_COMMANDS", "cmd_text_train", "cmd_text_extract",
            "cmd_text_probe", "cmd_text_table", "read_items", "main"]
@@ -97,47 +99,101 @@ def cmd_text_extract(args: argparse.Namespace) -> int:
     return 0
 
 
+def _concat_feats(rspecs: list[str], what: str) -> dict[str, Any]:
+    """Read one or more feature sets and concatenate them per item (pooled rows first)."""
+    import numpy as np
+
+    from cpc_seq.text.probe import read_vectors
+
+    sets = [read_vectors(r) for r in rspecs]
+    if len(sets) == 1:
+        return sets[0]
+    keys = set(sets[0])
+    for r, fs in zip(rspecs[1:], sets[1:]):
+        if set(fs) != keys:
+            raise DataError(f"{what} features {r} and {rspecs[0]} cover different items "
+                            f"({len(set(fs) ^ keys)} differ)")
+    return {k: np.concatenate([np.asarray(fs[k]).mean(0, keepdims=True) for fs in sets], axis=1)
+            for k in keys}
+
+
 def cmd_text_probe(args: argparse.Namespace) -> int:
-    """Sentence-level linear probe on extracted features, or the bag-of-words baseline."""
+    """Sentence-level probe on extracted features, the tuned bag of words, or the
+    majority class."""
     import numpy as np
 
     from cpc_seq.io.checkpoint import atomic_write
     from cpc_seq.probes.linear import ProbeResult, save_confusion_csv, save_confusion_png
     from cpc_seq.text.data import read_labels, read_text_items
-    from cpc_seq.text.probe import HashedBow, label_table, read_vectors, run_probe, stack
+    from cpc_seq.text.probe import (
+        label_table,
+        logreg_probe,
+        majority_result,
+        run_probe,
+        stack,
+        tfidf_probe,
+    )
 
     if args.threads:
         torch.set_num_threads(args.threads)
+    try:
+        c_grid = [float(c) for c in args.C_grid.split(",") if c.strip()]
+    except ValueError:
+        raise CpcSeqError(f"--C-grid {args.C_grid!r}: expected comma-separated numbers") from None
     train_lab, test_lab = read_labels(args.train_labels), read_labels(args.test_labels)
     classes = label_table(train_lab)
-    if args.bow:
-        if not (args.train_text and args.test_text):
-            raise CpcSeqError("--bow needs --train-text and --test-text")
-
-        def texts(path: str) -> dict[str, str]:
-            return dict(read_text_items(path.removeprefix("text:")))
-
-        tr_text, te_text = texts(args.train_text), texts(args.test_text)
-        bow = HashedBow(args.bow_dim, args.bow_ngrams).fit(
-            [tr_text[k] for k in sorted(train_lab) if k in tr_text])
-        tr_feats = dict(zip(sorted(tr_text), bow.transform([tr_text[k] for k in sorted(tr_text)])))
-        te_feats = dict(zip(sorted(te_text), bow.transform([te_text[k] for k in sorted(te_text)])))
-        source = {"train_text": args.train_text, "test_text": args.test_text}
-    else:
-        if not (args.train_feats and args.test_feats):
-            raise CpcSeqError("give --train-feats and --test-feats (or --bow)")
-        tr_feats, te_feats = read_vectors(args.train_feats), read_vectors(args.test_feats)
-        source = {"train_feats": args.train_feats, "test_feats": args.test_feats}
-    tr_x, tr_y, _, _ = stack(tr_feats, train_lab, classes, args.pool, "train")
-    te_x, te_y, _, unknown = stack(te_feats, test_lab, classes, args.pool, "test")
+    index = {c: i for i, c in enumerate(classes)}
+    tr_keys = sorted(train_lab)
+    te_keys = [k for k in sorted(test_lab) if test_lab[k] in index]
+    unknown = len(test_lab) - len(te_keys)
     if unknown:
         print(f"note: {unknown} test items have labels not seen in training; left out",
               file=sys.stderr)
-    standardize = not (args.bow or args.no_standardize)
-    lr = args.lr if args.lr is not None else (1e-2 if not standardize else 1e-3)
-    d = run_probe(tr_x, tr_y, te_x, te_y, classes, hidden=args.mlp, epochs=args.epochs,
-                  lr=lr, batch_size=args.batch_size, weight_decay=args.weight_decay,
-                  seed=args.seed, standardize=standardize)
+    tr_y = np.array([index[train_lab[k]] for k in tr_keys], dtype=np.int64)
+    te_y = np.array([index[test_lab[k]] for k in te_keys], dtype=np.int64)
+    if args.bow and args.majority:
+        raise CpcSeqError("give at most one of --bow and --majority")
+    if args.majority:
+        d = majority_result(tr_y, te_y, classes)
+        source: dict[str, object] = {}
+    elif args.bow:
+        if not (args.train_text and args.test_text):
+            raise CpcSeqError("--bow needs --train-text and --test-text")
+
+        def texts(path: str, keys: list[str], what: str) -> list[str]:
+            items = dict(read_text_items(path.removeprefix("text:")))
+            missing = [k for k in keys if k not in items]
+            if missing:
+                raise DataError(f"{what}: item {missing[0]!r} has a label but no text in {path}")
+            return [items[k] for k in keys]
+
+        d = tfidf_probe(texts(args.train_text, tr_keys, "train"), tr_y,
+                        texts(args.test_text, te_keys, "test"), te_y, classes,
+                        ngrams=args.bow_ngrams, min_df=args.bow_min_df,
+                        max_features=args.bow_max_features, c_grid=c_grid,
+                        dev_fraction=args.dev_fraction, seed=args.seed)
+        source = {"train_text": args.train_text, "test_text": args.test_text}
+    else:
+        if not (args.train_feats and args.test_feats):
+            raise CpcSeqError("give --train-feats and --test-feats (or --bow, --majority)")
+        if len(args.train_feats) != len(args.test_feats):
+            raise CpcSeqError("give as many --test-feats as --train-feats")
+        tr_feats = _concat_feats(args.train_feats, "train")
+        te_feats = _concat_feats(args.test_feats, "test")
+        tr_x, tr_yt, _, _ = stack(tr_feats, train_lab, classes, args.pool, "train")
+        te_x, te_yt, _, _ = stack(te_feats, test_lab, classes, args.pool, "test")
+        standardize = not args.no_standardize
+        if args.probe == "logreg":
+            d = logreg_probe(tr_x, tr_yt, te_x, te_yt, classes, c_grid=c_grid,
+                             dev_fraction=args.dev_fraction, seed=args.seed,
+                             standardize=standardize)
+        else:
+            lr = args.lr if args.lr is not None else (1e-2 if not standardize else 1e-3)
+            d = run_probe(tr_x, tr_yt, te_x, te_yt, classes, hidden=args.mlp,
+                          epochs=args.epochs, lr=lr, batch_size=args.batch_size,
+                          weight_decay=args.weight_decay, seed=args.seed,
+                          standardize=standardize)
+        source = {"train_feats": args.train_feats, "test_feats": args.test_feats}
     out = Path(args.out)
     d.update({"name": args.name or out.name, "task": args.task, "pool": args.pool,
               "test_unknown_labels": unknown, **source})
@@ -147,9 +203,10 @@ def cmd_text_probe(args: argparse.Namespace) -> int:
     res = ProbeResult(accuracy=d["accuracy"], per_class_accuracy={}, confusion=conf, n=d["n"])
     save_confusion_csv(res, out / "confusion.csv", classes)
     save_confusion_png(res, out / "confusion.png", classes)
+    tuned = f", C={d['C']:g}" if "C" in d else ""
     print(f"{d['name']}: {args.task} accuracy {100 * d['accuracy']:.1f}% (macro "
           f"{100 * d['macro_accuracy']:.1f}%) on {d['n']} test items (train "
-          f"{100 * d['train_accuracy']:.1f}%, {d['feature_dim']}-dim)")
+          f"{100 * d['train_accuracy']:.1f}%, {d['feature_dim']}-dim, {d['probe']}{tuned})")
     return 0
 
 
@@ -226,36 +283,48 @@ def add_text_commands(subparsers: argparse._SubParsersAction) -> None:
     e.set_defaults(func=cmd_text_extract)
 
     q = subparsers.add_parser(
-        "text-probe", help="linear probe on per-item text features (or bag of words)",
+        "text-probe", help="probe on per-item text features (or bag of words, majority)",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
         description="Classify items (e.g. sentences) from extracted features, pooled per "
-        "item (standardised with the training mean/std), or from hashed unigram+bigram "
-        "TF-IDF (--bow; plain logistic regression). Labels: '<id> <label>' files.",
+        "item and standardised with the training mean/std (several --train-feats/--test-feats "
+        "are concatenated per item, e.g. z and c); from TF-IDF word n-grams (--bow, "
+        "scikit-learn); or report the majority class (--majority). The default probe is a "
+        "multinomial logistic regression whose C is chosen on a stratified dev split of the "
+        "training items, then refitted on all of them. Labels: '<id> <label>' files.",
     )
-    q.add_argument("--train-feats", help="scp:F.scp | npy:DIR")
-    q.add_argument("--test-feats")
-    q.add_argument("--bow", action="store_true", help="bag-of-words baseline from the texts")
+    q.add_argument("--train-feats", action="append", help="scp:F.scp | npy:DIR (repeatable)")
+    q.add_argument("--test-feats", action="append", help="as --train-feats, same order")
+    q.add_argument("--bow", action="store_true", help="TF-IDF bag-of-words baseline from texts")
+    q.add_argument("--majority", action="store_true", help="majority-class baseline")
     q.add_argument("--train-text", help="text file ('<id> <text>') for --bow")
-    q.add_argument("--test-text")
-    q.add_argument("--bow-dim", type=int, default=16384, help="hash buckets (default 16384)")
-    q.add_argument("--bow-ngrams", type=int, default=2, help="1 = unigrams, 2 = +bigrams")
+    q.add_argument("--test-text", help="text file ('<id> <text>') for --bow")
+    q.add_argument("--bow-ngrams", type=int, default=2, help="word n-grams 1..N")
+    q.add_argument("--bow-min-df", type=int, default=1, help="keep n-grams in >= this many items")
+    q.add_argument("--bow-max-features", type=int, default=0,
+                   help="keep the most frequent n-grams (0 = all)")
     q.add_argument("--train-labels", required=True)
     q.add_argument("--test-labels", required=True)
+    q.add_argument("--probe", default="logreg", choices=["logreg", "adam"],
+                   help="logreg: tuned logistic regression; adam: Adam-trained linear/MLP")
+    q.add_argument("--C-grid", default=",".join(f"{c:g}" for c in C_GRID),
+                   help="logreg: values of C tried on the dev split")
+    q.add_argument("--dev-fraction", type=float, default=0.1,
+                   help="logreg: share of the training items held out to choose C")
     q.add_argument("--pool", default="mean", choices=["mean", "max"],
-                   help="pooling of multi-row features (default mean)")
+                   help="pooling of multi-row features")
     q.add_argument("--task", default="label", help="task name for the table")
-    q.add_argument("--mlp", type=int, default=0, help="one hidden layer of this size")
-    q.add_argument("--epochs", type=int, default=30)
+    q.add_argument("--mlp", type=int, default=0, help="adam: one hidden layer of this size")
+    q.add_argument("--epochs", type=int, default=30, help="adam: epochs")
     q.add_argument("--lr", type=float, default=None,
-                   help="Adam learning rate (default 1e-3; 1e-2 without standardisation)")
+                   help="adam: learning rate (None = 1e-3; 1e-2 without standardisation)")
     q.add_argument("--no-standardize", action="store_true",
-                   help="do not standardise features (always off for --bow: its TF-IDF rows "
-                   "are L2-normalised)")
-    q.add_argument("--batch-size", type=int, default=256)
-    q.add_argument("--weight-decay", type=float, default=0.0)
-    q.add_argument("--seed", type=int, default=0)
-    q.add_argument("--threads", type=int, default=0)
+                   help="do not standardise dense features")
+    q.add_argument("--batch-size", type=int, default=256, help="adam: batch size")
+    q.add_argument("--weight-decay", type=float, default=0.0, help="adam: weight decay")
+    q.add_argument("--seed", type=int, default=0, help="dev split / probe seed")
+    q.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch default)")
     q.add_argument("--out", required=True, help="output dir (result.json, confusion.csv/png)")
-    q.add_argument("--name", default=None, help="row name in tables")
+    q.add_argument("--name", default=None, help="row name in tables (None = --out's name)")
     q.set_defaults(func=cmd_text_probe)
 
     t = subparsers.add_parser("text-table", help="markdown table of text probe results")

@@ -11,8 +11,12 @@ matching tokens the context already knows. An input of N tokens gives
 ``T = ceil(N / S)`` frames (the last one zero-padded).
 
 **Sentence level** (``level: sentence``, the CPC paper's NLP model): a sentence encoder
-(token embedding -> 1-D convs with "same" padding -> max or mean over the valid tokens)
-gives one z per sentence; a GRU (or any context) over consecutive sentences gives c; the
+gives one z per sentence (``sentence_encoder``): ``conv`` (token embedding -> 1-D convs
+with "same" padding -> max or mean over the valid tokens),
+``gru`` (a bidirectional GRU over the token embeddings, pooled), ``transformer`` (a small
+Transformer encoder over the token embeddings with learned positions, pooled) or ``bag``
+(the pooled token embeddings); ``sentence_dim`` sets the size of z for the last three.
+Then a GRU (or any context) over consecutive sentences gives c; the
 heads predict the next k sentences' z, scored against the other sentences of the batch
 by :func:`cpc_seq.losses.kstep_infonce`.
 
@@ -36,6 +40,9 @@ from cpc_seq.nn.layers import ChannelNorm, PredictionHeads, receptive_field
 
 LEVELS = ("token", "sentence")
 POOLS = ("max", "mean")
+SENTENCE_ENCODERS = ("conv", "gru", "transformer", "bag")
+#: Longest sentence (tokens) the ``transformer`` sentence encoder has positions for.
+MAX_POSITIONS = 512
 TEXT_NORMS = ("none", "channel")
 
 
@@ -61,6 +68,10 @@ class TextModelConfig:
     transformer_heads: int = 4
     dropout: float = 0.0
     n_steps: int = 6
+    sentence_encoder: str = "conv"
+    sentence_dim: int = 0
+    sentence_layers: int = 1
+    sentence_heads: int = 4
 
     def validate(self) -> None:
         check(self.level in LEVELS, "model.level", f"one of {LEVELS}")
@@ -82,6 +93,19 @@ class TextModelConfig:
         if self.context == "transformer":
             check(self.dim_c % self.transformer_heads == 0, "model.transformer_heads",
                   f"must divide dim_c={self.dim_c}")
+        check(self.sentence_encoder in SENTENCE_ENCODERS, "model.sentence_encoder",
+              f"one of {SENTENCE_ENCODERS}")
+        check(self.sentence_dim >= 0, "model.sentence_dim", "must be >= 0")
+        check(self.sentence_layers > 0, "model.sentence_layers", "must be positive")
+        if self.level == "sentence" and self.sentence_encoder == "gru":
+            check(self.sentence_dim % 2 == 0, "model.sentence_dim",
+                  "must be even for the bidirectional gru encoder (0 = 2 * embed_dim)")
+        if self.level == "sentence" and self.sentence_encoder == "transformer":
+            check(self.sentence_heads > 0 and self.embed_dim % self.sentence_heads == 0,
+                  "model.sentence_heads", f"must divide embed_dim={self.embed_dim}")
+        if self.level == "sentence" and self.sentence_encoder == "bag":
+            check(self.sentence_dim in (0, self.embed_dim), "model.sentence_dim",
+                  "must be 0 or embed_dim for the bag encoder (set embed_dim instead)")
 
     @property
     def stride(self) -> int:
@@ -186,27 +210,86 @@ class TokenCPC(nn.Module):
         return self.heads(c)
 
 
+def _pool_valid(h: Tensor, lengths: Tensor, how: str) -> Tensor:
+    """(N, L, C) rows, (N,) valid counts -> (N, C) mean or max over the valid rows
+    (0 for an item with no valid row)."""
+    mask = (torch.arange(h.shape[1], device=h.device).unsqueeze(0)
+            < lengths.unsqueeze(1)).unsqueeze(-1)
+    if how == "mean":
+        return (h * mask).sum(1) / lengths.clamp_min(1).unsqueeze(1).to(h.dtype)
+    out = h.masked_fill(~mask, float("-inf")).amax(1)
+    return torch.where(lengths.unsqueeze(1) > 0, out, torch.zeros_like(out))
+
+
 class SentenceEncoder(nn.Module):
-    """Sentences -> one vector each: conv over token embeddings, pooled over valid frames.
+    """Sentences -> one vector each (``config.sentence_encoder``), pooled over valid tokens.
 
     ``forward(tokens (N, L), lengths (N,)) -> (N, D_z)``; a sentence of 0 tokens gives 0.
+    A batch gives the same vector for a sentence as the sentence alone.
     """
 
     def __init__(self, config: TextModelConfig) -> None:
         super().__init__()
-        self.conv = TokenConvEncoder(config.vocab_size, config.embed_dim, config.encoder_layers,
-                                     config.encoder_norm, causal=False)
+        self.kind = config.sentence_encoder
         self.pool = config.pool
-        self.out_channels = self.conv.out_channels
+        if self.kind == "conv":
+            self.conv = TokenConvEncoder(config.vocab_size, config.embed_dim,
+                                         config.encoder_layers, config.encoder_norm,
+                                         causal=False)
+            self.out_channels = self.conv.out_channels
+            return
+        if config.vocab_size < 2:
+            raise ValueError(f"vocab_size must be at least 2, got {config.vocab_size}")
+        self.embed = nn.Embedding(config.vocab_size, config.embed_dim, padding_idx=0)
+        if self.kind == "gru":
+            dim = config.sentence_dim or 2 * config.embed_dim
+            self.rnn = nn.GRU(config.embed_dim, dim // 2, num_layers=config.sentence_layers,
+                              batch_first=True, bidirectional=True)
+            self.out_channels = dim
+        elif self.kind == "transformer":
+            e = config.embed_dim
+            self.pos = nn.Embedding(MAX_POSITIONS, e)
+            layer = nn.TransformerEncoderLayer(e, config.sentence_heads, 2 * e,
+                                               dropout=config.dropout, batch_first=True,
+                                               norm_first=True)
+            self.transformer = nn.TransformerEncoder(layer, config.sentence_layers,
+                                                     enable_nested_tensor=False)
+            self.norm = nn.LayerNorm(e)
+            dim = config.sentence_dim or e
+            self.proj: nn.Module = nn.Linear(e, dim) if dim != e else nn.Identity()
+            self.out_channels = dim
+        else:  # bag
+            self.out_channels = config.embed_dim
 
     def forward(self, tokens: Tensor, lengths: Tensor) -> Tensor:
-        h, frames = self.conv(tokens, lengths)  # (N, T, C)
-        mask = (torch.arange(h.shape[1], device=h.device).unsqueeze(0)
-                < frames.unsqueeze(1)).unsqueeze(-1)
-        if self.pool == "mean":
-            return (h * mask).sum(1) / frames.clamp_min(1).unsqueeze(1).to(h.dtype)
-        # ReLU outputs are >= 0, so zeros at padded frames never win the max.
-        return (h * mask).amax(1)
+        if self.kind == "conv":
+            h, frames = self.conv(tokens, lengths)  # (N, T, C)
+            # ReLU outputs are >= 0, so zeros at padded frames never win the max.
+            return _pool_valid(h, frames, self.pool).clamp_min(0)
+        width = tokens.shape[1]
+        lengths = lengths.clamp_max(width)
+        if self.kind == "bag":  # pooled embeddings without materialising (N, L, E)
+            valid = torch.arange(width, device=tokens.device).unsqueeze(0) < lengths.unsqueeze(1)
+            offsets = torch.cumsum(lengths, 0) - lengths
+            return nn.functional.embedding_bag(tokens[valid], self.embed.weight, offsets,
+                                               mode=self.pool, padding_idx=0)
+        x = self.embed(tokens)  # (N, L, E)
+        if self.kind == "gru":
+            if tokens.shape[0] == 0:
+                return x.new_zeros(0, self.out_channels)
+            packed = nn.utils.rnn.pack_padded_sequence(x, lengths.clamp_min(1).cpu(),
+                                                       batch_first=True, enforce_sorted=False)
+            h, _ = self.rnn(packed)
+            x, _ = nn.utils.rnn.pad_packed_sequence(h, batch_first=True, total_length=width)
+        elif self.kind == "transformer":
+            if width > MAX_POSITIONS:
+                raise ValueError(f"sentences of {width} tokens: the transformer sentence "
+                                 f"encoder has {MAX_POSITIONS} positions")
+            x = x + self.pos(torch.arange(width, device=x.device)).unsqueeze(0)
+            pad = torch.arange(width, device=x.device).unsqueeze(0) >= lengths.unsqueeze(1)
+            pad = pad & (lengths.unsqueeze(1) > 0)  # an empty sentence attends to its padding
+            x = self.proj(self.norm(self.transformer(x, src_key_padding_mask=pad)))
+        return _pool_valid(x, lengths, self.pool)
 
 
 class SentenceCPC(nn.Module):

@@ -1,21 +1,25 @@
-"""Sentence-level probes for text features, and a bag-of-words baseline.
+"""Sentence-level probes for text features, and a tuned bag-of-words baseline.
 
-- :class:`HashedBow`: hashed unigram + bigram counts (lower-cased words), weighted
-  ``log(1 + tf) * idf`` with the idf fitted on the probe's training sentences, each row
-  L2-normalised. Plain numpy (``zlib.crc32`` hashing, so it is the same on every run).
-  Its probe is a plain logistic regression on these rows (no per-feature
-  standardisation: dividing sparse n-gram columns by their tiny std blows rare n-grams up
-  and the probe overfits; on the KJV book-group task that costs about 10 points).
-- :func:`run_probe`: a linear (or MLP) probe on per-item vectors with
-  :func:`cpc_seq.probes.linear.train_linear_probe`, scored with ``evaluate_probe``; the
-  result dict also carries the majority-class accuracy for reference.
+- :func:`tfidf_probe`: the bag-of-words baseline, scikit-learn's ``TfidfVectorizer``
+  (lower-cased word 1+2-grams, sublinear tf, L2-normalised rows) and a multinomial
+  ``LogisticRegression`` whose inverse regularisation ``C`` is chosen on a dev split
+  carved from the training items (stratified, seeded), then refitted on all of them.
+- :func:`logreg_probe`: the same tuned logistic regression on dense per-item vectors
+  (standardised with the training mean/std), so CPC features and the bag of words are
+  scored by the same probe family.
+- :func:`run_probe`: the older Adam-trained linear (or MLP) probe of
+  :func:`cpc_seq.probes.linear.train_linear_probe` (``--probe adam``).
+- :func:`majority_result`: the always-the-commonest-training-class row.
 - :func:`markdown_table`: the results as a markdown table.
+
+Every result dict carries ``accuracy``, ``macro_accuracy``, ``train_accuracy``,
+``majority_accuracy``, the confusion matrix and, for the tuned probes, ``C`` and the
+dev accuracy of every tried ``C`` (``dev_accuracy_by_C``).
 """
 
 from __future__ import annotations
 
 import re
-import zlib
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -23,10 +27,13 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from cpc_seq.errors import DataError
-from cpc_seq.probes.linear import evaluate_probe, result_to_dict, train_linear_probe
+from cpc_seq.errors import ConfigError, DataError
+from cpc_seq.probes.linear import ProbeResult, evaluate_probe, result_to_dict, train_linear_probe
 
 _WORD = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
+
+#: Default grid of the logistic regression's inverse regularisation strength.
+C_GRID = (0.01, 0.1, 1.0, 10.0, 100.0, 1000.0)
 
 
 def words(text: str) -> list[str]:
@@ -34,41 +41,147 @@ def words(text: str) -> list[str]:
     return _WORD.findall(text.lower())
 
 
-class HashedBow:
-    """Hashed n-gram TF-IDF features: ``fit(texts)`` then ``transform(texts) -> (N, dim)``."""
+def _scores(pred: np.ndarray, y: np.ndarray, classes: Sequence[str]) -> dict[str, Any]:
+    """``result_to_dict`` of predictions ``pred`` (N,) against labels ``y`` (N,)."""
+    n_cls = len(classes)
+    conf = np.zeros((n_cls, n_cls), dtype=np.int64)
+    np.add.at(conf, (y, pred), 1)
+    present = [c for c in range(n_cls) if conf[c].sum()]
+    res = ProbeResult(accuracy=float((pred == y).mean()),
+                      per_class_accuracy={c: float(conf[c, c] / conf[c].sum()) for c in present},
+                      confusion=conf, n=int(len(y)))
+    return result_to_dict(res, list(classes))
 
-    def __init__(self, dim: int = 8192, ngrams: int = 2) -> None:
-        if dim < 1 or ngrams < 1:
-            raise DataError(f"bag of words: dim={dim} and ngrams={ngrams} must be positive")
-        self.dim, self.ngrams = dim, ngrams
-        self.idf: np.ndarray | None = None
 
-    def _bins(self, text: str) -> list[int]:
-        w = words(text)
-        grams = []
-        for n in range(1, self.ngrams + 1):
-            grams += [" ".join(w[i : i + n]) for i in range(len(w) - n + 1)]
-        return [zlib.crc32(g.encode("utf-8")) % self.dim for g in grams]
+def dev_split(y: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Indices (fit, dev) of a stratified split of labels ``y`` (N,): about ``fraction``
+    of every class with at least two items goes to dev (at least one item each)."""
+    if not 0.0 < fraction < 1.0:
+        raise ConfigError(f"dev fraction {fraction}: must be in (0, 1)")
+    rng = np.random.default_rng(seed)
+    fit, dev = [], []
+    for c in np.unique(y):
+        idx = rng.permutation(np.flatnonzero(y == c))
+        n_dev = int(round(fraction * len(idx))) if len(idx) > 1 else 0
+        n_dev = min(max(n_dev, 1 if len(idx) > 1 else 0), len(idx) - 1)
+        dev.append(idx[:n_dev])
+        fit.append(idx[n_dev:])
+    fit_idx, dev_idx = np.sort(np.concatenate(fit)), np.sort(np.concatenate(dev))
+    if len(dev_idx) == 0:
+        raise DataError("too few training items to carve a dev split for choosing C")
+    return fit_idx, dev_idx
 
-    def counts(self, texts: Sequence[str]) -> np.ndarray:
-        """Raw hashed counts (N, dim) float32."""
-        out = np.zeros((len(texts), self.dim), dtype=np.float32)
-        for i, t in enumerate(texts):
-            np.add.at(out[i], self._bins(t), 1.0)
-        return out
 
-    def fit(self, texts: Sequence[str]) -> HashedBow:
-        df = (self.counts(texts) > 0).sum(0)
-        self.idf = (np.log((1.0 + len(texts)) / (1.0 + df)) + 1.0).astype(np.float32)
-        return self
+def tuned_logreg(
+    train_x: Any, train_y: np.ndarray, c_grid: Sequence[float] = C_GRID,
+    dev_fraction: float = 0.1, seed: int = 0, max_iter: int = 1000,
+) -> tuple[Any, float, dict[str, float]]:
+    """Multinomial logistic regression (lbfgs) with ``C`` chosen on a dev split.
 
-    def transform(self, texts: Sequence[str]) -> np.ndarray:
-        """(N, dim) float32 TF-IDF rows with unit L2 norm (all-zero rows stay zero)."""
-        if self.idf is None:
-            raise DataError("HashedBow.transform before fit")
-        x = np.log1p(self.counts(texts)) * self.idf
-        norm = np.linalg.norm(x, axis=1, keepdims=True)
-        return x / np.maximum(norm, 1e-12)
+    ``train_x``: (N, D) dense array or scipy sparse matrix; ``train_y``: (N,) class ids.
+    Each ``C`` of ``c_grid`` is fitted on the fit part and scored on the dev part; the
+    best (ties: the smaller C) is refitted on all N items. Returns (model, C,
+    {str(C): dev accuracy}).
+    """
+    import warnings
+
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.linear_model import LogisticRegression
+
+    if not c_grid or any(c <= 0 for c in c_grid):
+        raise ConfigError(f"C grid {list(c_grid)}: needs positive values")
+    fit_idx, dev_idx = dev_split(np.asarray(train_y), dev_fraction, seed)
+    by_c: dict[str, float] = {}
+    best_c, best_acc = None, -1.0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        for c in sorted(c_grid):
+            m = LogisticRegression(C=c, max_iter=max_iter)
+            m.fit(train_x[fit_idx], train_y[fit_idx])
+            acc = float((m.predict(train_x[dev_idx]) == train_y[dev_idx]).mean())
+            by_c[f"{c:g}"] = acc
+            if acc > best_acc:
+                best_c, best_acc = c, acc
+        model = LogisticRegression(C=best_c, max_iter=max_iter).fit(train_x, train_y)
+    return model, float(best_c), by_c
+
+
+def _finish(
+    model: Any, train_x: Any, train_y: np.ndarray, test_x: Any, test_y: np.ndarray,
+    classes: Sequence[str], extra: dict[str, Any],
+) -> dict[str, Any]:
+    d = _scores(model.predict(test_x), test_y, classes)
+    counts = np.bincount(train_y, minlength=len(classes))
+    d.update({
+        "train_accuracy": float((model.predict(train_x) == train_y).mean()),
+        "majority_accuracy": float((test_y == int(counts.argmax())).mean()),
+        "train_items": int(train_x.shape[0]),
+        "feature_dim": int(train_x.shape[1]),
+        **extra,
+    })
+    return d
+
+
+def logreg_probe(
+    train_x: Tensor | np.ndarray, train_y: Tensor | np.ndarray,
+    test_x: Tensor | np.ndarray, test_y: Tensor | np.ndarray, classes: Sequence[str],
+    c_grid: Sequence[float] = C_GRID, dev_fraction: float = 0.1, seed: int = 0,
+    standardize: bool = True,
+) -> dict[str, Any]:
+    """Tuned logistic regression on dense vectors (N, D); see :func:`tuned_logreg`.
+
+    Features are standardised with the training mean and std (floor 1e-6) first.
+    """
+    xtr = np.asarray(train_x, dtype=np.float64)
+    xte = np.asarray(test_x, dtype=np.float64)
+    ytr, yte = np.asarray(train_y, dtype=np.int64), np.asarray(test_y, dtype=np.int64)
+    if standardize:
+        mu, sd = xtr.mean(0), np.maximum(xtr.std(0), 1e-6)
+        xtr, xte = (xtr - mu) / sd, (xte - mu) / sd
+    model, c, by_c = tuned_logreg(xtr, ytr, c_grid, dev_fraction, seed)
+    return _finish(model, xtr, ytr, xte, yte, classes, {
+        "probe": "logreg", "C": c, "dev_accuracy_by_C": by_c, "dev_fraction": dev_fraction,
+        "standardize": standardize})
+
+
+def tfidf_probe(
+    train_texts: Sequence[str], train_y: Sequence[int] | np.ndarray,
+    test_texts: Sequence[str], test_y: Sequence[int] | np.ndarray, classes: Sequence[str],
+    ngrams: int = 2, min_df: int = 1, max_features: int = 0, c_grid: Sequence[float] = C_GRID,
+    dev_fraction: float = 0.1, seed: int = 0,
+) -> dict[str, Any]:
+    """The tuned bag-of-words baseline: TF-IDF word 1..``ngrams``-grams (vocabulary and
+    idf fitted on the training texts) + logistic regression with ``C`` chosen on a dev
+    split of the training items. ``max_features`` 0 keeps every n-gram."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    if ngrams < 1 or min_df < 1 or max_features < 0:
+        raise ConfigError(f"bag of words: ngrams={ngrams}, min_df={min_df} must be >= 1 and "
+                          f"max_features={max_features} >= 0")
+    vec = TfidfVectorizer(lowercase=True, ngram_range=(1, ngrams), min_df=min_df,
+                          max_features=max_features or None, sublinear_tf=True,
+                          token_pattern=_WORD.pattern)
+    xtr = vec.fit_transform(list(train_texts))
+    xte = vec.transform(list(test_texts))
+    ytr, yte = np.asarray(train_y, dtype=np.int64), np.asarray(test_y, dtype=np.int64)
+    model, c, by_c = tuned_logreg(xtr, ytr, c_grid, dev_fraction, seed)
+    return _finish(model, xtr, ytr, xte, yte, classes, {
+        "probe": "logreg", "C": c, "dev_accuracy_by_C": by_c, "dev_fraction": dev_fraction,
+        "features": f"tfidf 1-{ngrams}-grams, min_df {min_df}"})
+
+
+def majority_result(
+    train_y: Sequence[int] | np.ndarray, test_y: Sequence[int] | np.ndarray,
+    classes: Sequence[str],
+) -> dict[str, Any]:
+    """Scores of always answering the commonest training class."""
+    ytr, yte = np.asarray(train_y, dtype=np.int64), np.asarray(test_y, dtype=np.int64)
+    top = int(np.bincount(ytr, minlength=len(classes)).argmax())
+    d = _scores(np.full_like(yte, top), yte, classes)
+    d.update({"probe": "majority", "train_accuracy": float((ytr == top).mean()),
+              "majority_accuracy": d["accuracy"], "train_items": int(len(ytr)),
+              "feature_dim": 0, "majority_class": classes[top]})
+    return d
 
 
 def label_table(train_labels: Mapping[str, str]) -> list[str]:
@@ -137,24 +250,33 @@ def run_probe(
 
 
 def markdown_table(rows: Sequence[Mapping[str, Any]]) -> str:
-    """``| features | dim | test acc | macro acc | train acc |`` for probe result dicts,
-    followed by the majority-class line of the first result."""
+    """``| features | dim | test acc | macro acc | train acc |`` for probe result dicts.
+
+    A majority-class line (from the first result) is added unless one of the rows is a
+    :func:`majority_result`; a footnote names the task, sizes and probe.
+    """
     lines = ["| features | dim | test accuracy | macro accuracy | train accuracy |",
              "|---|---|---|---|---|"]
     for r in rows:
+        dim = r.get("feature_dim", "?") if r.get("probe") != "majority" else "-"
         lines.append(
-            f"| {r.get('name', '?')} | {r.get('feature_dim', '?')} | "
+            f"| {r.get('name', '?')} | {dim} | "
             f"{100 * r['accuracy']:.1f} % | {100 * r.get('macro_accuracy', float('nan')):.1f} % | "
             f"{100 * r.get('train_accuracy', float('nan')):.1f} % |"
         )
     if rows:
         r = rows[0]
         n_cls = len(r.get("labels", []))
-        lines.append(f"| majority class | - | {100 * r.get('majority_accuracy', float('nan')):.1f} % "
-                     f"| {100 / max(n_cls, 1):.1f} % | - |")
+        if not any(x.get("probe") == "majority" for x in rows):
+            lines.append(f"| majority class | - | "
+                         f"{100 * r.get('majority_accuracy', float('nan')):.1f} % "
+                         f"| {100 / max(n_cls, 1):.1f} % | - |")
+        probes = sorted({str(x.get("probe", "linear")) for x in rows} - {"majority"})
         lines.append("")
         lines.append(f"Task: {r.get('task', '?')}, {n_cls} classes; {r.get('train_items', '?')} "
-                     f"training and {r.get('n', '?')} test items; {r.get('probe', 'linear')} probe.")
+                     f"training and {r.get('n', '?')} test items; probe: {', '.join(probes)}"
+                     " (logreg: logistic regression, C chosen on a dev split of the training "
+                     "items).")
     return "\n".join(lines) + "\n"
 
 

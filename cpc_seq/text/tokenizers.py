@@ -193,6 +193,17 @@ class SentencePieceTokenizer:
         """Many strings at once (faster than ``encode`` in a loop)."""
         return [list(x) for x in self.sp.encode(texts, out_type=int)]
 
+    def encode_sampled(self, texts: list[str], alpha: float = 0.1,
+                       nbest_size: int = -1) -> list[list[int]]:
+        """Subword regularisation: one segmentation per string sampled from the model's
+        lattice (``alpha``: smoothing, smaller = more varied; ``nbest_size=-1``: sample
+        from all segmentations). Drawn from sentencepiece's own RNG, so not reproducible
+        across runs; for training only (extraction uses :meth:`encode_batch`)."""
+        if not 0.0 < alpha <= 1.0:
+            raise ConfigError(f"subword sampling alpha {alpha}: must be in (0, 1]")
+        return [list(x) for x in self.sp.encode(texts, out_type=int, enable_sampling=True,
+                                                  alpha=alpha, nbest_size=nbest_size)]
+
     def decode(self, ids: Sequence[int]) -> str:
         return str(self.sp.decode([int(i) for i in ids if int(i) != PAD_ID]))
 
@@ -202,7 +213,7 @@ class SentencePieceTokenizer:
 
     def save_model(self, path: str | Path) -> None:
         """Write the ``.model`` file (the same bytes as in the checkpoint)."""
-        from cpc_seq.io.checkpoint import atomic_write
+        from cpc_seq.io.atomic import atomic_write
 
         with atomic_write(path) as f:
             f.write(self.model_proto)

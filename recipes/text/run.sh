@@ -1,11 +1,16 @@
 #!/usr/bin/env bash
-# recipes/text/run.sh: text CPC on the embedded King James Bible corpus (data/text).
+# recipes/text/run.sh: text CPC on the embedded King James Bible corpus (data/text), and a
+# second task built from the Debian package `fortunes`.
 # Trains a sentence-level CPC model (the CPC paper's NLP model) and a token-level (byte)
-# CPC model, then a linear probe on sentence embeddings for the book group a sentence
-# comes from (8 classes: law, history, wisdom, major/minor prophets, gospels+acts,
-# pauline, general epistles+revelation), against a hashed unigram+bigram TF-IDF
-# bag-of-words and the same encoders with random weights. About 6 minutes on 2 idle CPU cores
-# (train.max_minutes: 4 + 3 minutes cap the trainings on slower machines).
+# CPC model, then probes sentence embeddings for the book group a sentence comes from
+# (8 classes: law, history, wisdom, major/minor prophets, gospels+acts, pauline, general
+# epistles+revelation). Every feature row uses the same probe: a logistic regression
+# whose C is chosen on a dev split of the probe's training items (scikit-learn); the
+# baselines are the same encoders with random weights, a TF-IDF word 1+2-gram bag of
+# words with the same tuned logistic regression, and the majority class.
+# Stages 5-7: which of 16 fortune collections (/usr/share/games/fortunes; install with
+# `apt-get install -y fortunes`) a fortune comes from, with the same rows; a sentence-level
+# model is trained on the training fortunes, one document per collection.
 #
 # Usage: recipes/text/run.sh [--stage N] [--stop-stage M] [--exp DIR] [--threads N]
 #   stage 0: labelled probe sets (8000 train-split sentences, all test-split sentences)
@@ -13,18 +18,23 @@
 #   stage 2: train token-level CPC (conf/token.yaml)
 #   stage 3: extract one vector per probe sentence (CPC and random-init)
 #   stage 4: probes and the table (exp/text/table.md)
+#   stage 5: fortunes: corpus and probe sets (local/make_fortunes.py)
+#   stage 6: fortunes: train sentence-level CPC (conf/fortunes.yaml)
+#   stage 7: fortunes: extract, probes and the table (exp/text/fortunes/table.md)
 # Finished stages leave $exp/.done.N and are skipped on a rerun; logs in $exp/log/.
 # Extra training overrides: SENT_OVERRIDES="train.steps=100" TOKEN_OVERRIDES="..."
+# FORTUNE_OVERRIDES="..."
 
 set -euo pipefail
 cd "$(dirname "$0")/../.."   # repository root: paths below are relative to it
 
 stage=0
-stop_stage=4
+stop_stage=7
 exp=exp/text
 corpus=data/text/kjv
 books=data/text/books.tsv
 probe_train=8000
+fortunes=/usr/share/games/fortunes
 threads=0
 . recipes/common/parse_options.sh
 
@@ -49,8 +59,8 @@ stage2() {
     train.threads="$threads" ${TOKEN_OVERRIDES:-}
 }
 
-extract() {  # extract NAME CKPT LAYER [extra options]
-  local name=$1 ckpt=$2 layer=$3; shift 3
+extract() {  # extract DATA FEATS NAME CKPT LAYER [extra options]
+  local data=$1 feats=$2 name=$3 ckpt=$4 layer=$5; shift 5
   for set in probe_train probe_test; do
     txt text-extract --ckpt "$ckpt" --layer "$layer" --pool mean --threads "$threads" \
       --skip-existing --no-progress "$@" \
@@ -61,31 +71,76 @@ extract() {  # extract NAME CKPT LAYER [extra options]
 stage3() {
   # Sentence model: one sentence per item (no splitting), z = its embedding, c = the GRU
   # state after that one sentence. Token model: frames of the sentence, mean-pooled.
-  extract sent_z "$exp/sentence/last.pt" z --no-split
-  extract sent_c "$exp/sentence/last.pt" c --no-split
-  extract rand_sent_z "$exp/sentence/last.pt" z --no-split --random-init
-  extract tok_c "$exp/token/last.pt" c
-  extract rand_tok_c "$exp/token/last.pt" c --random-init
+  extract "$data" "$feats" sent_z "$exp/sentence/last.pt" z --no-split
+  extract "$data" "$feats" sent_c "$exp/sentence/last.pt" c --no-split
+  extract "$data" "$feats" rand_sent_z "$exp/sentence/last.pt" z --no-split --random-init
+  extract "$data" "$feats" rand_sent_c "$exp/sentence/last.pt" c --no-split --random-init
+  extract "$data" "$feats" tok_c "$exp/token/last.pt" c
+  extract "$data" "$feats" rand_tok_c "$exp/token/last.pt" c --random-init
 }
 
-probe() {  # probe NAME FEATS_PREFIX
-  txt text-probe --task "book group" --threads "$threads" \
-    --train-feats "scp:$feats/$2_probe_train.scp" --test-feats "scp:$feats/$2_probe_test.scp" \
+probe() {  # probe DATA FEATS OUT TASK NAME FEATS_PREFIX [FEATS_PREFIX ...] (concatenated)
+  local data=$1 feats=$2 out=$3 task=$4 name=$5; shift 5
+  local args=() tag
+  tag=$(IFS=+; echo "$*")
+  for f in "$@"; do
+    args+=(--train-feats "scp:$feats/${f}_probe_train.scp" --test-feats "scp:$feats/${f}_probe_test.scp")
+  done
+  txt text-probe --task "$task" --threads "$threads" "${args[@]}" \
     --train-labels "$data/probe_train/utt2label" --test-labels "$data/probe_test/utt2label" \
-    --out "$exp/probe/$2" --name "$1"
+    --out "$out/$tag" --name "$name"
+}
+
+baselines() {  # baselines DATA OUT TASK: tuned bag of words and the majority class
+  local data=$1 out=$2 task=$3
+  txt text-probe --task "$task" --threads "$threads" --bow \
+    --train-text "$data/probe_train/text" --test-text "$data/probe_test/text" \
+    --train-labels "$data/probe_train/utt2label" --test-labels "$data/probe_test/utt2label" \
+    --out "$out/bow" --name "bag of words (TF-IDF 1+2-grams, tuned logistic regression)"
+  txt text-probe --task "$task" --majority \
+    --train-labels "$data/probe_train/utt2label" --test-labels "$data/probe_test/utt2label" \
+    --out "$out/majority" --name "majority class"
 }
 
 stage4() {
-  probe "CPC sentence-level z (spm 4000, conv, mean)" sent_z
-  probe "CPC sentence-level c (GRU, 1 sentence)" sent_c
-  probe "CPC token-level c (bytes, mean over frames)" tok_c
-  probe "random-init sentence encoder z" rand_sent_z
-  probe "random-init token-level c" rand_tok_c
-  txt text-probe --task "book group" --threads "$threads" --bow \
-    --train-text "$data/probe_train/text" --test-text "$data/probe_test/text" \
-    --train-labels "$data/probe_train/utt2label" --test-labels "$data/probe_test/utt2label" \
-    --out "$exp/probe/bow" --name "bag of words (hashed 1+2-gram TF-IDF)"
-  txt text-table --out "$exp/table.md" "$exp"/probe/{sent_z,sent_c,tok_c,rand_sent_z,rand_tok_c,bow}/result.json > /dev/null
+  local t="book group" p=$exp/probe
+  probe "$data" "$feats" "$p" "$t" "CPC sentence-level z" sent_z
+  probe "$data" "$feats" "$p" "$t" "CPC sentence-level c (GRU, 1 sentence)" sent_c
+  probe "$data" "$feats" "$p" "$t" "CPC sentence-level z and c concatenated" sent_z sent_c
+  probe "$data" "$feats" "$p" "$t" "CPC token-level c (bytes, mean over frames)" tok_c
+  probe "$data" "$feats" "$p" "$t" "random-init sentence encoder z" rand_sent_z
+  probe "$data" "$feats" "$p" "$t" "random-init sentence z and c" rand_sent_z rand_sent_c
+  probe "$data" "$feats" "$p" "$t" "random-init token-level c" rand_tok_c
+  baselines "$data" "$p" "$t"
+  txt text-table --out "$exp/table.md" "$p"/{sent_z,sent_c,sent_z+sent_c,tok_c,rand_sent_z,rand_sent_z+rand_sent_c,rand_tok_c,bow,majority}/result.json > /dev/null
+}
+
+fdata=$exp/fortunes/data
+ffeats=$exp/fortunes/feats
+
+stage5() {
+  python recipes/text/local/make_fortunes.py --src "$fortunes" --out "$fdata"
+}
+
+stage6() {
+  # shellcheck disable=SC2086
+  txt text-train --config recipes/text/conf/fortunes.yaml data.train="$fdata/corpus/train" \
+    data.dev="$fdata/corpus/dev" train.out_dir="$exp/fortunes/sentence" \
+    train.threads="$threads" ${FORTUNE_OVERRIDES:-}
+}
+
+stage7() {
+  local t="fortune file" p=$exp/fortunes/probe m=$exp/fortunes/sentence/last.pt
+  extract "$fdata" "$ffeats" sent_z "$m" z --no-split
+  extract "$fdata" "$ffeats" sent_c "$m" c --no-split
+  extract "$fdata" "$ffeats" rand_sent_z "$m" z --no-split --random-init
+  extract "$fdata" "$ffeats" rand_sent_c "$m" c --no-split --random-init
+  probe "$fdata" "$ffeats" "$p" "$t" "CPC sentence-level z" sent_z
+  probe "$fdata" "$ffeats" "$p" "$t" "CPC sentence-level z and c concatenated" sent_z sent_c
+  probe "$fdata" "$ffeats" "$p" "$t" "random-init sentence encoder z" rand_sent_z
+  probe "$fdata" "$ffeats" "$p" "$t" "random-init sentence z and c" rand_sent_z rand_sent_c
+  baselines "$fdata" "$p" "$t"
+  txt text-table --out "$exp/fortunes/table.md" "$p"/{sent_z,sent_z+sent_c,rand_sent_z,rand_sent_z+rand_sent_c,bow,majority}/result.json > /dev/null
 }
 
 mkdir -p "$exp"
@@ -95,8 +150,15 @@ run_stage 1 "train sentence-level CPC" stage1
 run_stage 2 "train token-level CPC" stage2
 run_stage 3 "extract sentence embeddings" stage3
 run_stage 4 "book-group probes" stage4
+run_stage 5 "fortunes: corpus and probe sets ($fortunes)" stage5
+run_stage 6 "fortunes: train sentence-level CPC" stage6
+run_stage 7 "fortunes: extraction and probes" stage7
 log "done in $((SECONDS / 60)) min $((SECONDS % 60)) s"
 if [ "$stop_stage" -ge 4 ] && [ -f "$exp/table.md" ]; then
   log "test-set book-group accuracy of a linear probe on sentence embeddings ($corpus):"
   cat "$exp/table.md"
+fi
+if [ "$stop_stage" -ge 7 ] && [ -f "$exp/fortunes/table.md" ]; then
+  log "test-set accuracy of the fortune-collection probe:"
+  cat "$exp/fortunes/table.md"
 fi
