@@ -175,6 +175,10 @@ class FeatureWriter:
                 if len(parts) == 3 and parts[2].isdigit():  # complete only with its end
                     self.done[parts[0]] = parts[1]
                     valid_end = int(parts[2])
+            # rewrite without a torn last line, so that new records start on a line
+            with atomic_write(self.progress, "w") as f:
+                for utt, val in self.done.items():
+                    f.write(f"{utt} {val} {valid_end}\n")
         elif resume and spec.scp is not None and spec.scp.exists() and spec.ark.exists():
             for line in spec.scp.read_text().splitlines():
                 parts = line.split(maxsplit=1)
