@@ -8,6 +8,8 @@
 #   stage 1: train CPC (conf/cpc.yaml)
 #   stage 2: extract features (CPC c, z; random-init c, z; MFCC) for train and test
 #   stage 3: phone probes and the table (exp/table.md)
+#   stage 4: ABX within/across speakers on the test split (item file from the frame
+#            labels, cpc-seq make-item; seconds) and exp/abx.md
 # Finished stages leave exp/.done.N and are skipped on a rerun; logs in exp/log/.
 # Extra training overrides: TRAIN_OVERRIDES="train.steps=100" recipes/tiny/run.sh
 
@@ -15,7 +17,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."   # repository root: paths below are relative to it
 
 stage=0
-stop_stage=3
+stop_stage=4
 exp=exp/tiny
 conf=recipes/tiny/conf/cpc.yaml
 data=data/tiny
@@ -67,12 +69,37 @@ stage3() {
   mv "$exp/table.md.tmp" "$exp/table.md"
 }
 
+abx_value() {  # abx_value within|across OUTPUT: the percentage printed by cpc-seq abx
+  echo "$2" | sed -n "s/^ABX $1-speaker error ([a-z]*): \([0-9.]*\)%.*/\1/p"
+}
+
+stage4() {
+  local item=$exp/abx/test.item
+  cpc make-item "$data/test/phone_frames.txt" "$data/test/utt2spk" "$item" --phones "$data/phones.txt"
+  {
+    echo "| features | ABX within (%) | ABX across (%) |"
+    echo "|---|---|---|"
+    for entry in "c:CPC c (context)" "z:CPC z (encoder)" "mfcc:MFCC+d+dd (CMVN)" "rand_c:random-init c"; do
+      local out
+      out=$(cpc abx --feats "scp:$feats/${entry%%:*}_test.scp" --item "$item" \
+        --out "$exp/abx/${entry%%:*}.json")
+      echo "| ${entry#*:} | $(abx_value within "$out") | $(abx_value across "$out") |"
+    done
+  } > "$exp/abx.md.tmp"
+  mv "$exp/abx.md.tmp" "$exp/abx.md"
+}
+
 mkdir -p "$exp"
 run_stage 0 "check data" stage0
 run_stage 1 "train CPC ($conf)" stage1
 run_stage 2 "extract features" stage2
 run_stage 3 "phone probes" stage3
+run_stage 4 "ABX" stage4
 if [ "$stop_stage" -ge 3 ] && [ -f "$exp/table.md" ]; then
   log "test-set frame-level phone accuracy (linear probe, $data):"
   cat "$exp/table.md"
+fi
+if [ "$stop_stage" -ge 4 ] && [ -f "$exp/abx.md" ]; then
+  log "ABX error on the test split (angular distance, Libri-light averaging):"
+  cat "$exp/abx.md"
 fi
