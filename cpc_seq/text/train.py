@@ -28,13 +28,11 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from cpc_seq.config import apply_overrides, check, from_dict, load_yaml, to_dict
-from cpc_seq.engine import distributed
 from cpc_seq.engine.config import OptimConfig, RunConfig
-from cpc_seq.engine.log import kstep_metrics
-from cpc_seq.engine.trainer import Context, Engine, StepOutput, Task
-from cpc_seq.engine.windows import PlanBatches, WindowSampler, fixed_windows
+from cpc_seq.engine.kstep_task import KStepTask
+from cpc_seq.engine.trainer import Context, Engine, StepOutput
+from cpc_seq.engine.windows import PlanBatches, WindowSampler
 from cpc_seq.errors import ConfigError
-from cpc_seq.losses import kstep_infonce
 from cpc_seq.losses.config import LossConfig
 from cpc_seq.text.data import (
     ENCODING_ERRORS,
@@ -178,7 +176,7 @@ class _TextStep(nn.Module):
         return out.z, out.lengths, self.model.predict(out.c)
 
 
-class TextCPCTask(Task):
+class TextCPCTask(KStepTask):
     """Token- or sentence-level text CPC for the engine."""
 
     unit = "tokens"
@@ -191,9 +189,7 @@ class TextCPCTask(Task):
     def setup(self, ctx: Context, resume_state: dict[str, Any] | None) -> None:
         cfg, run = self.cfg, self.cfg.train
         self.ctx = ctx
-        if ctx.dist.enabled and cfg.data.batch_size % ctx.dist.world:
-            raise ConfigError(f"data.batch_size={cfg.data.batch_size} (the global batch) must "
-                              f"divide by the {ctx.dist.world} processes")
+        self.check_batch_split(ctx)
         notes = ReadNotes()
         train_docs = _corpus(cfg.data.train, cfg.data, notes)
         if resume_state is not None:
@@ -208,8 +204,7 @@ class TextCPCTask(Task):
                               f"{self.tokenizer.vocab_size} ids (leave it at 0)")
         torch.manual_seed(run.seed)
         self.model: TokenCPC | SentenceCPC = build_text_model(cfg.model)
-        self.neg_gen = torch.Generator(device=ctx.device).manual_seed(
-            run.seed + 17 + 1000 * ctx.dist.rank)
+        self.init_negatives(ctx)
         self.train_store = build_store(train_docs, self.tokenizer, self.level, cfg.data,
                                        cfg.data.short_documents, notes)
         if ctx.dist.is_main:
@@ -226,7 +221,7 @@ class TextCPCTask(Task):
             for line in dev_notes.summary():
                 tqdm.write(f"[dev] {line}")
 
-    def train_module(self) -> nn.Module:
+    def step_module(self) -> nn.Module:
         return _TextStep(self.model)
 
     def check_resume(self, state: dict[str, Any], path: Path) -> None:
@@ -254,59 +249,16 @@ class TextCPCTask(Task):
     def next_batch(self) -> tuple[tuple[Tensor, ...], int]:
         return self._gather(self.train_store, *self.batches.next())
 
+    def dev_batch(self, idx: Tensor, off: Tensor) -> tuple[tuple[Tensor, ...], int]:
+        assert self.dev_store is not None
+        return self._gather(self.dev_store, idx, off)
+
     def loss(self, module: nn.Module, batch: tuple[tuple[Tensor, ...], int],
              training: bool = True) -> StepOutput:
         inputs, n_tokens = batch
         z, lengths, pred = module(*inputs)
-        extra = {}
-        if training and self.ctx.dist.enabled and self.cfg.loss.cross_rank:
-            extra = {
-                "candidates": distributed.gather_with_grad(z),
-                "candidate_lengths": distributed.gather_with_grad(lengths),
-                "query_offset": self.ctx.dist.rank * z.shape[0],
-            }
-        out = kstep_infonce(
-            pred, z, lengths, negatives=self.cfg.loss.negatives,
-            n_negatives=self.cfg.loss.n_negatives,
-            exclude_positive=self.cfg.loss.exclude_positive, generator=self.neg_gen, **extra,
-        )
+        out = self.kstep_loss(z, lengths, pred, training)
         return StepOutput(out.loss, units=float(n_tokens), extra=out)
-
-    def metrics(self, out: StepOutput) -> dict[str, float]:
-        return kstep_metrics(out.extra)
-
-    def postfix(self, metrics: dict[str, float]) -> dict[str, str]:
-        return {"loss": f"{metrics['train/loss']:.3f}", "acc": f"{metrics['train/acc']:.3f}"}
-
-    def evaluate(self) -> dict[str, float]:
-        """Mean loss/accuracy on a fixed set of dev windows (negatives' RNG untouched)."""
-        if self.dev_store is None:
-            return {}
-        idx, off = fixed_windows(self.dev_store.lengths, self.cfg.data.window,
-                                 self.cfg.train.eval_windows)
-        g_state = self.neg_gen.get_state()
-        losses, accs = [], []
-        bs = self.cfg.data.batch_size
-        step = _TextStep(self.model)
-        for i in range(0, len(idx), bs):
-            if len(idx[i : i + bs]) < 2 and self.cfg.loss.negatives != "same_sequence":
-                continue
-            batch = self._gather(self.dev_store, idx[i : i + bs], off[i : i + bs])
-            out = self.loss(step, batch, training=False).extra
-            losses.append(float(out.loss))
-            accs.append(float(out.step_acc.mean()))
-        self.neg_gen.set_state(g_state)
-        if not losses:
-            return {}
-        return {"dev/loss": sum(losses) / len(losses), "dev/acc": sum(accs) / len(accs)}
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"batches": self.batches.state_dict(), "rng_neg": self.neg_gen.get_state()}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.batches.load_state_dict(state["batches"])
-        rng = state["rng_neg"]
-        self.neg_gen.set_state(rng.cpu() if self.ctx.device.type == "cpu" else rng)
 
     def checkpoint_extra(self) -> dict[str, Any]:
         return {"tokenizer": self.tokenizer.state()}

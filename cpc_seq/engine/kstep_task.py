@@ -1,0 +1,106 @@
+"""What the k-step CPC tasks (audio, text) share: the loss with cross-rank candidates, its
+metrics, the dev evaluation over fixed windows, and the negatives' generator.
+
+A subclass sets ``self.model`` (with ``predict``), ``self.cfg`` (``loss``, ``data.window``,
+``data.batch_size``, ``train.eval_windows``), ``self.batches`` and optionally
+``self.dev_store`` in :meth:`setup`, calls :meth:`init_negatives`, and provides
+:meth:`dev_batch` (a batch of fixed dev windows) and :meth:`step_module`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from cpc_seq.engine import distributed
+from cpc_seq.engine.log import kstep_metrics
+from cpc_seq.engine.trainer import Context, StepOutput, Task
+from cpc_seq.engine.windows import fixed_windows
+from cpc_seq.errors import ConfigError
+from cpc_seq.losses import KStepOutput, kstep_infonce
+
+
+class KStepTask(Task):
+    """Base of the k-step InfoNCE tasks; see the module docstring."""
+
+    cfg: Any
+    ctx: Context
+    batches: Any
+    dev_store: Any = None
+
+    def check_batch_split(self, ctx: Context) -> None:
+        """The global batch must divide by the processes."""
+        if ctx.dist.enabled and self.cfg.data.batch_size % ctx.dist.world:
+            raise ConfigError(f"data.batch_size={self.cfg.data.batch_size} (the global batch) "
+                              f"must divide by the {ctx.dist.world} processes")
+
+    def init_negatives(self, ctx: Context) -> None:
+        """The generator of sampled negatives (one stream per rank)."""
+        self.neg_gen = torch.Generator(device=ctx.device).manual_seed(
+            self.cfg.train.seed + 17 + 1000 * ctx.dist.rank)
+
+    def step_module(self) -> nn.Module:
+        """A module mapping a batch's inputs to ``(z, lengths, predictions)``."""
+        raise NotImplementedError
+
+    def train_module(self) -> nn.Module:
+        return self.step_module()
+
+    def dev_batch(self, idx: Tensor, off: Tensor) -> Any:
+        """The batch of dev windows ``(idx, off)``, in the form :meth:`loss` takes."""
+        raise NotImplementedError
+
+    def kstep_loss(self, z: Tensor, lengths: Tensor, pred: Tensor, training: bool
+                   ) -> KStepOutput:
+        """k-step InfoNCE of one batch; under DDP with ``loss.cross_rank`` the candidates
+        are every rank's frames (all-gathered with gradients)."""
+        extra = {}
+        if training and self.ctx.dist.enabled and self.cfg.loss.cross_rank:
+            extra = {
+                "candidates": distributed.gather_with_grad(z),
+                "candidate_lengths": distributed.gather_with_grad(lengths),
+                "query_offset": self.ctx.dist.rank * z.shape[0],
+            }
+        return kstep_infonce(
+            pred, z, lengths, negatives=self.cfg.loss.negatives,
+            n_negatives=self.cfg.loss.n_negatives,
+            exclude_positive=self.cfg.loss.exclude_positive, generator=self.neg_gen, **extra,
+        )
+
+    def metrics(self, out: StepOutput) -> dict[str, float]:
+        return kstep_metrics(out.extra)
+
+    def postfix(self, metrics: dict[str, float]) -> dict[str, str]:
+        return {"loss": f"{metrics['train/loss']:.3f}", "acc": f"{metrics['train/acc']:.3f}"}
+
+    def evaluate(self) -> dict[str, float]:
+        """Mean loss/accuracy on a fixed set of dev windows (negatives' RNG untouched)."""
+        if self.dev_store is None:
+            return {}
+        idx, off = fixed_windows(self.dev_store.lengths, self.cfg.data.window,
+                                 self.cfg.train.eval_windows)
+        g_state = self.neg_gen.get_state()
+        losses, accs = [], []
+        bs = self.cfg.data.batch_size
+        module = self.step_module()
+        for i in range(0, len(idx), bs):
+            if len(idx[i : i + bs]) < 2 and self.cfg.loss.negatives != "same_sequence":
+                continue
+            out = self.loss(module, self.dev_batch(idx[i : i + bs], off[i : i + bs]),
+                            training=False).extra
+            losses.append(float(out.loss))
+            accs.append(float(out.step_acc.mean()))
+        self.neg_gen.set_state(g_state)
+        if not losses:
+            return {}
+        return {"dev/loss": sum(losses) / len(losses), "dev/acc": sum(accs) / len(accs)}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"batches": self.batches.state_dict(), "rng_neg": self.neg_gen.get_state()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.batches.load_state_dict(state["batches"])
+        rng = state["rng_neg"]
+        self.neg_gen.set_state(rng.cpu() if self.ctx.device.type == "cpu" else rng)
