@@ -56,6 +56,7 @@ def test_librispeech_all_stages_on_sample(tmp_path: Path) -> None:
     env["TRAIN_OVERRIDES"] = ("train.steps=2 model.encoder=tiny model.encoder_channels=32 "
                               "model.dim_c=32 model.n_steps=3 data.window=3200 "
                               "train.progress=false train.threads=1")
+    env["CTC_OPTS"] = "--epochs 2 --hidden 16 --layers 1 --threads 1"
     exp = tmp_path / "exp"
     cmd = ["bash", str(ROOT / "recipes/librispeech/run.sh"), "--db", str(LS), "--align", str(LS),
            "--exp", str(exp)]
@@ -71,11 +72,15 @@ def test_librispeech_all_stages_on_sample(tmp_path: Path) -> None:
     table = (exp / "table.md").read_text()
     assert "| CPC c | phone (linear) | 32 |" in table
     assert "speaker-window" in table
-    for n in range(6):
+    # CTC phone recogniser: one labelled train and one labelled test utterance here
+    ctc = (exp / "ctc.md").read_text()
+    assert "| CPC c | CTC BiLSTM 1x16 | 32 |" in ctc and "| MFCC+d+dd (CMVN) |" in ctc
+    assert "| random-init c |" in ctc and "phone error rate" in out.stderr
+    for n in range(7):
         assert (exp / f".done.{n}").exists()
     # a rerun skips every finished stage
     again = subprocess.run(cmd, capture_output=True, text=True, env=env)
-    assert again.returncode == 0 and again.stderr.count("already done") == 6
+    assert again.returncode == 0 and again.stderr.count("already done") == 7
 
 
 @pytest.mark.parametrize("recipe,kind", [("dim_fashion_mnist", "DIM"),
