@@ -162,3 +162,15 @@ def test_trainers_do_not_import_the_command_line() -> None:
     for rel in ("engine/trainer.py", "audio/train.py", "text/train.py", "images/train.py"):
         mods = _imports(ROOT / "cpc_seq" / rel)
         assert not any(m.endswith(".cli") or m == "cpc_seq.cli" for m in mods), rel
+
+
+def test_cpu_time_cap_stops_training_and_is_carried_across_resume(tmp_path: Path) -> None:
+    from cpc_seq.audio.train import load_config, make_engine
+
+    args = [*AUDIO, *COMMON, "train.precision=fp32", f"train.out_dir={tmp_path}"]
+    eng = make_engine(load_config(None, [*args, "train.steps=50", "train.max_cpu_minutes=0.0001"]))
+    eng.run()
+    st = load_checkpoint(tmp_path / "last.pt")
+    assert 1 <= st["step"] < 50 and st["cpu_seconds"] > 0.006
+    again = make_engine(load_config(None, [*args, "train.steps=50"]), resume=True)
+    assert again.cpu_seconds == st["cpu_seconds"]

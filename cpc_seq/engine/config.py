@@ -37,6 +37,9 @@ class OptimConfig:
 class RunConfig:
     """Length of the run, outputs, device, precision and bookkeeping.
 
+    ``max_minutes``: stop after this much wall time; ``max_cpu_minutes``: after this much
+    CPU time of this process (user + system, all threads; counted across ``--resume``),
+    the fair budget on a shared machine. 0 = no limit.
     ``overwrite``: start again in an ``out_dir`` that holds an earlier run (its
     checkpoints, log and TensorBoard events are removed first); without it such an
     ``out_dir`` is refused unless ``--resume`` is given.
@@ -50,6 +53,7 @@ class RunConfig:
     eval_every: int = 200
     eval_windows: int = 64
     max_minutes: float = 0.0
+    max_cpu_minutes: float = 0.0
     threads: int = 0
     device: str = "auto"
     precision: str = "auto"
@@ -65,6 +69,7 @@ class RunConfig:
         check(self.eval_every > 0, "train.eval_every", "must be positive")
         check(self.eval_windows > 0, "train.eval_windows", "must be positive")
         check(self.max_minutes >= 0, "train.max_minutes", "must be >= 0 (0 = no limit)")
+        check(self.max_cpu_minutes >= 0, "train.max_cpu_minutes", "must be >= 0 (0 = no limit)")
         check(self.threads >= 0, "train.threads", "must be >= 0 (0 = torch default)")
         check(self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"),
               "train.device", "auto, cpu, cuda or cuda:N")

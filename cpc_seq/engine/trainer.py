@@ -182,6 +182,7 @@ class Engine:
         self.opt = torch.optim.Adam(self.params, lr=optim.lr, weight_decay=optim.weight_decay)
         self.step = 0
         self.best_dev = float("inf")
+        self.cpu_seconds = 0.0  # CPU time spent training, across resumes
         if resume_state is not None:
             self._load(resume_state)
 
@@ -228,6 +229,7 @@ class Engine:
             self.task.model.load_state_dict(st["model"])
             self.opt.load_state_dict(st["optimizer"])
             self.step, self.best_dev = int(st["step"]), float(st["best_dev"])
+            self.cpu_seconds = float(st.get("cpu_seconds", 0.0))
             self.task.load_state_dict(st["task"])
             torch.set_rng_state(st["rng_cpu"].cpu())
             if st.get("rng_cuda") is not None and self.device.type == "cuda":
@@ -245,6 +247,7 @@ class Engine:
             "optimizer": self.opt.state_dict(),
             "step": self.step,
             "best_dev": self.best_dev,
+            "cpu_seconds": self._cpu_now(),
             "task": self.task.state_dict(),
             "rng_cpu": torch.get_rng_state(),
             "rng_cuda": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda"
@@ -278,6 +281,7 @@ class Engine:
         log = ScalarLog(self.out, self.dist.is_main, resume_step=self.step or None)
         guard = NonFiniteGuard(run.max_bad_steps, self.last)
         task.model.train()
+        self._cpu_start, self._cpu_base = time.process_time(), self.cpu_seconds
         t_start = t_window = time.perf_counter()
         units_window = 0.0
         metrics: dict[str, float] = {}
@@ -324,15 +328,26 @@ class Engine:
                             self.save("best.pt")
                 if self.step % run.save_every == 0 or self.step == run.steps:
                     self.save("last.pt")
+                over = ""
                 if run.max_minutes and (time.perf_counter() - t_start) > 60 * run.max_minutes:
-                    tqdm.write(f"train.max_minutes={run.max_minutes} reached at step "
-                               f"{self.step}", file=sys.stderr)
+                    over = f"train.max_minutes={run.max_minutes}"
+                if run.max_cpu_minutes and self._cpu_now() > 60 * run.max_cpu_minutes:
+                    over = f"train.max_cpu_minutes={run.max_cpu_minutes}"
+                if over:
+                    tqdm.write(f"{over} reached at step {self.step}", file=sys.stderr)
                     self.save("last.pt")
                     break
         finally:
             bar.close()
             log.close()
         return metrics
+
+    def _cpu_now(self) -> float:
+        """CPU seconds of training so far (this process, plus earlier runs when resumed)."""
+        start = getattr(self, "_cpu_start", None)
+        if start is None:
+            return self.cpu_seconds
+        return self._cpu_base + time.process_time() - start
 
     def _evaluate(self) -> dict[str, float]:
         if not self.dist.is_main:
