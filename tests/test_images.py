@@ -18,10 +18,10 @@ import torch
 import torch.nn.functional as F
 
 import cpc_seq.images.dim as dim_mod
+from cpc_seq.cli import main as image_main
 from cpc_seq.errors import ConfigError, CpcSeqError, DataError
 from cpc_seq.images import data as data_mod
 from cpc_seq.images.amdim import AMDIMConfig, build_amdim, make_view_transform, two_views
-from cpc_seq.images.cli import main as image_main
 from cpc_seq.images.data import (
     check_arrays,
     load_cifar10,

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import torch
 
+from cpc_seq.cli import main as text_main
 from cpc_seq.errors import ConfigError, DataError
 from cpc_seq.io.checkpoint import load_checkpoint
 from cpc_seq.losses import kstep_infonce
-from cpc_seq.text.cli import main as text_main
 from cpc_seq.text.data import (
     ReadNotes,
     SentenceStore,

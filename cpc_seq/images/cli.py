@@ -6,9 +6,9 @@ Examples::
     cpc-seq image-train --config conf/amdim.yaml --resume
     cpc-seq image-probe --ckpt exp/dim/last.pt --out exp/dim/probe
 
-``cpc_seq.cli`` registers them with :func:`add_image_commands`; until then (or
-standalone) ``python -m cpc_seq.images.cli image-train ...`` does the same. Bad input
-prints ``error: <what and where>`` and exits with status 2.
+The ``cpc-seq`` front end (:mod:`cpc_seq.cli`) registers them with
+:func:`add_image_commands`. Bad input prints ``error: <what and where>`` and exits with
+status 2.
 """
 
 from __future__ import annotations
@@ -18,9 +18,9 @@ import sys
 
 import torch
 
-from cpc_seq.cliutil import add_train_command, print_metrics, run_command, train_overrides
+from cpc_seq.cliutil import add_train_command, print_metrics, train_overrides
 
-__all__ = ["add_image_commands", "cmd_image_train", "cmd_image_probe", "main"]
+__all__ = ["add_image_commands", "cmd_image_train", "cmd_image_probe"]
 
 
 def cmd_image_train(args: argparse.Namespace) -> int:
@@ -97,16 +97,3 @@ def add_image_commands(subparsers: argparse._SubParsersAction) -> None:
     q.add_argument("--threads", type=int, default=0)
     q.add_argument("--no-progress", action="store_true")
     q.set_defaults(func=cmd_image_probe)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Standalone entry point: ``python -m cpc_seq.images.cli image-train|image-probe``."""
-    parser = argparse.ArgumentParser(prog="python -m cpc_seq.images.cli",
-                                     description="DIM/AMDIM commands of cpc-seq")
-    add_image_commands(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    return run_command(args.func, args)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -12,9 +12,9 @@ Examples::
     cpc-seq text-probe --bow --train-text exp/text/data/train/text --test-text ... --out DIR
     cpc-seq text-table exp/text/probe/*/result.json
 
-``cpc_seq.cli`` registers them with :func:`add_text_commands`; standalone,
-``python -m cpc_seq.text.cli text-train ...`` does the same. Bad input prints
-``error: <what and where>`` and exits with status 2.
+The ``cpc-seq`` front end (:mod:`cpc_seq.cli`) registers them with
+:func:`add_text_commands`. Bad input prints ``error: <what and where>`` and exits with
+status 2.
 """
 
 from __future__ import annotations
@@ -22,25 +22,24 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from cpc_seq.cliutil import add_train_command, print_metrics, run_command
+from cpc_seq.cliutil import add_train_command, print_metrics, train_overrides
 from cpc_seq.errors import CpcSeqError, DataError
 from cpc_seq.text.probe import C_GRID
 
-__all__ = ["add_text_commands", "TEXT_COMMANDS", "cmd_text_train", "cmd_text_extract",
-           "cmd_text_probe", "cmd_text_table", "read_items", "main"]
+__all__ = ["add_text_commands", "cmd_text_train", "cmd_text_extract",
+           "cmd_text_probe", "cmd_text_table", "read_items"]
 
 
 def cmd_text_train(args: argparse.Namespace) -> int:
     """Train a token- or sentence-level text CPC model."""
     from cpc_seq.text.train import load_text_config, train_text
 
-    cfg = load_text_config(args.config, args.overrides)
+    cfg = load_text_config(args.config, train_overrides(args))
     print_metrics(train_text(cfg, resume=args.resume))
     return 0
 
@@ -212,7 +211,7 @@ def cmd_text_probe(args: argparse.Namespace) -> int:
 
 def cmd_text_table(args: argparse.Namespace) -> int:
     """Print (and optionally write) a markdown table of probe results."""
-    from cpc_seq.io.checkpoint import atomic_write
+    from cpc_seq.io.atomic import atomic_write
     from cpc_seq.text.probe import markdown_table
 
     rows = []
@@ -229,19 +228,11 @@ def cmd_text_table(args: argparse.Namespace) -> int:
     return 0
 
 
-TEXT_COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
-    "text-train": cmd_text_train,
-    "text-extract": cmd_text_extract,
-    "text-probe": cmd_text_probe,
-    "text-table": cmd_text_table,
-}
-
-
 def add_text_commands(subparsers: argparse._SubParsersAction) -> None:
     """Register ``text-train``, ``text-extract``, ``text-probe`` and ``text-table``.
 
     Each parser gets ``func`` (its command function) as a default, so a caller can run
-    ``args.func(args)``; :data:`TEXT_COMMANDS` maps the names to the same functions.
+    ``args.func(args)``.
     """
     add_train_command(
         subparsers, "text-train", help="train token- or sentence-level CPC on text",
@@ -331,16 +322,3 @@ def add_text_commands(subparsers: argparse._SubParsersAction) -> None:
     t.add_argument("results", nargs="+", help="result.json files")
     t.add_argument("--out", help="also write the table here")
     t.set_defaults(func=cmd_text_table)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Standalone entry point: ``python -m cpc_seq.text.cli text-train|text-extract|...``."""
-    parser = argparse.ArgumentParser(prog="python -m cpc_seq.text.cli",
-                                     description="text CPC commands of cpc-seq")
-    add_text_commands(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    return run_command(args.func, args)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -6,7 +6,7 @@
 # EXP/KIND/tb), 2 linear probes -> EXP/table.md.
 # Extra overrides: TRAIN_OVERRIDES="train.steps=100" PROBE_OPTS="--epochs 5" run.sh
 
-img() { python -m cpc_seq.images.cli "$@"; }
+img() { python -m cpc_seq "$@"; }
 device=${device:-auto}
 t0=$(date +%s)
 

@@ -38,7 +38,7 @@ fortunes=/usr/share/games/fortunes
 threads=0
 . recipes/common/parse_options.sh
 
-txt() { python -m cpc_seq.text.cli "$@"; }
+txt() { python -m cpc_seq "$@"; }
 data=$exp/data
 feats=$exp/feats
 
