@@ -143,7 +143,8 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         line = f":{mark.line + 1}" if mark is not None else ""
-        raise ConfigError(f"{path}{line}: invalid YAML ({getattr(e, 'problem', e)})") from None
+        reason = " ".join(str(getattr(e, "problem", None) or e).split())
+        raise ConfigError(f"{path}{line}: invalid YAML ({reason})") from None
     except RecursionError:
         raise ConfigError(f"{path}: invalid YAML (nested too deeply)") from None
     _check_tree(data, path)

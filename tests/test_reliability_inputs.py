@@ -193,6 +193,16 @@ def test_bom_in_kaldi_tables_is_not_part_of_the_first_key(tmp_path: Path) -> Non
     assert list(read_features(f"scp:{scp}")) == ["spk-0"]
 
 
+def test_label_line_with_only_a_carriage_return_is_an_error(tmp_path: Path) -> None:
+    """Found by benchmarks/fuzz.py: ``utt \\r `` gave an empty label sequence."""
+    from cpc_seq.audio.kaldi import read_frame_labels
+
+    lab = tmp_path / "lab"
+    lab.write_text("a 1 2\nb \r \n")
+    with pytest.raises(DataError, match="lab:2: key 'b' has no value"):
+        read_frame_labels(lab)
+
+
 def test_wav_cut_in_half_is_an_error_naming_the_file(tmp_path: Path, capsys) -> None:
     from cpc_seq.audio.kaldi import load_data_dir
 

@@ -297,6 +297,10 @@ def test_bad_config_files_are_one_line_errors(tmp_path: Path, capsys, command: s
     bomb.write_text("\n".join(lines) + "\n")
     assert main([command, "--config", str(bomb)]) == 2
     assert "aliases expand it to more than" in _err(capsys)
+    nul = tmp_path / "nul.yaml"
+    nul.write_text("train:\x00\n")  # the YAML reader's message has a line break
+    assert main([command, "--config", str(nul)]) == 2
+    assert "invalid YAML (unacceptable character" in _err(capsys)
     assert main([command, "train.steps=&x [*x]"]) == 2
     assert "override train.steps: invalid YAML" in _err(capsys)
 

@@ -105,7 +105,7 @@ def read_table(
         if m is None:  # pragma: no cover - the regex accepts any line without leading space
             raise DataError(f"{loc}: malformed line {line!r}")
         key, rest = m.group(1), (m.group(2) or "")
-        if require_value and not rest:
+        if require_value and not rest.strip():  # "key \r" has no value either
             raise DataError(f"{loc}: key {key!r} has no value (expected 'key value')")
         if check_unique and key in seen:
             raise DataError(f"{loc}: duplicate key {key!r} (first on line {seen[key]})")
