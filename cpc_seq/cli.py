@@ -33,11 +33,11 @@ def _add_table(sub: argparse._SubParsersAction) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     from cpc_seq.audio.cli import register as add_audio_commands
+    from cpc_seq.audio.ctc_cli import register as add_ctc_commands
     from cpc_seq.audio.items import register as add_make_item_command
     from cpc_seq.audio.textgrid import register as add_textgrid_command
     from cpc_seq.images.cli import add_image_commands
     from cpc_seq.mibench.cli import register as add_mibench_command
-    from cpc_seq.probes.ctc import register as add_ctc_commands
     from cpc_seq.text.cli import add_text_commands
 
     parser = argparse.ArgumentParser(prog="cpc-seq", description=__doc__.split("\n")[0])

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from cpc_seq.audio.ctc_cli import register
 from cpc_seq.errors import ConfigError, DataError
 from cpc_seq.probes.ctc import (
     CTCOptions,
@@ -16,7 +17,6 @@ from cpc_seq.probes.ctc import (
     ctc_probe,
     edit_distance,
     greedy_decode,
-    register,
 )
 
 

@@ -24,6 +24,7 @@ import numpy as np
 from cpc_seq.audio.wav import AudioNotes, is_pipe, read_audio, read_segment
 from cpc_seq.errors import DataError, where
 from cpc_seq.io.atomic import atomic_write
+from cpc_seq.probes.frames import check_label_length
 
 __all__ = [
     "DataDir",
@@ -287,7 +288,7 @@ def load_data_dir(
     from cpc_seq.audio.lhotse_io import is_lhotse_manifest, load_lhotse
 
     if is_lhotse_manifest(d):  # a lhotse CutSet/RecordingSet, or a dir of manifests
-        return load_lhotse(d, allow_pipes=allow_pipes)
+        return DataDir(**load_lhotse(d, allow_pipes=allow_pipes))
     if not d.is_dir():
         raise DataError(f"{d}: data directory not found")
     wav_path = d / "wav.scp"
@@ -652,31 +653,6 @@ def read_split(path: str | Path) -> list[str]:
         seen[utt] = lineno
         utts.append(utt)
     return utts
-
-
-def check_label_length(
-    utt: str,
-    n_label_frames: int,
-    n_audio_frames: int,
-    tolerance: int = 2,
-    path: str | Path | None = None,
-    line: int | None = None,
-) -> None:
-    """Raise if an utterance's labels and its audio differ by more than ``tolerance`` frames.
-
-    Alignments are often a frame or two shorter or longer than the encoder output (edge
-    handling differs); larger gaps mean the labels belong to other audio.
-
-    Raises:
-        DataError: naming ``path:line`` (when given) and the utterance.
-    """
-    diff = n_label_frames - n_audio_frames
-    if abs(diff) > tolerance:
-        prefix = f"{where(path, line)}: " if path is not None else ""
-        raise DataError(
-            f"{prefix}utterance {utt!r} has {n_label_frames} label frames but its audio gives "
-            f"{n_audio_frames} frames (differ by {abs(diff)}, tolerance {tolerance})"
-        )
 
 
 def fit_labels(labels: np.ndarray, n_frames: int) -> np.ndarray:

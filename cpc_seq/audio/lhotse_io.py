@@ -146,16 +146,14 @@ def _from_cuts(cuts: Any, where: str) -> dict[str, Any]:
     return {"wav": wav, "segments": segments, "utt2spk": utt2spk, "text": text}
 
 
-def load_lhotse(path: str | Path, *, allow_pipes: bool = False) -> Any:
-    """Load lhotse manifests (see the module doc) as a
-    :class:`~cpc_seq.audio.kaldi.DataDir`.
+def load_lhotse(path: str | Path, *, allow_pipes: bool = False) -> dict[str, Any]:
+    """Load lhotse manifests (see the module doc) as the fields of a
+    :class:`~cpc_seq.audio.kaldi.DataDir` (``DataDir(**fields)``).
 
     Raises:
         DataError: unreadable manifests, unsupported audio sources or cuts, supervisions
             of unknown recordings, ids with whitespace, refused pipes -- naming the path.
     """
-    from cpc_seq.audio.kaldi import DataDir
-
     p = Path(path)
     lhotse = _lhotse()
     where = str(p)
@@ -203,5 +201,5 @@ def load_lhotse(path: str | Path, *, allow_pipes: bool = False) -> Any:
             spk2utt.setdefault(utt2spk[utt], []).append(utt)
         spk2utt = dict(sorted(spk2utt.items()))
     text = parts["text"] if any(parts["text"].values()) else None
-    return DataDir(path=p, wav=wav, segments=segments, utt2spk=utt2spk, spk2utt=spk2utt,
-                   text=text, utts=utts, allow_pipes=allow_pipes)
+    return {"path": p, "wav": wav, "segments": segments, "utt2spk": utt2spk,
+            "spk2utt": spk2utt, "text": text, "utts": utts, "allow_pipes": allow_pipes}
