@@ -25,5 +25,5 @@ python -m cpc_seq probe phone --no-progress --feats "scp:$dir/c.scp" \
 python -m cpc_seq probe speaker --no-progress --feats "scp:$dir/c.scp" \
   --train-split "$data/train_split.txt" --test-split "$data/test_split.txt" \
   --utt2spk "$data/all/utt2spk" --out "$dir/speaker" --name "$name" > "$dir/speaker.log" 2>&1
-acc() { python -c 'import json,sys; r=json.load(open(sys.argv[1])); print(f"{100*r[\"accuracy\"]:.1f}")' "$1"; }
+acc() { python -c "import json,sys; print(format(100 * json.load(open(sys.argv[1]))['accuracy'], '.1f'))" "$1"; }
 echo "$name | $cpu | $steps | $(acc "$dir/phone/result.json") | $(acc "$dir/speaker/result.json")" | tee "$dir/row.txt"
