@@ -1,0 +1,66 @@
+"""CPU seconds per training step of the option rows, side by side on one random batch
+(32 x 0.3 s, the FSDD recipe's model, 1 thread): the ratios that set the step counts of
+the equal-CPU comparison.
+
+Usage: OMP_NUM_THREADS=1 python recipes/fsdd/local/step_cost.py
+"""
+
+from __future__ import annotations
+
+import time
+
+import torch
+
+from cpc_seq.audio.augment import Augmenter
+from cpc_seq.audio.model import build_model
+from cpc_seq.audio.train import _TrainStep, load_config
+from cpc_seq.losses import kstep_infonce
+from cpc_seq.losses.acpc import acpc_loss
+
+ROWS = {
+    "base": [],
+    "transformer_shared": ["model.predictor=transformer_shared", "model.predictor_ff=512"],
+    "cpc2": ["model.context=lstm", "model.context_layers=2", "model.predictor=transformer",
+             "model.transformer_heads=8", "model.predictor_ff=2048",
+             "model.predictor_dropout=0.5"],
+    "acpc": ["loss.kind=acpc", "model.n_steps=4", "loss.acpc_horizon=8"],
+    "augment": ["augment.noise_prob=0.3", "augment.speed_prob=0.3", "augment.reverb_prob=0.3",
+                "augment.bandreject_prob=0.3"],
+}
+
+
+def step_cost(overrides: list[str], reps: int = 8) -> float:
+    cfg = load_config("recipes/fsdd/conf/cpc.yaml", overrides)
+    model = build_model(cfg.model)
+    step = _TrainStep(model)
+    opt = torch.optim.Adam(model.parameters())
+    aug = Augmenter(cfg.augment, 16000, torch.Generator().manual_seed(0)) \
+        if cfg.augment.enabled else None
+
+    def one() -> None:
+        x, lengths = torch.randn(32, 4800), torch.full((32,), 4800)
+        if aug is not None:
+            x, lengths = aug(x, lengths)
+        z, fl, p = step(x, lengths if bool((lengths < 4800).any()) else None)
+        if cfg.loss.kind == "acpc":
+            out = acpc_loss(p, z, fl, horizon=cfg.loss.acpc_horizon)
+        else:
+            out = kstep_infonce(p, z, fl)
+        opt.zero_grad()
+        out.loss.backward()
+        opt.step()
+
+    one()
+    t = time.process_time()
+    for _ in range(reps):
+        one()
+    return (time.process_time() - t) / reps
+
+
+if __name__ == "__main__":
+    torch.set_num_threads(1)
+    base = None
+    for name, ov in ROWS.items():
+        cost = step_cost(ov)
+        base = base or cost
+        print(f"{name}: {cost:.3f} CPU s/step ({cost / base:.2f}x)", flush=True)
