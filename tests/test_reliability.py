@@ -74,8 +74,9 @@ def test_sigkill_then_resume_matches_uninterrupted_run(tmp_path: Path) -> None:
 
 def test_non_finite_steps_are_skipped_then_stop(tmp_path: Path, monkeypatch, capsys) -> None:
     import cpc_seq.audio.train as train_mod
+    import cpc_seq.engine.kstep_task as kstep_task
 
-    real = train_mod.kstep_infonce
+    real = kstep_task.kstep_infonce
     calls = {"n": 0}
 
     def flaky(*a, **k):  # noqa: ANN002, ANN003, ANN202
@@ -85,7 +86,7 @@ def test_non_finite_steps_are_skipped_then_stop(tmp_path: Path, monkeypatch, cap
             out.loss = out.loss * float("nan")
         return out
 
-    monkeypatch.setattr(train_mod, "kstep_infonce", flaky)
+    monkeypatch.setattr(kstep_task, "kstep_infonce", flaky)
     cfg = train_mod.load_config(None, [*TINY, "train.steps=20", "train.save_every=2",
                                        "train.max_bad_steps=3", f"train.out_dir={tmp_path}"])
     trainer = train_mod.make_engine(cfg)

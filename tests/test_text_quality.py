@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 import torch
 
-from cpc_seq.errors import ConfigError
 from cpc_seq.cli import main as text_main
+from cpc_seq.errors import ConfigError
 from cpc_seq.text.models import SentenceCPC, SentenceEncoder, TextModelConfig
 from cpc_seq.text.probe import (
     dev_split,

@@ -79,7 +79,8 @@ def test_cli_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[s
     err = capsys.readouterr().err.strip()
     assert rc == 2 and err.startswith("error: unknown config key train.bogus")
     assert "\n" not in err
-    rc = main(["train", *TINY, f"train.out_dir={tmp_path}", "data.window=80000"])
+    rc = main(["train", *TINY, f"train.out_dir={tmp_path}", "data.window=80000",
+               "data.short_utterances=error"])
     err = capsys.readouterr().err.strip()
     assert rc == 2 and "shorter than the training window" in err and "utterance" in err
 

@@ -29,13 +29,11 @@ from cpc_seq.audio.batches import BATCH_SAMPLING, SHORT_MODES, WindowPlan, make_
 from cpc_seq.audio.model import CPCModel, ModelConfig, build_model
 from cpc_seq.audio.windows import WaveStore, normalize_windows
 from cpc_seq.config import apply_overrides, check, from_dict, load_yaml, to_dict
-from cpc_seq.engine import distributed
 from cpc_seq.engine.config import OptimConfig, RunConfig
-from cpc_seq.engine.log import kstep_metrics
-from cpc_seq.engine.trainer import Context, Engine, StepOutput, Task
-from cpc_seq.engine.windows import PlanBatches, fixed_windows
+from cpc_seq.engine.kstep_task import KStepTask
+from cpc_seq.engine.trainer import Context, Engine, StepOutput
+from cpc_seq.engine.windows import PlanBatches
 from cpc_seq.errors import ConfigError, DataError
-from cpc_seq.losses import kstep_infonce
 from cpc_seq.losses.acpc import ACPC_NEGATIVES, acpc_loss
 from cpc_seq.losses.config import LossConfig
 
@@ -190,7 +188,7 @@ class _TrainStep(nn.Module):
         return z, frame_lengths, self.model.predict(c)
 
 
-class AudioCPCTask(Task):
+class AudioCPCTask(KStepTask):
     """Audio CPC for the engine: model, window batches, k-step InfoNCE, dev evaluation.
 
     A batch is ``(x (B, N), lengths (B,) or None)``: normalised windows and, when some
@@ -205,12 +203,9 @@ class AudioCPCTask(Task):
     def setup(self, ctx: Context, resume_state: dict[str, Any] | None) -> None:
         cfg, run = self.cfg, self.cfg.train
         self.ctx = ctx
-        if ctx.dist.enabled and cfg.data.batch_size % ctx.dist.world:
-            raise ConfigError(f"data.batch_size={cfg.data.batch_size} (the global batch) must "
-                              f"divide by the {ctx.dist.world} processes")
+        self.check_batch_split(ctx)
         self.model: CPCModel = build_model(cfg.model)
-        self.neg_gen = torch.Generator(device=ctx.device).manual_seed(
-            run.seed + 17 + 1000 * ctx.dist.rank)
+        self.init_negatives(ctx)
         progress = run.progress and ctx.dist.is_main
         self.train_store = load_waves(
             cfg.data.train, cfg.data.window, cfg.data.short_utterances, cfg.data.allow_pipes,
@@ -238,7 +233,7 @@ class AudioCPCTask(Task):
                 cfg.model.sample_rate, progress, "dev",
             )
 
-    def train_module(self) -> nn.Module:
+    def step_module(self) -> nn.Module:
         return _TrainStep(self.model)
 
     def check_resume(self, state: dict[str, Any], path: Path) -> None:
@@ -271,56 +266,17 @@ class AudioCPCTask(Task):
                             negatives=self.cfg.loss.negatives,
                             n_negatives=self.cfg.loss.n_negatives, generator=self.neg_gen)
             return StepOutput(out.loss, units=seconds, extra=out)
-        extra = {}
-        if training and self.ctx.dist.enabled and self.cfg.loss.cross_rank:
-            extra = {
-                "candidates": distributed.gather_with_grad(z),
-                "candidate_lengths": distributed.gather_with_grad(frame_lengths),
-                "query_offset": self.ctx.dist.rank * z.shape[0],
-            }
-        out = kstep_infonce(
-            pred, z, frame_lengths, negatives=self.cfg.loss.negatives,
-            n_negatives=self.cfg.loss.n_negatives,
-            exclude_positive=self.cfg.loss.exclude_positive, generator=self.neg_gen, **extra,
-        )
+        out = self.kstep_loss(z, frame_lengths, pred, training)
         return StepOutput(out.loss, units=seconds, extra=out)
 
-    def metrics(self, out: StepOutput) -> dict[str, float]:
-        return kstep_metrics(out.extra)
-
-    def postfix(self, metrics: dict[str, float]) -> dict[str, str]:
-        return {"loss": f"{metrics['train/loss']:.3f}", "acc": f"{metrics['train/acc']:.3f}"}
-
-    def evaluate(self) -> dict[str, float]:
-        """Mean loss/accuracy on a fixed set of dev windows (negatives' RNG untouched)."""
-        if self.dev_store is None:
-            return {}
-        utt, off = fixed_windows(self.dev_store.lengths, self.cfg.data.window,
-                                 self.cfg.train.eval_windows)
-        g_state = self.neg_gen.get_state()
-        losses, accs = [], []
-        bs = self.cfg.data.batch_size
-        step = _TrainStep(self.model)
-        for i in range(0, len(utt), bs):
-            if len(utt[i : i + bs]) < 2 and self.cfg.loss.negatives != "same_sequence":
-                continue
-            x = self._windows(self.dev_store, utt[i : i + bs], off[i : i + bs])
-            out = self.loss(step, x, training=False).extra
-            losses.append(float(out.loss))
-            accs.append(float(out.step_acc.mean()))
-        self.neg_gen.set_state(g_state)
-        if not losses:
-            return {}
-        return {"dev/loss": sum(losses) / len(losses), "dev/acc": sum(accs) / len(accs)}
+    def dev_batch(self, idx: Tensor, off: Tensor) -> Tensor:
+        return self._windows(self.dev_store, idx, off)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"batches": self.batches.state_dict(), "rng_neg": self.neg_gen.get_state(),
-                "rng_augment": self.aug_gen.get_state()}
+        return {**super().state_dict(), "rng_augment": self.aug_gen.get_state()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.batches.load_state_dict(state["batches"])
-        rng = state["rng_neg"]
-        self.neg_gen.set_state(rng.cpu() if self.ctx.device.type == "cpu" else rng)
+        super().load_state_dict(state)
         if "rng_augment" in state:  # checkpoints from before augmentation have none
             self.aug_gen.set_state(state["rng_augment"].cpu())
 
