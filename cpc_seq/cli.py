@@ -15,14 +15,10 @@ and exits with status 2. ``python -m cpc_seq`` is the same command, so
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-from pathlib import Path
-from typing import Any
 
 from cpc_seq.cliutil import run_command, show_defaults
-from cpc_seq.errors import DataError
-from cpc_seq.io.tables import probe_table
+from cpc_seq.io.tables import probe_table, read_results
 
 
 def _add_table(sub: argparse._SubParsersAction) -> None:
@@ -55,13 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_table(args: argparse.Namespace) -> int:
-    rows: list[dict[str, Any]] = []
-    for path in args.results:
-        try:
-            rows.append(json.loads(Path(path).read_text()))
-        except (OSError, json.JSONDecodeError) as e:
-            raise DataError(f"{path}: cannot read probe result ({e})") from None
-    print(probe_table(rows), end="")
+    print(probe_table(read_results(args.results, require="accuracy")), end="")
     return 0
 
 

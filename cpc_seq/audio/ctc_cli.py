@@ -4,12 +4,12 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import torch
 
-from cpc_seq.errors import CpcSeqError, DataError
+from cpc_seq.errors import CpcSeqError
+from cpc_seq.io.tables import read_results
 from cpc_seq.probes.ctc import MODELS, CTCOptions, ctc_probe, ctc_table
 
 # -------------------------------------------------------------------- commands
@@ -68,14 +68,7 @@ def cmd_ctc_probe(args: argparse.Namespace) -> int:
 
 
 def cmd_ctc_table(args: argparse.Namespace) -> int:
-    rows = []
-    for path in args.results:
-        try:
-            rows.append(json.loads(Path(path).read_text()))
-        except (OSError, json.JSONDecodeError) as e:
-            raise DataError(f"{path}: cannot read CTC probe result ({e})") from None
-        if "per" not in rows[-1]:
-            raise DataError(f"{path}: not a CTC probe result (no 'per')")
+    rows = read_results(args.results, require="per", what="CTC probe result")
     print(ctc_table(rows), end="")
     return 0
 

@@ -48,3 +48,24 @@ def markdown_table(rows: Sequence[Row], columns: Sequence[Column], title: str = 
 def probe_table(rows: Sequence[Row], title: str = "") -> str:
     """The default probe table (:data:`PROBE_COLUMNS`)."""
     return markdown_table(rows, PROBE_COLUMNS, title=title)
+
+
+def read_results(paths: Sequence[str], require: str = "", what: str = "probe result"
+                 ) -> list[dict[str, Any]]:
+    """Read ``result.json`` files; a missing or malformed file (or one without the key
+    ``require``) is a one-line :class:`~cpc_seq.errors.DataError` naming it."""
+    import json
+    from pathlib import Path
+
+    from cpc_seq.errors import DataError
+
+    rows = []
+    for path in paths:
+        try:
+            row = json.loads(Path(path).read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise DataError(f"{path}: cannot read {what} ({e})") from None
+        if not isinstance(row, dict) or (require and require not in row):
+            raise DataError(f"{path}: not a {what}" + (f" (no {require!r})" if require else ""))
+        rows.append(row)
+    return rows

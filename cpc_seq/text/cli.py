@@ -29,6 +29,7 @@ import torch
 
 from cpc_seq.cliutil import add_train_command, print_metrics, train_overrides
 from cpc_seq.errors import CpcSeqError, DataError
+from cpc_seq.io.tables import read_results
 from cpc_seq.text.probe import C_GRID
 
 __all__ = ["add_text_commands", "cmd_text_train", "cmd_text_extract",
@@ -214,13 +215,7 @@ def cmd_text_table(args: argparse.Namespace) -> int:
     from cpc_seq.io.atomic import atomic_write
     from cpc_seq.text.probe import markdown_table
 
-    rows = []
-    for path in args.results:
-        try:
-            rows.append(json.loads(Path(path).read_text()))
-        except (OSError, json.JSONDecodeError) as e:
-            raise DataError(f"{path}: cannot read probe result ({e})") from None
-    table = markdown_table(rows)
+    table = markdown_table(read_results(args.results, require="accuracy"))
     if args.out:
         with atomic_write(args.out, "w") as f:
             f.write(table)
