@@ -275,3 +275,18 @@ def test_validate_data_passes_the_tiny_dev_set_in_full(capsys) -> None:
     assert main(["validate-data", str(DEV), "--labels", str(DEV / "phone_frames.txt"),
                  "--phones", str(DEV.parent / "phones.txt")]) == 0
     assert "agree with the audio" in capsys.readouterr().out
+
+
+def test_feature_scp_pipes_never_run(tmp_path: Path) -> None:
+    """Found by benchmarks/fuzz.py: kaldiio runs a ``cmd |`` scp value in a shell."""
+    from cpc_seq.io.features import read_features
+
+    marker = tmp_path / "ran"
+    scp = tmp_path / "f.scp"
+    scp.write_text(f"u1 touch {marker} |\n")
+    with pytest.raises(DataError, match=r"f\.scp:1: piped entry .* refused"):
+        read_features(f"scp:{scp}")
+    scp.write_text(f"u2 touch {marker} |:3\n")  # kaldiio splits the offset off first
+    with pytest.raises(DataError, match=r"f\.scp:1: piped entry .* refused"):
+        read_features(f"scp:{scp}")
+    assert not marker.exists()

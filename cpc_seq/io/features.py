@@ -362,7 +362,8 @@ def read_features(rspec: str) -> dict[str, torch.Tensor]:
     """``scp:F.scp`` (Kaldi matrices via kaldiio) or ``npy:DIR`` -> {utt: (T, D) float32}.
 
     Every problem (undecodable line, missing/truncated ark entry, wrong shape) is a
-    DataError naming the scp file and line.
+    DataError naming the scp file and line. Piped entries (``cmd |``), which kaldiio
+    would run in a shell, are refused.
     """
     import kaldiio
 
@@ -388,6 +389,10 @@ def read_features(rspec: str) -> dict[str, torch.Tensor]:
             utt, value = parts
             if utt in feats:
                 raise DataError(f"{path}:{n}: duplicate utterance {utt!r}")
+            if "|" in value or value.split(":")[0].strip() == "-":
+                # kaldiio would run "cmd |" (also "cmd |:offset") in a shell, or read stdin
+                raise DataError(f"{path}:{n}: piped entry {value[:60]!r} refused in a feature "
+                                "scp (it would run a shell); write the features to an ark")
             try:
                 mat = np.array(kaldiio.load_mat(value), dtype=np.float32)
             except Exception as e:  # kaldiio raises many types for bad entries
