@@ -169,6 +169,8 @@ class Engine:
         resume_state = self._resume_state() if resume else None
         if not resume:
             self._claim_out_dir()
+        if self.dist.is_main:  # before any data is loaded: a bad out_dir fails at once
+            prepare_dir(self.out, "train.out_dir")
         torch.manual_seed(run.seed)
         self.bf16 = use_bf16(run.precision, device)
         task.setup(Context(device=device, dist=self.dist, bf16=self.bf16), resume_state)
