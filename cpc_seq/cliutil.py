@@ -46,7 +46,7 @@ def show_defaults(parser: argparse.ArgumentParser) -> None:
                 show_defaults(sub)
         elif (action.help is None and action.option_strings and action.default is not None
               and action.default is not argparse.SUPPRESS and action.nargs != 0):
-            action.help = " "
+            action.help = "(default: %(default)s)"
 
 
 def print_metrics(metrics: dict[str, float]) -> None:

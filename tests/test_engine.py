@@ -174,3 +174,12 @@ def test_cpu_time_cap_stops_training_and_is_carried_across_resume(tmp_path: Path
     assert 1 <= st["step"] < 50 and st["cpu_seconds"] > 0.006
     again = make_engine(load_config(None, [*args, "train.steps=50"]), resume=True)
     assert again.cpu_seconds == st["cpu_seconds"]
+
+
+def test_every_help_shows_the_defaults(capsys: pytest.CaptureFixture[str]) -> None:
+    from cpc_seq.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["probe", "phone", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert "--epochs EPOCHS (default: 20)" in out and "--lr LR (default: 0.001)" in out

@@ -209,16 +209,16 @@ def test_files_that_are_not_checkpoints(tmp_path: Path, capsys) -> None:
 
 
 def test_run_ending_without_a_finite_checkpoint(tmp_path: Path, monkeypatch, capsys) -> None:
-    import cpc_seq.audio.train as train_mod
+    import cpc_seq.engine.kstep_task as kstep_task
 
-    real = train_mod.kstep_infonce
+    real = kstep_task.kstep_infonce
 
     def nan_loss(*a, **k):  # noqa: ANN002, ANN003, ANN202
         out = real(*a, **k)
         out.loss = out.loss * float("nan")
         return out
 
-    monkeypatch.setattr(train_mod, "kstep_infonce", nan_loss)
+    monkeypatch.setattr(kstep_task, "kstep_infonce", nan_loss)
     out = tmp_path / "run"
     assert main(_argv("audio", out, Path("unused"), "train.steps=5",
                       "train.max_bad_steps=2")) == 2
