@@ -388,7 +388,7 @@ def test_feature_writer_progress_record_tolerates_a_torn_line(tmp_path: Path) ->
     ark, scp = tmp_path / "f.ark", tmp_path / "f.scp"
     spec = f"ark,scp:{ark},{scp}"
     w = FeatureWriter(parse_wspecifier(spec), resume=False)
-    w.write("a", np.zeros((2, 2), np.float32))
+    w.write_batch([("a", np.zeros((2, 2), np.float32))])
     w.ark.write(b"b \0BFM half")  # a torn entry, never recorded
     w.ark.flush()
     w.prog.write(f"b {ark}:")  # a torn record

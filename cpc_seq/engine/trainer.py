@@ -185,6 +185,7 @@ class Engine:
         self.step = 0
         self.best_dev = float("inf")
         self.cpu_seconds = 0.0  # CPU time spent training, across resumes
+        self._cpu_start: float | None = None  # process time when this run's loop began
         if resume_state is not None:
             self._load(resume_state)
 
@@ -283,7 +284,7 @@ class Engine:
         log = ScalarLog(self.out, self.dist.is_main, resume_step=self.step or None)
         guard = NonFiniteGuard(run.max_bad_steps, self.last)
         task.model.train()
-        self._cpu_start, self._cpu_base = time.process_time(), self.cpu_seconds
+        self._cpu_start = time.process_time()
         t_start = t_window = time.perf_counter()
         units_window = 0.0
         metrics: dict[str, float] = {}
@@ -346,10 +347,9 @@ class Engine:
 
     def _cpu_now(self) -> float:
         """CPU seconds of training so far (this process, plus earlier runs when resumed)."""
-        start = getattr(self, "_cpu_start", None)
-        if start is None:
+        if self._cpu_start is None:
             return self.cpu_seconds
-        return self._cpu_base + time.process_time() - start
+        return self.cpu_seconds + time.process_time() - self._cpu_start
 
     def _evaluate(self) -> dict[str, float]:
         if not self.dist.is_main:

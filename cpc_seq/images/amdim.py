@@ -66,9 +66,7 @@ from cpc_seq.losses.amdim_nce import (
     DEFAULT_PENALTY,
     AmdimNCEOutput,
     amdim_nce,
-    amdim_scores,
-    owner_mask,
-    tanh_clip,
+    clipped_scores,
 )
 
 __all__ = [
@@ -345,20 +343,13 @@ def mixture_nce(src: Tensor, trg: Tensor, *, penalty: float = DEFAULT_PENALTY,
             or src.shape[2] != trg.shape[2]:
         raise ValueError(f"expected src (B, k, d), trg (B, L, d); got {tuple(src.shape)}, "
                          f"{tuple(trg.shape)}")
-    b, k, d = src.shape
+    b, k, _ = src.shape
     n_loc = trg.shape[1]
-    if b < 2:
-        raise ValueError("mixture_nce needs at least 2 images in the batch (negatives)")
-    raw = amdim_scores(src.reshape(b * k, d), trg.reshape(b * n_loc, d))  # (B*k, B*L)
-    dev = raw.device
-    pos = owner_mask(torch.arange(b, device=dev).repeat_interleave(k),
-                     torch.arange(b, device=dev).repeat_interleave(n_loc))
-    reg = penalty * raw.pow(2).mean() if penalty > 0 else raw.new_zeros(())
-    s = tanh_clip(raw, clip)
+    s, pos, reg = clipped_scores(src, trg, penalty, clip, "mixture_nce")
     lse_neg = torch.logsumexp(s.masked_fill(pos, torch.finfo(s.dtype).min), dim=1, keepdim=True)
     logp = -F.softplus(lse_neg - s)  # (B*k, B*L), log-prob of each pair as the positive
     # the positive block of image i: rows i*k.., columns i*L.. -> (B, k, L)
-    ar = torch.arange(b, device=dev)
+    ar = torch.arange(b, device=s.device)
     s_nce = logp.view(b, k, b, n_loc)[ar, :, ar, :]
     q = torch.softmax(s_nce / tau, dim=1)
     ent = -(q * torch.log(q.clamp_min(1e-30))).sum(dim=1)  # (B, L)

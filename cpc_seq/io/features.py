@@ -209,10 +209,6 @@ class FeatureWriter:
         return (f"{n} items are complete in {self.spec.ark} (listed in {self.progress}); "
                 "rerun with --skip-existing to continue")
 
-    def write(self, utt: str, feats: np.ndarray) -> None:
-        """Write one utterance durably (see :meth:`write_batch`)."""
-        self.write_batch([(utt, feats)])
-
     def write_batch(self, entries: list[tuple[str, np.ndarray]]) -> None:
         """Append ``(utt, (T, D) features)`` entries and make them durable with one fsync.
 

@@ -68,6 +68,23 @@ def owner_mask(src_owner: Tensor, trg_owner: Tensor) -> Tensor:
     return src_owner.view(-1, 1) == trg_owner.view(1, -1)
 
 
+def clipped_scores(src: Tensor, trg: Tensor, penalty: float, clip: float, who: str
+                   ) -> tuple[Tensor, Tensor, Tensor]:
+    """The score matrix both AMDIM NCEs start from: ``src (B, S, d)``, ``trg (B, L, d)`` ->
+    (soft-clipped scores ``(B S, B L)``, positive mask (same image), penalty
+    ``lambda * mean(raw^2)``, a scalar)."""
+    b, s_per, d = src.shape
+    n_loc = trg.shape[1]
+    if b < 2:
+        raise ValueError(f"{who} needs at least 2 images in the batch (negatives)")
+    raw = amdim_scores(src.reshape(b * s_per, d), trg.reshape(b * n_loc, d))  # (B*S, B*L)
+    dev = raw.device
+    pos = owner_mask(torch.arange(b, device=dev).repeat_interleave(s_per),
+                     torch.arange(b, device=dev).repeat_interleave(n_loc))
+    reg = penalty * raw.pow(2).mean() if penalty > 0 else raw.new_zeros(())
+    return tanh_clip(raw, clip), pos, reg
+
+
 def amdim_nce(
     src: Tensor,
     trg: Tensor,
@@ -94,16 +111,7 @@ def amdim_nce(
     if src.dim() != 3 or trg.dim() != 3 or src.shape[0] != trg.shape[0]:
         raise ValueError(f"expected src (B, [S,] d), trg (B, L, d); got {tuple(src.shape)}, "
                          f"{tuple(trg.shape)}")
-    b, s_per, d = src.shape
-    n_loc = trg.shape[1]
-    if b < 2:
-        raise ValueError("amdim_nce needs at least 2 images in the batch (negatives)")
-    raw = amdim_scores(src.reshape(b * s_per, d), trg.reshape(b * n_loc, d))  # (B*S, B*L)
-    dev = raw.device
-    pos = owner_mask(torch.arange(b, device=dev).repeat_interleave(s_per),
-                     torch.arange(b, device=dev).repeat_interleave(n_loc))
-    reg = penalty * raw.pow(2).mean() if penalty > 0 else raw.new_zeros(())
-    scores = tanh_clip(raw, clip)
+    scores, pos, reg = clipped_scores(src, trg, penalty, clip, "amdim_nce")
     est = infonce(scores, pos)
     with torch.no_grad():
         best_neg = scores.masked_fill(pos, float("-inf")).amax(dim=1, keepdim=True)

@@ -14,7 +14,7 @@ sentence alone), c summarises it and the earlier sentences of the same string.
 
 Extraction to files (:func:`extract_text_to`) writes one matrix per item: (T, D) frames
 of layer ``z`` or ``c``, or (1, D) with ``pool`` = ``mean``/``max`` over the frames,
-through :class:`cpc_seq.audio.extract.FeatureWriter` (crash-safe ark/scp, npy).
+through :class:`cpc_seq.io.features.FeatureWriter` (crash-safe ark/scp, npy).
 """
 
 from __future__ import annotations
