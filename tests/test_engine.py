@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from cpc_seq.engine.device import fast_bf16, use_bf16
+from cpc_seq.engine.device import use_bf16
 from cpc_seq.io.checkpoint import load_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -86,12 +86,18 @@ def test_two_gloo_processes_match_one(modality: str, tmp_path: Path, fashion: Pa
             assert torch.allclose(p, two["model"][name], atol=TOL, rtol=TOL), name
 
 
-def test_auto_precision_picks_bf16_where_the_hardware_has_it() -> None:
+def test_auto_precision_picks_bf16_where_the_hardware_has_it(tmp_path: Path) -> None:
+    from cpc_seq.audio.train import load_config, make_engine
+
     cpu = torch.device("cpu")
-    assert use_bf16("auto", cpu) == fast_bf16(cpu)
     assert use_bf16("bf16", cpu) and not use_bf16("fp32", cpu)
     flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    assert fast_bf16(cpu) == ("avx512_bf16" in flags or "amx_bf16" in flags)
+    has_bf16 = "avx512_bf16" in flags or "amx_bf16" in flags
+    for precision, want in (("auto", has_bf16), ("fp32", False), ("bf16", True)):
+        eng = make_engine(load_config(None, [*AUDIO, *COMMON, "train.steps=1",
+                                             f"train.precision={precision}",
+                                             f"train.out_dir={tmp_path / precision}"]))
+        assert eng.bf16 is want, precision
 
 
 def _first_losses(path: Path, key: str) -> list[float]:
