@@ -33,6 +33,7 @@ sys.path.insert(0, str(root_from_argv(sys.argv, HERE.parent)))
 import torch  # noqa: E402
 from common import (  # noqa: E402
     describe_trees,
+    memory_as_the_cli_runs,
     peak_rss_mib,
     ref_worktree,
     run_json_worker,
@@ -59,6 +60,7 @@ def _runner(model, waves, layer: str, prec: str, batch_seconds: float):
     except ImportError:  # older trees
         from cpc_seq.audio.extract import length_batches
 
+    memory_as_the_cli_runs()  # as cpc-seq extract runs
     featurize = model_featurizer(model, layer, bf16=prec == "bf16")
     batches = list(length_batches({u: len(w) for u, w in waves.items()},
                                   int(batch_seconds * 16000)))

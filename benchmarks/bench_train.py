@@ -42,6 +42,7 @@ from common import (  # noqa: E402
     describe_trees,
     matmul_peak,
     matmul_peak_cpu,
+    memory_as_the_cli_runs,
     peak_rss_mib,
     ref_worktree,
     run_json_worker,
@@ -52,7 +53,8 @@ from common import (  # noqa: E402
 
 def make_step(preset: str, negatives: str, n_neg: int, bf16: bool, batch: int, window: int,
               n_steps: int, losses: list[float] | None = None):
-    """One training step (forward, k-step InfoNCE, backward, clip, Adam) as a closure.
+    """One training step (forward, k-step InfoNCE, backward, clip, Adam) as a closure,
+    in a process whose CPU memory is handled as ``cpc-seq train`` handles it.
 
     Seeded: the same model init, input and negatives in every tree. If ``losses`` is
     given, every step appends its loss to it.
@@ -60,6 +62,7 @@ def make_step(preset: str, negatives: str, n_neg: int, bf16: bool, batch: int, w
     from cpc_seq.audio.model import ModelConfig, build_model
     from cpc_seq.losses import kstep_infonce
 
+    memory_as_the_cli_runs()
     torch.manual_seed(0)
     model = build_model(ModelConfig(encoder=preset, n_steps=n_steps))
     opt = torch.optim.Adam(model.parameters(), lr=1e-4)

@@ -18,6 +18,17 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 
+def memory_as_the_cli_runs() -> bool:
+    """Apply the tree's own CPU-memory policy, as ``cpc-seq train`` / ``extract`` do
+    (``train.cpu_memory: keep``; see ``cpc_seq/engine/memory.py``). Trees without one
+    (older commits) run with the C library's default. Returns whether memory is kept."""
+    try:
+        from cpc_seq.engine.memory import keep_freed_memory
+    except ImportError:
+        return False
+    return keep_freed_memory()
+
+
 def matmul_peak(dtype: torch.dtype = torch.float32, n: int = 2048, reps: int = 5) -> float:
     """Best GFLOP/s of an n x n matmul on this machine."""
     a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)

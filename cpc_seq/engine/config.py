@@ -37,6 +37,9 @@ class OptimConfig:
 class RunConfig:
     """Length of the run, outputs, device, precision and bookkeeping.
 
+    ``cpu_memory``: ``keep`` (freed CPU memory is reused by the next step instead of
+    being returned to the OS and faulted in again; see :mod:`cpc_seq.engine.memory`) or
+    ``release`` (the C library's default).
     ``max_minutes``: stop after this much wall time; ``max_cpu_minutes``: after this much
     CPU time of this process (user + system, all threads; counted across ``--resume``),
     the fair budget on a shared machine. 0 = no limit.
@@ -55,6 +58,7 @@ class RunConfig:
     max_minutes: float = 0.0
     max_cpu_minutes: float = 0.0
     threads: int = 0
+    cpu_memory: str = "keep"
     device: str = "auto"
     precision: str = "auto"
     max_bad_steps: int = 10
@@ -71,6 +75,7 @@ class RunConfig:
         check(self.max_minutes >= 0, "train.max_minutes", "must be >= 0 (0 = no limit)")
         check(self.max_cpu_minutes >= 0, "train.max_cpu_minutes", "must be >= 0 (0 = no limit)")
         check(self.threads >= 0, "train.threads", "must be >= 0 (0 = torch default)")
+        check(self.cpu_memory in ("keep", "release"), "train.cpu_memory", "keep or release")
         check(self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"),
               "train.device", "auto, cpu, cuda or cuda:N")
         check(self.precision in PRECISIONS, "train.precision",

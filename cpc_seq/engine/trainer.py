@@ -40,6 +40,7 @@ from cpc_seq.engine.config import OptimConfig, RunConfig
 from cpc_seq.engine.device import autocast, resolve_device, use_bf16
 from cpc_seq.engine.guard import NonFiniteGuard
 from cpc_seq.engine.log import ScalarLog
+from cpc_seq.engine.memory import apply_cpu_memory
 from cpc_seq.engine.schedule import clip_grad_norm, lr_at, set_lr
 from cpc_seq.errors import ConfigError, CpcSeqError
 from cpc_seq.io.atomic import atomic_write, prepare_dir
@@ -158,6 +159,7 @@ class Engine:
         self.task, self.config, self.optim_cfg, self.run_cfg = task, config, optim, run
         if run.threads:
             torch.set_num_threads(run.threads)
+        apply_cpu_memory(run.cpu_memory)
         device = resolve_device(run.device)
         self.dist = distributed.init_from_env(device.type)
         if self.dist.enabled and device.type == "cuda":
