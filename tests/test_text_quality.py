@@ -170,6 +170,34 @@ def test_sentence_encoder_config_errors() -> None:
                         sentence_heads=4).validate()
 
 
+def test_bag_token_dropout_only_while_training() -> None:
+    torch.manual_seed(0)
+    cfg = TextModelConfig(level="sentence", vocab_size=40, embed_dim=8, sentence_encoder="bag",
+                          pool="mean", dim_c=8, n_steps=1, token_dropout=0.5)
+    cfg.validate()
+    enc = SentenceEncoder(cfg)
+    lengths = torch.tensor([12, 1, 5, 0])
+    toks = torch.randint(1, 40, (4, 12)) * (torch.arange(12) < lengths[:, None])
+    ref = enc.eval()(toks, lengths)
+    enc.train()
+    runs = torch.stack([enc(toks, lengths) for _ in range(20)])  # (20, 4, 8)
+    # a one-token sentence keeps its token; an empty one stays zero; evaluation is exact
+    torch.testing.assert_close(runs[:, 1], ref[1].expand(20, -1))
+    assert torch.all(runs[:, 3] == 0)
+    torch.testing.assert_close(enc.eval()(toks, lengths), ref)
+    # longer sentences see a different subset of their tokens from draw to draw
+    assert (runs[:, 0] - ref[0]).abs().sum(dim=1).gt(1e-6).sum() >= 18
+    assert len({tuple(r.tolist()) for r in runs[:, 2].round(decimals=5)}) > 5
+    # the mean of a kept subset: never outside the range of the sentence's embeddings
+    emb = enc.embed.weight[toks[0]]
+    assert torch.all(runs[:, 0] <= emb.max(dim=0).values + 1e-6)
+    assert torch.all(runs[:, 0] >= emb.min(dim=0).values - 1e-6)
+    with pytest.raises(ConfigError, match="model.token_dropout"):
+        TextModelConfig(level="sentence", sentence_encoder="conv", token_dropout=0.1).validate()
+    with pytest.raises(ConfigError, match="model.token_dropout"):
+        TextModelConfig(level="sentence", sentence_encoder="bag", token_dropout=1.0).validate()
+
+
 def test_make_fortunes(tmp_path: Path) -> None:
     src = tmp_path / "src"
     src.mkdir()

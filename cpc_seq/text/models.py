@@ -15,7 +15,9 @@ gives one z per sentence (``sentence_encoder``): ``conv`` (token embedding -> 1-
 with "same" padding -> max or mean over the valid tokens),
 ``gru`` (a bidirectional GRU over the token embeddings, pooled), ``transformer`` (a small
 Transformer encoder over the token embeddings with learned positions, pooled) or ``bag``
-(the pooled token embeddings); ``sentence_dim`` sets the size of z for the last three.
+(the pooled token embeddings; ``token_dropout`` leaves each token out with that
+probability while training, against memorising the training sentences);
+``sentence_dim`` sets the size of z for the gru and transformer encoders.
 Then a GRU (or any context) over consecutive sentences gives c; the
 heads predict the next k sentences' z, scored against the other sentences of the batch
 by :func:`cpc_seq.losses.kstep_infonce`.
@@ -72,6 +74,7 @@ class TextModelConfig:
     sentence_dim: int = 0
     sentence_layers: int = 1
     sentence_heads: int = 4
+    token_dropout: float = 0.0
 
     def validate(self) -> None:
         check(self.level in LEVELS, "model.level", f"one of {LEVELS}")
@@ -106,6 +109,10 @@ class TextModelConfig:
         if self.level == "sentence" and self.sentence_encoder == "bag":
             check(self.sentence_dim in (0, self.embed_dim), "model.sentence_dim",
                   "must be 0 or embed_dim for the bag encoder (set embed_dim instead)")
+        check(0.0 <= self.token_dropout < 1.0, "model.token_dropout", "must be in [0, 1)")
+        if self.token_dropout:
+            check(self.level == "sentence" and self.sentence_encoder == "bag",
+                  "model.token_dropout", "needs level: sentence and sentence_encoder: bag")
 
     @property
     def stride(self) -> int:
@@ -221,6 +228,20 @@ def _pool_valid(h: Tensor, lengths: Tensor, how: str) -> Tensor:
     return torch.where(lengths.unsqueeze(1) > 0, out, torch.zeros_like(out))
 
 
+def _drop_tokens(valid: Tensor, p: float) -> Tensor:
+    """Training-time token dropout for the bag encoder: each valid token of ``valid``
+    (N, L) bool is left out with probability ``p`` (torch's global RNG, which the
+    checkpoint carries), except that a non-empty sentence keeps at least its first
+    remaining token. Returns the new (N, L) mask."""
+    keep = valid & (torch.rand(valid.shape, device=valid.device) >= p)
+    lost = valid.any(dim=1) & ~keep.any(dim=1)
+    if bool(lost.any()):  # keep the first valid token of sentences that lost them all
+        first = torch.zeros_like(valid)
+        first[lost, valid[lost].int().argmax(dim=1)] = True
+        keep |= first
+    return keep
+
+
 class SentenceEncoder(nn.Module):
     """Sentences -> one vector each (``config.sentence_encoder``), pooled over valid tokens.
 
@@ -232,6 +253,7 @@ class SentenceEncoder(nn.Module):
         super().__init__()
         self.kind = config.sentence_encoder
         self.pool = config.pool
+        self.token_dropout = config.token_dropout
         if self.kind == "conv":
             self.conv = TokenConvEncoder(config.vocab_size, config.embed_dim,
                                          config.encoder_layers, config.encoder_norm,
@@ -270,6 +292,9 @@ class SentenceEncoder(nn.Module):
         lengths = lengths.clamp_max(width)
         if self.kind == "bag":  # pooled embeddings without materialising (N, L, E)
             valid = torch.arange(width, device=tokens.device).unsqueeze(0) < lengths.unsqueeze(1)
+            if self.training and self.token_dropout:
+                valid = _drop_tokens(valid, self.token_dropout)
+                lengths = valid.sum(dim=1)
             offsets = torch.cumsum(lengths, 0) - lengths
             return nn.functional.embedding_bag(tokens[valid], self.embed.weight, offsets,
                                                mode=self.pool, padding_idx=0)
