@@ -2,6 +2,7 @@
 
     python benchmarks/bench_extract.py --preset paper
     python benchmarks/bench_extract.py --preset paper --precision fp32 --vs 6766a5a
+    python benchmarks/bench_extract.py --preset paper --precision fp32 --profile
 
 Runs what ``cpc-seq extract`` runs per batch (utterances sorted by length, grouped into
 padded batches of at most ``--batch-seconds`` of audio, per-utterance normalisation,
@@ -35,6 +36,7 @@ from common import (  # noqa: E402
     describe_trees,
     memory_as_the_cli_runs,
     peak_rss_mib,
+    profile_table,
     ref_worktree,
     run_json_worker,
     run_times2,
@@ -137,6 +139,8 @@ def main() -> None:
     ap.add_argument("--vs", metavar="REF", help="time against this git ref, side by side")
     ap.add_argument("--ref-dir", help="worktree path for --vs (default: a fresh temp dir)")
     ap.add_argument("--inner", type=int, default=2, help="--vs: timed passes per process")
+    ap.add_argument("--profile", action="store_true",
+                    help="print torch.profiler's op table for each precision instead of timing")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--root", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -152,6 +156,12 @@ def main() -> None:
     waves, audio, model = _setup(args.preset, args.utterances)
     print(f"preset {args.preset}, layer {args.layer}, {args.utterances} utterances, "
           f"{audio:.1f} s of audio, {torch.get_num_threads()} threads")
+    if args.profile:
+        for prec in args.precision.split(","):
+            run, _, _ = _runner(model, waves, args.layer, prec, float(args.batch_seconds.split(",")[0]))
+            print(f"## {prec}")
+            print(profile_table(run, reps=1), flush=True)
+        return
     for prec in args.precision.split(","):
         for bs in (float(b) for b in args.batch_seconds.split(",")):
             run, batches, _ = _runner(model, waves, args.layer, prec, bs)

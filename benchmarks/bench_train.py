@@ -3,6 +3,7 @@
     python benchmarks/bench_train.py                 # small preset, all configs
     python benchmarks/bench_train.py --preset paper --negatives cross_batch
     python benchmarks/bench_train.py --vs 6766a5a    # side by side against another commit
+    python benchmarks/bench_train.py --profile --negatives cross_batch --precision bf16
 
 Config as in the issue: batch 8 x 20480 samples (10.24 s of audio per step), GRU 256,
 12 steps. Prints seconds per step, audio-s/s, GFLOP per step (torch's flop counter:
@@ -44,6 +45,7 @@ from common import (  # noqa: E402
     matmul_peak_cpu,
     memory_as_the_cli_runs,
     peak_rss_mib,
+    profile_table,
     ref_worktree,
     run_json_worker,
     run_times2,
@@ -187,6 +189,8 @@ def main() -> None:
                     help="--vs: relative tolerance of the first-step loss in fp32")
     ap.add_argument("--bf16-tol-factor", type=float, default=100.0,
                     help="--vs: bf16 tolerance = loss-tol x this (bf16 rounding; 1e-3)")
+    ap.add_argument("--profile", action="store_true",
+                    help="print torch.profiler's op table for each config instead of timing")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--root", help=argparse.SUPPRESS)
     ap.add_argument("--flops", action="store_true", help=argparse.SUPPRESS)
@@ -201,6 +205,14 @@ def main() -> None:
         _side_by_side(args)
         return
     torch.set_num_threads(args.threads)
+    if args.profile:
+        for neg in args.negatives.split(","):
+            for prec in args.precision.split(","):
+                print(f"## {args.preset}, {neg}, {prec}, {torch.get_num_threads()} threads")
+                print(profile_table(make_step(args.preset, neg, args.n_negatives, prec == "bf16",
+                                              args.batch, args.window, args.steps),
+                                    reps=args.reps), flush=True)
+        return
     audio = args.batch * args.window / 16000
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; preset {args.preset}, "
           f"batch {args.batch} x {args.window} samples ({audio:.2f} audio-s per step), K={args.steps}")

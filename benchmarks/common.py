@@ -29,6 +29,33 @@ def memory_as_the_cli_runs() -> bool:
     return keep_freed_memory()
 
 
+def profile_table(fn: Callable[[], object], reps: int = 3, rows: int = 20) -> str:
+    """``fn`` run ``reps`` times under torch.profiler (after one warm-up): the ops with the
+    most self CPU time, grouped by input shapes, per run, as a markdown table; matmuls
+    also get their achieved GFLOP/s (2·m·k·n per call)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    fn()
+    with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
+        for _ in range(reps):
+            fn()
+    events = prof.key_averages(group_by_input_shape=True)
+    total = sum(e.self_cpu_time_total for e in events) / reps / 1e3
+    out = [f"self CPU time per run: {total:.1f} ms (profiler overhead included)", "",
+           "| op | input shapes | calls/run | self ms/run | % | GFLOP/s |", "|---|---|---|---|---|---|"]
+    for e in sorted(events, key=lambda e: -e.self_cpu_time_total)[:rows]:
+        ms = e.self_cpu_time_total / reps / 1e3
+        shapes = [list(x) for x in e.input_shapes if x]
+        gfs = ""
+        if e.key in ("aten::mm", "aten::addmm") and len(shapes) >= 2 and ms > 0:
+            a, b = shapes[-2:] if e.key == "aten::addmm" else shapes[:2]
+            if len(a) == 2 and len(b) == 2:
+                gfs = f"{2 * a[0] * a[1] * b[1] * e.count / reps / (ms / 1e3) / 1e9:.0f}"
+        out.append(f"| {e.key} | {str(shapes)[:60]} | {e.count / reps:g} | {ms:.1f} | "
+                   f"{100 * ms / total:.1f} % | {gfs} |")
+    return "\n".join(out)
+
+
 def matmul_peak(dtype: torch.dtype = torch.float32, n: int = 2048, reps: int = 5) -> float:
     """Best GFLOP/s of an n x n matmul on this machine."""
     a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)

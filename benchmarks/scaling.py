@@ -35,6 +35,24 @@ SWEEPS = {
 }
 
 
+def growth_lines(rows: list[tuple], precisions: list[str]) -> list[str]:
+    """How the step cost grows along each sweep: from its smallest to its largest value,
+    the factor's ratio, the cost's ratio and the log-log slope (1 = linear, 2 = quadratic)."""
+    import math
+
+    out = ["How the cost grows (smallest to largest value of each sweep; slope = "
+           "log(cost ratio) / log(factor ratio): 0 = flat, 1 = linear, 2 = quadratic):", ""]
+    for factor, values in SWEEPS.items():
+        lo, hi = min(values), max(values)
+        parts = []
+        for prec in precisions:
+            cost = {v: s for f, v, p, s, *_ in rows if f == factor and p == prec}
+            ratio = cost[hi] / cost[lo]
+            parts.append(f"{prec} x{ratio:.2f} (slope {math.log(ratio) / math.log(hi / lo):.2f})")
+        out.append(f"- {factor} {lo} -> {hi} (x{hi / lo:g}): " + ", ".join(parts))
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--preset", default="small")
@@ -67,14 +85,15 @@ def main() -> None:
     lines = [f"Training-step cost (forward, loss, backward, Adam step), {args.preset} preset, "
              f"{torch.get_num_threads()} thread(s), median of {args.reps} steps after one warm-up "
              f"(`OMP_NUM_THREADS={torch.get_num_threads()} python benchmarks/scaling.py --reps "
-             f"{args.reps}`), in CPU seconds of the process (wall seconds alongside; the "
-             f"machine is shared, load average {load} when the sweep ended). Base: "
+             f"{args.reps}`), in CPU seconds of the process (wall seconds alongside; load "
+             f"average {load} when the sweep ended, its own threads included). Base: "
              + ", ".join(f"{k}={v}" for k, v in BASE.items())
              + ", cross-batch negatives. Spread = (slowest - fastest) / median of the CPU times.",
              "", "| factor | value | precision | CPU-s/step | audio-s/s (CPU) | spread | wall s/step |",
              "|---|---|---|---|---|---|---|"]
     lines += [f"| {f} | {v} | {p} | {s:.3f} | {a:.1f} | {100 * sp:.0f} % | {w:.3f} |"
               for f, v, p, s, a, sp, w in rows]
+    lines += ["", *growth_lines(rows, precisions)]
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     import matplotlib
 
