@@ -135,13 +135,17 @@ def test_text_probe_help_shows_defaults(capsys: pytest.CaptureFixture[str]) -> N
     ("bag", {}, 8),
     ("conv", {}, 6),
 ])
-@pytest.mark.parametrize("pool", ["mean", "max"])
+@pytest.mark.parametrize("pool", ["mean", "max", "weighted"])
 def test_sentence_encoders_batch_invariant(kind: str, extra: dict, dim: int, pool: str) -> None:
+    if pool == "weighted" and kind != "bag":
+        pytest.skip("weighted pooling is the bag encoder's")
     torch.manual_seed(0)
     cfg = TextModelConfig(level="sentence", vocab_size=30, embed_dim=8, sentence_encoder=kind,
                           encoder_layers=[[3, 1, 6]], pool=pool, dim_c=8, n_steps=1, **extra)
     cfg.validate()
     enc = SentenceEncoder(cfg).eval()
+    if pool == "weighted":
+        torch.nn.init.normal_(enc.token_score.weight)  # not the plain mean of the init
     lengths = torch.tensor([4, 1, 7, 0])
     toks = torch.randint(1, 30, (4, 7)) * (torch.arange(7) < lengths[:, None])
     z = enc(toks, lengths)
@@ -168,6 +172,27 @@ def test_sentence_encoder_config_errors() -> None:
     with pytest.raises(ConfigError, match="model.sentence_heads"):
         TextModelConfig(level="sentence", sentence_encoder="transformer", embed_dim=10,
                         sentence_heads=4).validate()
+
+
+def test_weighted_bag_pooling() -> None:
+    torch.manual_seed(0)
+    cfg = TextModelConfig(level="sentence", vocab_size=40, embed_dim=8, sentence_encoder="bag",
+                          pool="weighted", dim_c=8, n_steps=1)
+    cfg.validate()
+    enc = SentenceEncoder(cfg).eval()
+    lengths = torch.tensor([5, 1, 3])
+    toks = torch.randint(1, 40, (3, 5)) * (torch.arange(5) < lengths[:, None])
+    mean = TextModelConfig(**{**cfg.__dict__, "pool": "mean"})
+    plain = SentenceEncoder(mean).eval()
+    plain.embed.weight.data.copy_(enc.embed.weight.data)
+    torch.testing.assert_close(enc(toks, lengths), plain(toks, lengths))  # scores 0 = mean
+    # a large score on one token makes the sentence vector that token's embedding
+    enc.token_score.weight.data[int(toks[0, 2])] = 50.0
+    torch.testing.assert_close(enc(toks, lengths)[0], enc.embed.weight[toks[0, 2]])
+    enc(toks, lengths).sum().backward()
+    assert enc.token_score.weight.grad is not None and enc.token_score.weight.grad.abs().sum() > 0
+    with pytest.raises(ConfigError, match="model.pool"):
+        TextModelConfig(level="sentence", sentence_encoder="conv", pool="weighted").validate()
 
 
 def test_bag_token_dropout_only_while_training() -> None:

@@ -15,8 +15,10 @@ gives one z per sentence (``sentence_encoder``): ``conv`` (token embedding -> 1-
 with "same" padding -> max or mean over the valid tokens),
 ``gru`` (a bidirectional GRU over the token embeddings, pooled), ``transformer`` (a small
 Transformer encoder over the token embeddings with learned positions, pooled) or ``bag``
-(the pooled token embeddings; ``token_dropout`` leaves each token out with that
-probability while training, against memorising the training sentences);
+(the pooled token embeddings; ``pool: weighted`` pools them with a softmax over learned
+per-token scores, which can learn to ignore uninformative tokens as idf weights do;
+``token_dropout`` leaves each token out with that probability while training, against
+memorising the training sentences);
 ``sentence_dim`` sets the size of z for the gru and transformer encoders.
 Then a GRU (or any context) over consecutive sentences gives c; the
 heads predict the next k sentences' z, scored against the other sentences of the batch
@@ -41,7 +43,7 @@ from cpc_seq.nn.context import CONTEXTS, build_context
 from cpc_seq.nn.layers import ChannelNorm, PredictionHeads, receptive_field
 
 LEVELS = ("token", "sentence")
-POOLS = ("max", "mean")
+POOLS = ("max", "mean", "weighted")
 SENTENCE_ENCODERS = ("conv", "gru", "transformer", "bag")
 #: Longest sentence (tokens) the ``transformer`` sentence encoder has positions for.
 MAX_POSITIONS = 512
@@ -109,6 +111,9 @@ class TextModelConfig:
         if self.level == "sentence" and self.sentence_encoder == "bag":
             check(self.sentence_dim in (0, self.embed_dim), "model.sentence_dim",
                   "must be 0 or embed_dim for the bag encoder (set embed_dim instead)")
+        if self.pool == "weighted":
+            check(self.level == "sentence" and self.sentence_encoder == "bag", "model.pool",
+                  "weighted needs level: sentence and sentence_encoder: bag (max or mean otherwise)")
         check(0.0 <= self.token_dropout < 1.0, "model.token_dropout", "must be in [0, 1)")
         if self.token_dropout:
             check(self.level == "sentence" and self.sentence_encoder == "bag",
@@ -282,6 +287,20 @@ class SentenceEncoder(nn.Module):
             self.out_channels = dim
         else:  # bag
             self.out_channels = config.embed_dim
+            if self.pool == "weighted":  # one learned score per token; 0 = the plain mean
+                self.token_score = nn.Embedding(config.vocab_size, 1, padding_idx=0)
+                nn.init.zeros_(self.token_score.weight)
+
+    def _token_weights(self, flat: Tensor, lengths: Tensor) -> Tensor:
+        """``pool: weighted``: softmax of the learned token scores within each sentence.
+        ``flat`` (M,) tokens of the N sentences of ``lengths`` (N,) in a row -> (M,)."""
+        seg = torch.repeat_interleave(torch.arange(len(lengths), device=flat.device), lengths)
+        score = self.token_score(flat).squeeze(1)  # (M,)
+        top = torch.full(lengths.shape, -torch.inf, device=flat.device, dtype=score.dtype)
+        top = top.scatter_reduce(0, seg, score.detach(), "amax")
+        e = torch.exp(score - top[seg])
+        total = torch.zeros(lengths.shape, device=flat.device, dtype=e.dtype).index_add(0, seg, e)
+        return e / total[seg]
 
     def forward(self, tokens: Tensor, lengths: Tensor) -> Tensor:
         if self.kind == "conv":
@@ -296,8 +315,12 @@ class SentenceEncoder(nn.Module):
                 valid = _drop_tokens(valid, self.token_dropout)
                 lengths = valid.sum(dim=1)
             offsets = torch.cumsum(lengths, 0) - lengths
-            return nn.functional.embedding_bag(tokens[valid], self.embed.weight, offsets,
-                                               mode=self.pool, padding_idx=0)
+            flat = tokens[valid]  # (M,) the kept tokens, sentence after sentence
+            if self.pool != "weighted":
+                return nn.functional.embedding_bag(flat, self.embed.weight, offsets,
+                                                   mode=self.pool, padding_idx=0)
+            return nn.functional.embedding_bag(flat, self.embed.weight, offsets, mode="sum",
+                                               per_sample_weights=self._token_weights(flat, lengths))
         x = self.embed(tokens)  # (N, L, E)
         if self.kind == "gru":
             if tokens.shape[0] == 0:
