@@ -33,7 +33,7 @@ from cpc_seq.probes.linear import ProbeResult, evaluate_probe, result_to_dict, t
 _WORD = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
 
 #: Default grid of the logistic regression's inverse regularisation strength.
-C_GRID = (0.01, 0.1, 1.0, 10.0, 100.0, 1000.0)
+C_GRID = (0.001, 0.01, 0.1, 1.0, 10.0, 100.0, 1000.0)
 
 
 def words(text: str) -> list[str]:
