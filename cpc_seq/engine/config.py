@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from cpc_seq.config import check
+from cpc_seq.engine.memory import CPU_MEMORY_MODES
 
 PRECISIONS = ("auto", "fp32", "bf16")
 
@@ -75,7 +76,7 @@ class RunConfig:
         check(self.max_minutes >= 0, "train.max_minutes", "must be >= 0 (0 = no limit)")
         check(self.max_cpu_minutes >= 0, "train.max_cpu_minutes", "must be >= 0 (0 = no limit)")
         check(self.threads >= 0, "train.threads", "must be >= 0 (0 = torch default)")
-        check(self.cpu_memory in ("keep", "release"), "train.cpu_memory", "keep or release")
+        check(self.cpu_memory in CPU_MEMORY_MODES, "train.cpu_memory", " or ".join(CPU_MEMORY_MODES))
         check(self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"),
               "train.device", "auto, cpu, cuda or cuda:N")
         check(self.precision in PRECISIONS, "train.precision",

@@ -4,8 +4,8 @@ glibc serves every allocation above its mmap threshold (at most 32 MiB, less unt
 dynamic threshold has grown) with a fresh ``mmap`` and unmaps it on ``free``. A training
 or extraction step allocates and frees the same few hundred MiB of activations, scores
 and gradients every step, so with the default the kernel faults in and zeroes every page
-of them again each step. Measured on the ``small`` preset's training step (2 threads,
-``benchmarks/bench_train.py``): about a fifth of the step time, in fp32 and in bf16.
+of them again each step (in fp32 on the ``small`` preset, 2 threads, most of the step's
+system time).
 
 :func:`keep_freed_memory` switches glibc to the heap for all sizes (``M_MMAP_MAX = 0``)
 and never trims the heap's top (``M_TRIM_THRESHOLD`` at its maximum), so freed blocks
