@@ -48,7 +48,7 @@ def profile_table(fn: Callable[[], object], reps: int = 3, rows: int = 20) -> st
         shapes = [list(x) for x in e.input_shapes if x]
         gfs = ""
         if e.key in ("aten::mm", "aten::addmm") and len(shapes) >= 2 and ms > 0:
-            a, b = shapes[-2:] if e.key == "aten::addmm" else shapes[:2]
+            a, b = shapes[1:3] if e.key == "aten::addmm" else shapes[:2]  # addmm(bias, a, b)
             if len(a) == 2 and len(b) == 2:
                 gfs = f"{2 * a[0] * a[1] * b[1] * e.count / reps / (ms / 1e3) / 1e9:.0f}"
         out.append(f"| {e.key} | {str(shapes)[:60]} | {e.count / reps:g} | {ms:.1f} | "
