@@ -182,6 +182,38 @@ def test_cpu_time_cap_stops_training_and_is_carried_across_resume(tmp_path: Path
     assert again.cpu_seconds == st["cpu_seconds"]
 
 
+def test_lr_schedule_over_steps_or_a_budget_fraction() -> None:
+    from cpc_seq.engine.schedule import lr_at
+
+    assert lr_at(0, 1.0, 10, "cosine", 110) == pytest.approx(0.1)
+    assert lr_at(60, 1.0, 10, "cosine", 110) == pytest.approx(0.5)
+    assert lr_at(60, 1.0, 10, "cosine", 110, progress=0.0) == pytest.approx(1.0)
+    assert lr_at(60, 1.0, 10, "cosine", 110, progress=0.5) == pytest.approx(0.5)
+    assert lr_at(60, 1.0, 10, "cosine", 110, progress=2.0) == pytest.approx(0.0)
+    assert lr_at(5, 1.0, 10, "cosine", 110, progress=0.9) == pytest.approx(0.6)  # warm-up
+    assert lr_at(60, 1.0, 10, "constant", 110, progress=0.7) == 1.0
+
+
+def test_cpu_clock_decays_the_learning_rate_over_the_cpu_budget(tmp_path: Path) -> None:
+    import json
+
+    from cpc_seq.audio.train import load_config, make_engine
+    from cpc_seq.errors import ConfigError
+
+    args = [*AUDIO, *COMMON, "train.precision=fp32", f"train.out_dir={tmp_path}",
+            "optim.schedule=cosine"]
+    with pytest.raises(ConfigError, match="train.schedule_clock.*max_cpu_minutes"):
+        load_config(None, [*args, "train.schedule_clock=cpu"])
+    eng = make_engine(load_config(None, [*args, "train.steps=100000",
+                                         "train.schedule_clock=cpu", "train.max_cpu_minutes=0.01"]))
+    eng.run()
+    lines = [json.loads(x) for x in (tmp_path / "log.jsonl").read_text().splitlines()]
+    lrs = [x["lr"] for x in lines]
+    assert 1 < len(lines) < 100000 and lrs == sorted(lrs, reverse=True)
+    # the last step began with most of the budget spent: its rate is near zero
+    assert lrs[-1] < 0.1 * lrs[0]
+
+
 def test_every_help_shows_the_defaults(capsys: pytest.CaptureFixture[str]) -> None:
     from cpc_seq.cli import main
 

@@ -30,6 +30,7 @@ from cpc_seq.text.tokenizers import (
     ByteTokenizer,
     CharTokenizer,
     SentencePieceTokenizer,
+    encode_many,
     tokenizer_from_state,
 )
 from cpc_seq.text.train import load_text_config, make_text_engine
@@ -301,6 +302,20 @@ def test_sentence_store_gather() -> None:
     assert toks[0].tolist() == [[4, 0], [9, 9]] and toks[1].tolist() == [[5, 6], [7, 0]]
 
 
+def test_sentence_store_picks_a_segmentation_variant() -> None:
+    best = [[[5, 6], [7]], [[1, 2, 3], [4], [9, 9]]]
+    other = [[[5, 8, 6], [7]], [[1, 23], [4, 4], [9]]]
+    store = SentenceStore(["d0", "d1"], best, [other])
+    assert store.n_variants == 2 and store.total_sentences == 5
+    toks, tl = store.gather(torch.tensor([1]), torch.tensor([0]), 3, torch.tensor([[1, 0, 1]]))
+    assert tl.tolist() == [[2, 1, 1]]
+    assert toks[0].tolist() == [[1, 23], [4, 0], [9, 0]]
+    same = store.gather(torch.tensor([1]), torch.tensor([0]), 3)
+    assert same[0][0].tolist() == [[1, 2, 3], [4, 0, 0], [9, 9, 0]]
+    with pytest.raises(ValueError, match="4 sentences, expected 5"):
+        SentenceStore(["d0", "d1"], best, [other[:1] + [[[1], [2]]]])
+
+
 # ------------------------------------------------------------- training and extraction
 
 SMALL = [
@@ -335,6 +350,41 @@ def test_token_training_resumes_exactly(tmp_path: Path) -> None:
     assert st["config"]["model"]["vocab_size"] == 257
     lines = [json.loads(x) for x in (tmp_path / "a" / "log.jsonl").read_text().splitlines()]
     assert [x["step"] for x in lines] == [2, 4, 6] and "speed/tokens_per_sec" in lines[0]
+
+
+def test_subword_regularisation_samples_seeded_segmentations_and_resumes(tmp_path: Path
+                                                                         ) -> None:
+    from cpc_seq.text.data import ReadNotes
+    from cpc_seq.text.train import build_store
+
+    sub = [*SENT, "data.subword_samples=3", "data.subword_alpha=0.2", "train.steps=6"]
+    cfg = load_text_config(None, [*sub, f"train.out_dir={tmp_path / 'a'}"])
+    full = make_text_engine(cfg)
+    tok = full.task.tokenizer
+    docs = read_corpus(KJV_DEV)
+    stores = [build_store(docs, tok, "sentence", cfg.data, "skip", ReadNotes(), sample_seed=5)
+              for _ in range(2)]
+    a, b = (s.sent_store for s in stores)
+    assert stores[0].n_variants == 4 and torch.equal(a.data, b.data)  # seeded: reproducible
+    n = stores[0].n_sentences
+    best = [a.sequence(i).tolist() for i in range(n)]
+    sampled = [a.sequence(n + i).tolist() for i in range(n)]
+    assert best == [s[:24] for s in encode_many(tok, [x for d in docs for x in d.sentences])]
+    assert sum(x != y for x, y in zip(best, sampled)) > n // 4  # most segmentations differ
+    whole = [(x, y) for x, y in zip(best, sampled) if max(len(x), len(y)) < 24][:50]
+    assert len(whole) == 50 and all(tok.decode(x) == tok.decode(y) for x, y in whole)
+    full.run()
+    part = make_text_engine(load_text_config(None, [*sub, "train.steps=3",
+                                                f"train.out_dir={tmp_path / 'b'}"]))
+    part.run()
+    resumed = make_text_engine(load_text_config(None, [*sub, f"train.out_dir={tmp_path / 'b'}"]),
+                               resume=True)
+    resumed.run()
+    for (name, p1), p2 in zip(full.model.state_dict().items(),
+                              resumed.model.state_dict().values()):
+        assert torch.equal(p1, p2), name
+    with pytest.raises(ConfigError, match="data.subword_samples.*sentencepiece"):
+        load_text_config(None, [*sub, "tokenizer.kind=bytes"])
 
 
 def test_sentence_training_checkpoint_and_extraction(tmp_path: Path) -> None:

@@ -13,6 +13,7 @@ from cpc_seq.config import check
 from cpc_seq.engine.memory import CPU_MEMORY_MODES
 
 PRECISIONS = ("auto", "fp32", "bf16")
+SCHEDULE_CLOCKS = ("steps", "cpu")
 
 
 @dataclass
@@ -44,6 +45,12 @@ class RunConfig:
     ``max_minutes``: stop after this much wall time; ``max_cpu_minutes``: after this much
     CPU time of this process (user + system, all threads; counted across ``--resume``),
     the fair budget on a shared machine. 0 = no limit.
+    ``schedule_clock``: what the cosine schedule runs over: ``steps`` (``train.steps``; the
+    run is reproducible step for step) or ``cpu`` (the fraction of ``max_cpu_minutes``
+    spent, so a run of a fixed CPU budget decays its learning rate to zero at the end of
+    the budget whatever a step costs on this machine; ``train.steps`` is then only an
+    upper bound; warm-up still counts steps). Rows of a comparison at equal CPU time use
+    ``cpu``.
     ``overwrite``: start again in an ``out_dir`` that holds an earlier run (its
     checkpoints, log and TensorBoard events are removed first); without it such an
     ``out_dir`` is refused unless ``--resume`` is given.
@@ -58,6 +65,7 @@ class RunConfig:
     eval_windows: int = 64
     max_minutes: float = 0.0
     max_cpu_minutes: float = 0.0
+    schedule_clock: str = "steps"
     threads: int = 0
     cpu_memory: str = "keep"
     device: str = "auto"
@@ -75,6 +83,10 @@ class RunConfig:
         check(self.eval_windows > 0, "train.eval_windows", "must be positive")
         check(self.max_minutes >= 0, "train.max_minutes", "must be >= 0 (0 = no limit)")
         check(self.max_cpu_minutes >= 0, "train.max_cpu_minutes", "must be >= 0 (0 = no limit)")
+        check(self.schedule_clock in SCHEDULE_CLOCKS, "train.schedule_clock",
+              " or ".join(SCHEDULE_CLOCKS))
+        check(self.schedule_clock != "cpu" or self.max_cpu_minutes > 0, "train.schedule_clock",
+              "cpu needs a CPU budget: set train.max_cpu_minutes")
         check(self.threads >= 0, "train.threads", "must be >= 0 (0 = torch default)")
         check(self.cpu_memory in CPU_MEMORY_MODES, "train.cpu_memory", " or ".join(CPU_MEMORY_MODES))
         check(self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"),

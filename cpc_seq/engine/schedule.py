@@ -20,13 +20,18 @@ def adam(params: Iterable[torch.nn.Parameter], lr: float, weight_decay: float = 
         return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
 
 
-def lr_at(step: int, lr: float, warmup_steps: int, schedule: str, total: int) -> float:
-    """Learning rate for 0-based ``step``: linear warm-up, then constant or cosine."""
+def lr_at(step: int, lr: float, warmup_steps: int, schedule: str, total: int,
+          progress: float | None = None) -> float:
+    """Learning rate for 0-based ``step``: linear warm-up, then constant or cosine.
+
+    The cosine runs over the steps after warm-up, or, given ``progress`` (the fraction of
+    a budget spent, e.g. CPU time), over that fraction: 0 -> ``lr``, 1 -> 0."""
     if warmup_steps and step < warmup_steps:
         return lr * (step + 1) / warmup_steps
     if schedule == "cosine":
-        span = max(1, total - warmup_steps)
-        return lr * 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup_steps) / span)))
+        if progress is None:
+            progress = (step - warmup_steps) / max(1, total - warmup_steps)
+        return lr * 0.5 * (1 + math.cos(math.pi * min(1.0, max(0.0, progress))))
     return lr
 
 

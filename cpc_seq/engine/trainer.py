@@ -294,8 +294,10 @@ class Engine:
                    desc=f"train {task.kind}", unit="step", dynamic_ncols=True)
         try:
             while self.step < run.steps:
+                progress = (self._cpu_now() / (60 * run.max_cpu_minutes)
+                            if run.schedule_clock == "cpu" else None)
                 lr = lr_at(self.step, self.optim_cfg.lr, self.optim_cfg.warmup_steps,
-                           self.optim_cfg.schedule, run.steps)
+                           self.optim_cfg.schedule, run.steps, progress)
                 set_lr(self.opt, lr)
                 batch = task.next_batch()
                 with autocast(self.device, self.bf16):
@@ -320,7 +322,8 @@ class Engine:
                     speed = units_window / max(now - t_window, 1e-9)
                     t_window, units_window = now, 0.0
                     metrics = {**task.metrics(out), **extra, "lr": lr,
-                               f"speed/{task.unit}_per_sec": speed}
+                               f"speed/{task.unit}_per_sec": speed,
+                               "cpu_seconds": self._cpu_now()}
                     log.add(self.step, metrics)
                     bar.set_postfix({**task.postfix(metrics), f"{task.unit}/s": f"{speed:.1f}"})
                 if self.step % run.eval_every == 0 or self.step == run.steps:

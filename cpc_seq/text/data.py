@@ -412,23 +412,39 @@ class SentenceStore:
     ``lengths``: (D,) sentences per document. ``gather(doc_idx (B,), offset (B,), n)``
     returns ``tokens`` (B, n, L) int64 zero-padded, and ``token_lengths`` (B, n), with L the
     longest of the gathered sentences.
+
+    ``variants``: further segmentations of the same documents (subword regularisation),
+    each shaped like ``docs``; ``gather(..., variant=(B, n) ints)`` then picks segmentation
+    ``variant`` of each sentence (0 = ``docs``). ``n_variants`` counts them all.
     """
 
-    def __init__(self, names: Sequence[str], docs: Sequence[Sequence[Sequence[int]]]) -> None:
+    def __init__(self, names: Sequence[str], docs: Sequence[Sequence[Sequence[int]]],
+                 variants: Sequence[Sequence[Sequence[Sequence[int]]]] = ()) -> None:
         self.names = list(names)
         self.lengths = torch.tensor([len(d) for d in docs], dtype=torch.long)
         self.doc_start = torch.zeros(len(docs), dtype=torch.long)
         if len(docs):
             self.doc_start[1:] = torch.cumsum(self.lengths, 0)[:-1]
         sents = [s for d in docs for s in d]
+        self.n_sentences = len(sents)
+        for v in variants:
+            alt = [s for d in v for s in d]
+            if len(alt) != self.n_sentences:
+                raise ValueError(f"a segmentation variant has {len(alt)} sentences, "
+                                 f"expected {self.n_sentences}")
+            sents.extend(alt)
+        self.n_variants = 1 + len(variants)
         self.sent_store = TokenStore([str(i) for i in range(len(sents))], sents)
 
     @property
     def total_sentences(self) -> int:
         return int(self.lengths.sum())
 
-    def gather(self, doc_idx: Tensor, offset: Tensor, n: int) -> tuple[Tensor, Tensor]:
+    def gather(self, doc_idx: Tensor, offset: Tensor, n: int, variant: Tensor | None = None
+               ) -> tuple[Tensor, Tensor]:
         sid = (self.doc_start[doc_idx] + offset).unsqueeze(1) + torch.arange(n)  # (B, n)
+        if variant is not None:
+            sid = sid + variant * self.n_sentences
         tl = self.sent_store.lengths[sid]  # (B, n)
         width = max(1, int(tl.max()))
         pos = torch.arange(width)

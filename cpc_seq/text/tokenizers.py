@@ -193,16 +193,23 @@ class SentencePieceTokenizer:
         """Many strings at once (faster than ``encode`` in a loop)."""
         return [list(x) for x in self.sp.encode(texts, out_type=int)]
 
-    def encode_sampled(self, texts: list[str], alpha: float = 0.1,
-                       nbest_size: int = -1) -> list[list[int]]:
+    def encode_sampled(self, texts: list[str], alpha: float = 0.1, nbest_size: int = -1,
+                       seed: int | None = None) -> list[list[int]]:
         """Subword regularisation: one segmentation per string sampled from the model's
         lattice (``alpha``: smoothing, smaller = more varied; ``nbest_size=-1``: sample
-        from all segmentations). Drawn from sentencepiece's own RNG, so not reproducible
-        across runs; for training only (extraction uses :meth:`encode_batch`)."""
+        from all segmentations). With ``seed`` the draw is reproducible (sentencepiece's
+        generator seeded, one thread); for training only (extraction uses
+        :meth:`encode_batch`)."""
         if not 0.0 < alpha <= 1.0:
             raise ConfigError(f"subword sampling alpha {alpha}: must be in (0, 1]")
+        extra: dict[str, Any] = {}
+        if seed is not None:
+            import sentencepiece as spm
+
+            spm.set_random_generator_seed(seed)
+            extra["num_threads"] = 1
         return [list(x) for x in self.sp.encode(texts, out_type=int, enable_sampling=True,
-                                                  alpha=alpha, nbest_size=nbest_size)]
+                                                  alpha=alpha, nbest_size=nbest_size, **extra)]
 
     def decode(self, ids: Sequence[int]) -> str:
         return str(self.sp.decode([int(i) for i in ids if int(i) != PAD_ID]))

@@ -64,6 +64,12 @@ class TextDataConfig:
     (``dev`` optional). ``layout``: ``document`` (running text) or ``lines`` (one sentence
     per line). ``window``: tokens (token level) or sentences (sentence level) per training
     window. ``short_documents``: ``error`` or ``skip`` for documents shorter than a window.
+    ``subword_samples`` (sentence level, sentencepiece): subword regularisation (Kudo
+    2018): besides the best segmentation, this many segmentations of every training
+    sentence sampled from the tokeniser's lattice (smoothing ``subword_alpha``: smaller =
+    more varied) are stored, and each sentence of a training batch takes one of them at
+    random (seeded; its generator state is in the checkpoint, so a resume continues the
+    same draws). 0 = off. Dev windows and extraction always use the best segmentation.
     """
 
     train: list[str] | str = "data/text/kjv/train"
@@ -76,6 +82,8 @@ class TextDataConfig:
     max_sentence_tokens: int = 64
     batch_size: int = 32
     short_documents: str = "error"
+    subword_samples: int = 0
+    subword_alpha: float = 0.1
 
     def validate(self) -> None:
         check(self.layout in LAYOUTS, "data.layout", f"one of {LAYOUTS}")
@@ -88,6 +96,8 @@ class TextDataConfig:
         check(self.batch_size > 0, "data.batch_size", "must be positive")
         check(self.short_documents in ("error", "skip"), "data.short_documents",
               "one of 'error', 'skip'")
+        check(self.subword_samples >= 0, "data.subword_samples", "must be >= 0 (0 = off)")
+        check(0.0 < self.subword_alpha <= 1.0, "data.subword_alpha", "must be in (0, 1]")
 
 
 @dataclass
@@ -119,6 +129,10 @@ class TextExperimentConfig:
             check(self.data.window > self.model.n_steps, "data.window",
                   f"{self.data.window} sentences are too few for {self.model.n_steps} "
                   f"prediction steps (need at least {self.model.n_steps + 1})")
+        if self.data.subword_samples:
+            check(self.model.level == "sentence" and self.tokenizer.kind == "sentencepiece",
+                  "data.subword_samples", "needs model.level=sentence and "
+                  "tokenizer.kind=sentencepiece (sampled segmentations)")
 
 
 def load_text_config(
@@ -137,10 +151,12 @@ def _corpus(paths: list[str] | str, cfg: TextDataConfig, notes: ReadNotes) -> li
 
 def build_store(
     docs: list[Document], tok: Tokenizer, level: str, cfg: TextDataConfig, short: str,
-    notes: ReadNotes,
+    notes: ReadNotes, sample_seed: int | None = None,
 ) -> TokenStore | SentenceStore:
     """Tokenise documents into the store of ``level``, leaving out (or refusing, with
-    ``short="error"``) documents shorter than ``cfg.window``."""
+    ``short="error"``) documents shorter than ``cfg.window``. With ``sample_seed`` and
+    ``cfg.subword_samples`` the sentence store also holds that many sampled segmentations
+    (drawn reproducibly from ``sample_seed``)."""
     if level == "token":
         seqs = encode_many(tok, [d.text for d in docs])
         keep = keep_long_enough([d.name for d in docs], [len(s) for s in seqs], cfg.window,
@@ -148,19 +164,32 @@ def build_store(
         return TokenStore([docs[i].name for i in keep], [seqs[i] for i in keep])
     keep = keep_long_enough([d.name for d in docs], [len(d.sentences) for d in docs],
                             cfg.window, short, "sentences", notes)
-    flat = encode_many(tok, [s for i in keep for s in docs[i].sentences])
-    out, pos = [], 0
-    for i in keep:
-        n = len(docs[i].sentences)
-        sents = []
-        for s in flat[pos : pos + n]:
-            if len(s) > cfg.max_sentence_tokens:
-                notes.truncated_sentences += 1
-                s = s[: cfg.max_sentence_tokens]
-            sents.append(s)
-        out.append(sents)
-        pos += n
-    return SentenceStore([docs[i].name for i in keep], out)
+    texts = [s for i in keep for s in docs[i].sentences]
+
+    def per_doc(flat: list[list[int]], count: bool) -> list[list[list[int]]]:
+        out, pos = [], 0
+        for i in keep:
+            n = len(docs[i].sentences)
+            sents = []
+            for s in flat[pos : pos + n]:
+                if len(s) > cfg.max_sentence_tokens:
+                    notes.truncated_sentences += int(count)
+                    s = s[: cfg.max_sentence_tokens]
+                sents.append(s)
+            out.append(sents)
+            pos += n
+        return out
+
+    variants = []
+    if sample_seed is not None and cfg.subword_samples:
+        sampler = getattr(tok, "encode_sampled", None)
+        if sampler is None:
+            raise ConfigError("data.subword_samples needs a sentencepiece tokenizer")
+        for v in range(cfg.subword_samples):
+            variants.append(per_doc(sampler(texts, cfg.subword_alpha, seed=sample_seed + v),
+                                    False))
+    return SentenceStore([docs[i].name for i in keep], per_doc(encode_many(tok, texts), True),
+                         variants)
 
 
 class _TextStep(nn.Module):
@@ -206,10 +235,17 @@ class TextCPCTask(KStepTask):
         self.model: TokenCPC | SentenceCPC = build_text_model(cfg.model)
         self.init_negatives(ctx)
         self.train_store = build_store(train_docs, self.tokenizer, self.level, cfg.data,
-                                       cfg.data.short_documents, notes)
+                                       cfg.data.short_documents, notes,
+                                       sample_seed=run.seed + 31)
+        # which segmentation each training sentence takes (subword regularisation)
+        self.variant_gen = torch.Generator().manual_seed(run.seed + 37 + 1000 * ctx.dist.rank)
         if ctx.dist.is_main:
             for line in notes.summary():
                 tqdm.write(f"[train] {line}")
+            if getattr(self.train_store, "n_variants", 1) > 1:
+                tqdm.write(f"[train] subword regularisation: {cfg.data.subword_samples} sampled "
+                           f"segmentation(s) per sentence besides the best one (alpha "
+                           f"{cfg.data.subword_alpha})")
         sampler = WindowSampler(self.train_store.lengths, cfg.data.window,
                                 cfg.data.batch_size, run.seed)
         self.batches = PlanBatches(sampler, ctx.dist.rank, ctx.dist.world)
@@ -237,17 +273,21 @@ class TextCPCTask(KStepTask):
         if theirs != mine:
             raise ConfigError(f"--resume: model config differs from the one in {path}")
 
-    def _gather(self, store: TokenStore | SentenceStore, idx: Tensor, off: Tensor
-                ) -> tuple[tuple[Tensor, ...], int]:
+    def _gather(self, store: TokenStore | SentenceStore, idx: Tensor, off: Tensor,
+                sampled: bool = False) -> tuple[tuple[Tensor, ...], int]:
         dev, window = self.ctx.device, self.cfg.data.window
         if isinstance(store, TokenStore):
             x = store.gather(idx, off, window).to(dev, non_blocking=True)
             return (x,), x.numel()
-        toks, tl = store.gather(idx, off, window)
+        variant = None
+        if sampled and store.n_variants > 1:
+            variant = torch.randint(store.n_variants, (len(idx), window),
+                                    generator=self.variant_gen)
+        toks, tl = store.gather(idx, off, window, variant)
         return (toks.to(dev), tl.to(dev)), int(tl.sum())
 
     def next_batch(self) -> tuple[tuple[Tensor, ...], int]:
-        return self._gather(self.train_store, *self.batches.next())
+        return self._gather(self.train_store, *self.batches.next(), sampled=True)
 
     def dev_batch(self, idx: Tensor, off: Tensor) -> tuple[tuple[Tensor, ...], int]:
         assert self.dev_store is not None
@@ -259,6 +299,14 @@ class TextCPCTask(KStepTask):
         z, lengths, pred = module(*inputs)
         out = self.kstep_loss(z, lengths, pred, training)
         return StepOutput(out.loss, units=float(n_tokens), extra=out)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "rng_subword": self.variant_gen.get_state()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        if "rng_subword" in state:  # checkpoints from before subword regularisation lack it
+            self.variant_gen.set_state(state["rng_subword"].cpu())
 
     def checkpoint_extra(self) -> dict[str, Any]:
         return {"tokenizer": self.tokenizer.state()}
