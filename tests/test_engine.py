@@ -204,7 +204,7 @@ def test_cpu_clock_decays_the_learning_rate_over_the_cpu_budget(tmp_path: Path) 
             "optim.schedule=cosine"]
     with pytest.raises(ConfigError, match="train.schedule_clock.*max_cpu_minutes"):
         load_config(None, [*args, "train.schedule_clock=cpu"])
-    eng = make_engine(load_config(None, [*args, "train.steps=100000",
+    eng = make_engine(load_config(None, [*args, "train.steps=100000", "train.log_every=7",
                                          "train.schedule_clock=cpu", "train.max_cpu_minutes=0.01"]))
     eng.run()
     lines = [json.loads(x) for x in (tmp_path / "log.jsonl").read_text().splitlines()]
@@ -212,6 +212,8 @@ def test_cpu_clock_decays_the_learning_rate_over_the_cpu_budget(tmp_path: Path) 
     assert 1 < len(lines) < 100000 and lrs == sorted(lrs, reverse=True)
     # the last step began with most of the budget spent: its rate is near zero
     assert lrs[-1] < 0.1 * lrs[0]
+    # the step the budget ended on is logged and saved
+    assert lines[-1]["step"] == load_checkpoint(tmp_path / "last.pt")["step"] == eng.step
 
 
 def test_every_help_shows_the_defaults(capsys: pytest.CaptureFixture[str]) -> None:

@@ -317,7 +317,13 @@ class Engine:
                 self.step += 1
                 units_window += out.units * self.dist.world
                 bar.update(1)
-                if self.step % run.log_every == 0 or self.step == run.steps:
+                over = ""
+                if run.max_minutes and (time.perf_counter() - t_start) > 60 * run.max_minutes:
+                    over = f"train.max_minutes={run.max_minutes}"
+                if run.max_cpu_minutes and self._cpu_now() > 60 * run.max_cpu_minutes:
+                    over = f"train.max_cpu_minutes={run.max_cpu_minutes}"
+                last = self.step == run.steps or bool(over)  # the run's final step
+                if self.step % run.log_every == 0 or last:
                     now = time.perf_counter()
                     speed = units_window / max(now - t_window, 1e-9)
                     t_window, units_window = now, 0.0
@@ -326,7 +332,7 @@ class Engine:
                                "cpu_seconds": self._cpu_now()}
                     log.add(self.step, metrics)
                     bar.set_postfix({**task.postfix(metrics), f"{task.unit}/s": f"{speed:.1f}"})
-                if self.step % run.eval_every == 0 or self.step == run.steps:
+                if self.step % run.eval_every == 0 or last:
                     dev = self._evaluate()
                     if dev:
                         log.add(self.step, dev, jsonl=False)
@@ -334,16 +340,10 @@ class Engine:
                         if dev.get("dev/loss", float("inf")) < self.best_dev:
                             self.best_dev = dev["dev/loss"]
                             self.save("best.pt")
-                if self.step % run.save_every == 0 or self.step == run.steps:
+                if self.step % run.save_every == 0 or last:
                     self.save("last.pt")
-                over = ""
-                if run.max_minutes and (time.perf_counter() - t_start) > 60 * run.max_minutes:
-                    over = f"train.max_minutes={run.max_minutes}"
-                if run.max_cpu_minutes and self._cpu_now() > 60 * run.max_cpu_minutes:
-                    over = f"train.max_cpu_minutes={run.max_cpu_minutes}"
                 if over:
                     tqdm.write(f"{over} reached at step {self.step}", file=sys.stderr)
-                    self.save("last.pt")
                     break
         finally:
             bar.close()
