@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from cpc_seq.nn import winograd
 from cpc_seq.nn.layers import ChannelNorm
 
 #: (kernel, stride) of the CPC paper's encoder: 160x downsampling.
@@ -221,12 +222,40 @@ def _conv_btc(h: Tensor, conv: nn.Conv1d) -> Tensor:
         m = k // s
         # pad (or crop) on the right to exactly the blocks the outputs need
         hp = F.pad(h, (0, 0, p, (t_out + m - 1) * s - length - p))
+        if m == 2 and _winograd_applies(hp, conv, t_out):
+            blocks = hp.view(bsz, t_out + 1, s * c_in)
+            return winograd.two_tap_conv(blocks, _winograd_weights(conv, s), conv.bias)
         w = _block_weight(conv.weight, s).to(dtype)
         bias = conv.bias
         with torch.autocast(h.device.type, enabled=False):
             return _BlockConv.apply(hp.to(dtype), w, bias, s, m)
     y = F.conv1d(h.transpose(1, 2), conv.weight, conv.bias, stride=s, padding=p)
     return y.transpose(1, 2).contiguous()
+
+
+#: Fewest outputs per utterance for which the inference path uses Winograd's F(m, 2).
+WINOGRAD_MIN_FRAMES = 32
+
+
+def _winograd_applies(h: Tensor, conv: nn.Conv1d, t_out: int) -> bool:
+    """Inference in float32 on the CPU (no gradient wanted): the path of ``cpc-seq
+    extract``, where these convolutions' matmuls are most of the time."""
+    return (h.device.type == "cpu" and h.dtype == torch.float32 and t_out >= WINOGRAD_MIN_FRAMES
+            and conv.weight.dtype == torch.float32 and _compute_dtype(h) == torch.float32
+            and not (torch.is_grad_enabled() and (h.requires_grad or conv.weight.requires_grad)))
+
+
+def _winograd_weights(conv: nn.Conv1d, s: int) -> Tensor:
+    """The conv's taps transformed for :func:`cpc_seq.nn.winograd.two_tap_conv`, cached on
+    the module until its weight changes (any in-place update bumps ``_version``)."""
+    key = (conv.weight.data_ptr(), conv.weight._version)
+    cached = getattr(conv, "_winograd_cache", None)
+    if cached is None or cached[0] != key:
+        w = _block_weight(conv.weight.detach(), s)  # (s*C_in, 2*C_out)
+        c_out = conv.out_channels
+        cached = (key, winograd.transform_weights(w[:, :c_out], w[:, c_out:]))
+        conv._winograd_cache = cached
+    return cached[1]
 
 
 def paper_layers(channels: int = 512) -> list[tuple[int, int, int]]:

@@ -18,9 +18,10 @@ CONTEXTS = ("gru", "lstm", "transformer")
 class RNNContext(nn.Module):
     """GRU or LSTM context. ``forward(z (B, T, D_in)) -> c (B, T, D_c)``.
 
-    On CPU the GRU runs as :class:`_GRULayer` (same parameters and result as
-    ``nn.GRU``, in the parameters' precision even under autocast, about 5x faster with
-    its backward); elsewhere, and for the LSTM, ``nn.GRU`` / ``nn.LSTM`` themselves.
+    On CPU the GRU runs in the parameters' precision even under autocast: for training
+    as :class:`_GRULayer` (same parameters and result as ``nn.GRU``, about 5x faster with
+    its backward), for inference (no gradient wanted) as ``nn.GRU`` itself; elsewhere,
+    and for the LSTM, ``nn.GRU`` / ``nn.LSTM`` under the caller's autocast.
     """
 
     def __init__(self, kind: str, dim_in: int, dim_c: int, num_layers: int = 1) -> None:
@@ -33,6 +34,9 @@ class RNNContext(nn.Module):
         if self.kind == "gru" and z.device.type == "cpu" and z.shape[1] > 0:
             h = z
             with torch.autocast("cpu", enabled=False):
+                if not (torch.is_grad_enabled() and (z.requires_grad or self.rnn.weight_hh_l0.requires_grad)):
+                    # inference: torch's own kernel is faster without the backward's state
+                    return self.rnn(h.to(self.rnn.weight_hh_l0.dtype))[0]
                 for layer in range(self.rnn.num_layers):
                     p = [getattr(self.rnn, f"{n}_l{layer}")
                          for n in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
