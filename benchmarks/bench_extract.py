@@ -1,12 +1,14 @@
 """Extraction speed (x real time) of a CPC model's features, fp32 and bf16.
 
     python benchmarks/bench_extract.py --preset paper
-    python benchmarks/bench_extract.py --preset paper --precision fp32 --vs 6766a5a
+    python benchmarks/bench_extract.py --preset paper --precision fp32 --vs 06f2031 \
+        --ref-batch-seconds 10
     python benchmarks/bench_extract.py --preset paper --precision fp32 --profile
 
 Runs what ``cpc-seq extract`` runs per batch (utterances sorted by length, grouped into
 padded batches of at most ``--batch-seconds`` of audio, per-utterance normalisation,
-the model under no_grad, features copied out per utterance) on random 16 kHz
+the model under no_grad - the encoder in groups of at most 10 s, the GRU once per batch -
+features copied out per utterance) on random 16 kHz
 utterances of 2-15 s, and prints audio seconds per wall second (x real time) and per
 CPU second of the process. Reading audio and writing the ark are not included
 (``cpc-seq extract`` reports its own rate).
@@ -91,7 +93,8 @@ def _side_by_side(args: argparse.Namespace) -> None:
     repo = HERE.parent
     with ref_worktree(repo, args.vs, args.ref_dir) as ref_dir:
         print(f"torch {torch.__version__}, {args.threads} threads; preset {args.preset}, layer "
-              f"{args.layer}, {args.utterances} utterances, batches of <= {args.batch_seconds} s; "
+              f"{args.layer}, {args.utterances} utterances, batches of <= {args.batch_seconds} s"
+              f"{f' (reference: {args.ref_batch_seconds} s)' if args.ref_batch_seconds else ''}; "
               f"{describe_trees(repo, ref_dir, args.vs)}; {args.reps} alternating process pairs "
               f"x {args.inner} passes; load average before: "
               f"{', '.join(f'{x:.2f}' for x in os.getloadavg())}")
@@ -106,10 +109,12 @@ def _side_by_side(args: argparse.Namespace) -> None:
                     pair.reverse()
                 got = {}
                 for name, root in pair:
+                    bs = args.ref_batch_seconds if name == "ref" and args.ref_batch_seconds \
+                        else args.batch_seconds
                     cmd = [sys.executable, str(HERE / "bench_extract.py"), "--worker", "--root",
                            str(root), "--preset", args.preset, "--layer", args.layer,
                            "--precision", prec, "--utterances", str(args.utterances),
-                           "--batch-seconds", str(args.batch_seconds), "--inner",
+                           "--batch-seconds", str(bs), "--inner",
                            str(args.inner), "--threads", str(args.threads)]
                     got[name] = run_json_worker(cmd, root, args.threads)
                 runs.append(got)
@@ -132,8 +137,11 @@ def main() -> None:
     ap.add_argument("--utterances", type=int, default=16)
     ap.add_argument("--layer", default="c")
     ap.add_argument("--precision", default="fp32,bf16")
-    ap.add_argument("--batch-seconds", default="10",
-                    help="comma-separated padded-batch sizes to try (cpc-seq extract: 10)")
+    ap.add_argument("--batch-seconds", default="60",
+                    help="comma-separated padded-batch sizes to try (cpc-seq extract: 60 on CPU)")
+    ap.add_argument("--ref-batch-seconds",
+                    help="--vs: the reference tree's batch size, if its cpc-seq extract used "
+                    "another default (10 before the encoder took batches in 10 s groups)")
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--threads", type=int, default=torch.get_num_threads())
     ap.add_argument("--vs", metavar="REF", help="time against this git ref, side by side")

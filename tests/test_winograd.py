@@ -81,3 +81,23 @@ def test_encoder_keeps_the_direct_form_where_it_should() -> None:
         enc32(torch.randn(1, 8000))
     enc32(torch.randn(1, 8000))  # gradients wanted
     assert not any(hasattr(c, "_winograd_cache") for c in [*enc.convs, *enc32.convs])
+
+
+def test_extracted_features_do_not_depend_on_the_batch() -> None:
+    """The same bits for an utterance alone and in a padded batch (groups of the encoder,
+    Winograd tiles, per-utterance normalisation); c within float rounding (the GRU's
+    matmuls take other kernels for a batch of one)."""
+    from cpc_seq.audio.extract import run_layers
+    from cpc_seq.audio.model import ModelConfig, build_model
+
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(encoder="custom", encoder_layers=[
+        [k, s, 32] for k, s in ((10, 5), (8, 4), (4, 2), (4, 2), (4, 2))], dim_c=16)).eval()
+    waves = [torch.randn(n) * 3 + 1 for n in (16000, 12345, 8000, 30001, 2000)]
+    names = ["conv2", "conv3", "conv4", "z", "c"]
+    batch = run_layers(model, waves, names, encoder_samples=40000)  # several groups
+    for i, wave in enumerate(waves):
+        alone = run_layers(model, [wave], names)[0]
+        for name in names[:-1]:
+            assert torch.equal(batch[i][name], alone[name]), (i, name)
+        torch.testing.assert_close(batch[i]["c"], alone["c"], rtol=0, atol=1e-6)

@@ -62,9 +62,9 @@ def _add_extract(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--allow-pipes", action="store_true", help="run piped wav.scp entries")
     p.add_argument("--skip-bad", action="store_true", help="warn and skip unreadable audio")
     p.add_argument("--batch-seconds", type=float, default=0.0,
-                   help="padded audio per batch, seconds (default: 10 on CPU, where larger "
-                   "batches are slower because the first conv layer's output outgrows the "
-                   "caches; 120 on CUDA)")
+                   help="padded audio per batch, seconds (default: 60 on CPU, where the "
+                   "encoder takes it in groups of at most 10 s, since its first layers' "
+                   "outputs outgrow the caches, and the GRU takes it whole; 120 on CUDA)")
     p.add_argument("--device", default="cpu",
                    help="cpu, cuda, cuda:N or auto (CUDA when available); default cpu")
     p.add_argument("--threads", type=int, default=0)
@@ -209,7 +209,7 @@ def cmd_extract(args: argparse.Namespace) -> int:
         featurize = model_featurizer(model, args.layer, device=device, bf16=bf16)
         desc = f"extract {args.layer}" + (" (random init)" if args.random_init else "")
     notes = AudioNotes()
-    batch_seconds = args.batch_seconds or (120.0 if device.type == "cuda" else 10.0)
+    batch_seconds = args.batch_seconds or (120.0 if device.type == "cuda" else 60.0)
     loaded = [0]  # samples read, for the real-time factor
 
     def load(utt: str) -> np.ndarray:

@@ -106,7 +106,7 @@ class ConvEncoder(nn.Module):
         h = wave.unsqueeze(2)  # (B, N, 1)
         layers = []
         for conv, norm, ln in zip(self.convs, self.norms, layer_lens):
-            h = _conv_btc(h, conv)
+            h = _conv_btc(h, conv, None if full else ln)
             if isinstance(norm, ChannelNorm):
                 h = F.layer_norm(h, (h.shape[2],), norm.norm.weight, norm.norm.bias, norm.norm.eps)
             elif isinstance(norm, nn.BatchNorm1d):
@@ -201,8 +201,11 @@ def _block_weight(weight: Tensor, s: int) -> Tensor:
         s * c_in, m * c_out)
 
 
-def _conv_btc(h: Tensor, conv: nn.Conv1d) -> Tensor:
+def _conv_btc(h: Tensor, conv: nn.Conv1d, out_lengths: Tensor | None = None) -> Tensor:
     """``conv`` on a (B, T, C_in) tensor, giving (B, T_out, C_out) (C contiguous).
+
+    ``out_lengths`` (B,): valid outputs of each sequence (None: all); outputs past them
+    are garbage the caller masks.
 
     Same result as ``conv(h.transpose(1, 2)).transpose(1, 2)`` (zero padding, stride,
     bias): narrow inputs (C_in * kernel <= 64, the waveform layer) as one im2col matmul,
@@ -222,8 +225,16 @@ def _conv_btc(h: Tensor, conv: nn.Conv1d) -> Tensor:
         m = k // s
         # pad (or crop) on the right to exactly the blocks the outputs need
         hp = F.pad(h, (0, 0, p, (t_out + m - 1) * s - length - p))
-        if m == 2 and _winograd_applies(hp, conv, t_out):
+        if m == 2 and t_out > 0 and _winograd_applies(hp, conv):
             blocks = hp.view(bsz, t_out + 1, s * c_in)
+            if out_lengths is not None:
+                # A tile reads every block it spans, and rounding differs unless the
+                # blocks past a sequence's needs are zero, as they are when it runs
+                # alone: zero them (hp is F.pad's fresh copy), so the features do not
+                # depend on the batch.
+                for b, need in enumerate((out_lengths + 1).tolist()):
+                    if need < t_out + 1:
+                        blocks[b, need:] = 0
             return winograd.two_tap_conv(blocks, _winograd_weights(conv, s), conv.bias)
         w = _block_weight(conv.weight, s).to(dtype)
         bias = conv.bias
@@ -233,14 +244,11 @@ def _conv_btc(h: Tensor, conv: nn.Conv1d) -> Tensor:
     return y.transpose(1, 2).contiguous()
 
 
-#: Fewest outputs per utterance for which the inference path uses Winograd's F(m, 2).
-WINOGRAD_MIN_FRAMES = 32
-
-
-def _winograd_applies(h: Tensor, conv: nn.Conv1d, t_out: int) -> bool:
+def _winograd_applies(h: Tensor, conv: nn.Conv1d) -> bool:
     """Inference in float32 on the CPU (no gradient wanted): the path of ``cpc-seq
-    extract``, where these convolutions' matmuls are most of the time."""
-    return (h.device.type == "cpu" and h.dtype == torch.float32 and t_out >= WINOGRAD_MIN_FRAMES
+    extract``, where these convolutions' matmuls are most of the time. Taken at every
+    length, so that an utterance's features do not depend on its batch."""
+    return (h.device.type == "cpu" and h.dtype == torch.float32
             and conv.weight.dtype == torch.float32 and _compute_dtype(h) == torch.float32
             and not (torch.is_grad_enabled() and (h.requires_grad or conv.weight.requires_grad)))
 

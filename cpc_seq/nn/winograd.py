@@ -43,6 +43,10 @@ DEFAULT_TILE = 5
 #: stay in the last-level cache between the transform and the matmul).
 CHUNK_ELEMENTS = 1 << 21
 
+#: Fewest rows per product: below this the CPU's BLAS switches to a kernel that rounds
+#: differently, and a sequence's features would depend on the batch it came in.
+MIN_ROWS = 4
+
 
 @functools.cache
 def transforms(m: int) -> tuple[Tensor, Tensor, Tensor]:
@@ -87,6 +91,10 @@ def transform_weights(w0: Tensor, w1: Tensor, m: int = DEFAULT_TILE) -> Tensor:
 def two_tap_conv(x: Tensor, u: Tensor, bias: Tensor | None = None) -> Tensor:
     """``y[b, t] = x[b, t] @ w0 + x[b, t+1] @ w1 + bias`` by F(m, 2).
 
+    Tiles start at every sequence's first block, so a sequence's outputs do not depend on
+    what else is in the batch (the blocks past its end must be zero, as the encoder's
+    masking makes them): a padded batch gives the same bits as one sequence at a time.
+
     Args:
         x: (B, nb, D) input blocks.
         u: (m+1, D, C) transformed taps from :func:`transform_weights` (m from its size).
@@ -97,43 +105,64 @@ def two_tap_conv(x: Tensor, u: Tensor, bias: Tensor | None = None) -> Tensor:
     """
     n, dim, c_out = u.shape
     m = n - 1
-    at, _, bt = transforms(m)
     bsz, nb, _ = x.shape
-    # The batch as one sequence: an output that straddles two sequences (one per
-    # sequence, at its end) is computed and dropped.
-    flat = x.reshape(bsz * nb, dim)
-    outputs = bsz * nb - 1
-    tiles = -(-outputs // m)
-    b_rows = [[(q, float(bt[j, q])) for q in range(n) if bt[j, q] != 0] for j in range(n)]
-    a_rows = [[(j, float(at[i, j])) for j in range(n) if at[i, j] != 0] for i in range(m)]
-    y_flat = x.new_empty(max(tiles * m, bsz * nb), c_out)
-    y = y_flat[: tiles * m].view(tiles, m, c_out)
-    step = min(max(16, CHUNK_ELEMENTS // dim), tiles)
-    v_buf, p_buf = x.new_empty(n * step * dim), x.new_empty(n * step * c_out)
-    for t0 in range(0, tiles, step):
-        tt = min(tiles - t0, step)
-        v = v_buf[: n * tt * dim].view(n, tt, dim)
-        prod = p_buf[: n * tt * c_out].view(n, tt, c_out)
-        src = flat[t0 * m : (t0 + tt) * m + 1]
-        if src.shape[0] < tt * m + 1:  # the last tile runs past the input: zero blocks
-            src = torch.cat([src, src.new_zeros(tt * m + 1 - src.shape[0], dim)])
-        for j, terms in enumerate(b_rows):  # V_j = sum_q BT[j, q] x[tile + q]
-            vj = v[j]
-            for i, (q, c) in enumerate(terms):
-                block = src[q : q + tt * m : m]
-                if i == 0:
-                    torch.mul(block, c, out=vj)
-                else:
-                    vj.add_(block, alpha=c)
-        torch.bmm(v, u, out=prod)
-        for i, terms in enumerate(a_rows):  # y_i = sum_j AT[i, j] M_j
-            yi = y[t0 : t0 + tt, i]
-            for q, (j, c) in enumerate(terms):
-                if q == 0:
-                    torch.mul(prod[j], c, out=yi)
-                else:
-                    yi.add_(prod[j], alpha=c)
-    out = y_flat[: bsz * nb].view(bsz, nb, c_out)[:, : nb - 1]
+    tiles = -(-(nb - 1) // m)
+    full = (nb - 1) // m  # tiles whose m + 1 blocks all lie in x
+    y = x.new_empty(bsz, tiles * m, c_out)
+    step = min(max(1, CHUNK_ELEMENTS // (dim * bsz)), max(full, 1))
+    bufs = (x.new_empty(n * bsz * step * dim), x.new_empty(n * bsz * step * c_out))
+    for t0 in range(0, full, step):
+        tt = min(full - t0, step)
+        _tile_chunk(x[:, t0 * m : (t0 + tt) * m + 1], u, y[:, t0 * m : (t0 + tt) * m], bufs)
+    if full < tiles:  # the last tile runs past the input: zero blocks after it
+        tail = x.new_zeros(bsz, m + 1, dim)
+        tail[:, : nb - full * m] = x[:, full * m :]
+        _tile_chunk(tail, u, y[:, full * m :], bufs)
+    out = y[:, : nb - 1]
     if bias is not None:
         return torch.add(out, bias.to(out.dtype))
     return out.contiguous()
+
+
+def _tile_chunk(src: Tensor, u: Tensor, dst: Tensor, bufs: tuple[Tensor, Tensor]) -> None:
+    """Outputs of ``tt`` tiles of every sequence: ``src`` (B, tt*m + 1, D) blocks, ``dst``
+    (B, tt*m, C) written in place; ``bufs`` flat scratch space for the transformed
+    inputs and the products."""
+    n, dim, c_out = u.shape
+    m = n - 1
+    at, _, bt = transforms(m)
+    bsz = src.shape[0]
+    tt = (src.shape[1] - 1) // m
+    v = bufs[0][: n * bsz * tt * dim].view(n, bsz, tt, dim)
+    prod = bufs[1][: n * bsz * tt * c_out].view(n, bsz * tt, c_out)
+    for j in range(n):  # V_j = sum_q BT[j, q] x[tile + q]
+        first = True
+        for q in range(n):
+            c = float(bt[j, q])
+            if c == 0.0:
+                continue
+            block = src[:, q : q + tt * m : m]  # (B, tt, D)
+            if first:
+                torch.mul(block, c, out=v[j])
+                first = False
+            else:
+                v[j].add_(block, alpha=c)
+    rows = bsz * tt
+    if rows < MIN_ROWS:  # the BLAS takes another kernel (other rounding) for a few rows
+        padded = torch.cat([v.view(n, rows, dim), v.new_zeros(n, MIN_ROWS - rows, dim)], 1)
+        prod = torch.bmm(padded, u)[:, :rows]
+    else:
+        torch.bmm(v.view(n, rows, dim), u, out=prod)
+    tiles = dst.view(bsz, tt, m, c_out)
+    for i in range(m):  # y_i = sum_j AT[i, j] M_j
+        first = True
+        for j in range(n):
+            c = float(at[i, j])
+            if c == 0.0:
+                continue
+            term = prod[j].view(bsz, tt, c_out)
+            if first:
+                torch.mul(term, c, out=tiles[:, :, i])
+                first = False
+            else:
+                tiles[:, :, i].add_(term, alpha=c)
