@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import resource
 import shutil
@@ -41,16 +42,20 @@ def profile_table(fn: Callable[[], object], reps: int = 3, rows: int = 20) -> st
             fn()
     events = prof.key_averages(group_by_input_shape=True)
     total = sum(e.self_cpu_time_total for e in events) / reps / 1e3
-    out = [f"self CPU time per run: {total:.1f} ms (profiler overhead included)", "",
+    matmuls = ("aten::mm", "aten::addmm", "aten::bmm")
+    mm_ms = sum(e.self_cpu_time_total for e in events if e.key in matmuls) / reps / 1e3
+    out = [f"self CPU time per run: {total:.1f} ms (profiler overhead included); matmuls "
+           f"(mm, addmm, bmm) {mm_ms:.1f} ms = {100 * mm_ms / max(total, 1e-9):.0f} %", "",
            "| op | input shapes | calls/run | self ms/run | % | GFLOP/s |", "|---|---|---|---|---|---|"]
     for e in sorted(events, key=lambda e: -e.self_cpu_time_total)[:rows]:
         ms = e.self_cpu_time_total / reps / 1e3
         shapes = [list(x) for x in e.input_shapes if x]
         gfs = ""
-        if e.key in ("aten::mm", "aten::addmm") and len(shapes) >= 2 and ms > 0:
+        if e.key in matmuls and len(shapes) >= 2 and ms > 0:
             a, b = shapes[1:3] if e.key == "aten::addmm" else shapes[:2]  # addmm(bias, a, b)
-            if len(a) == 2 and len(b) == 2:
-                gfs = f"{2 * a[0] * a[1] * b[1] * e.count / reps / (ms / 1e3) / 1e9:.0f}"
+            if len(a) == len(b) and len(a) in (2, 3):  # bmm: (n, m, k) @ (n, k, p)
+                flops = 2 * math.prod(a) * b[-1]
+                gfs = f"{flops * e.count / reps / (ms / 1e3) / 1e9:.0f}"
         out.append(f"| {e.key} | {str(shapes)[:60]} | {e.count / reps:g} | {ms:.1f} | "
                    f"{100 * ms / total:.1f} % | {gfs} |")
     return "\n".join(out)
