@@ -1,9 +1,9 @@
-"""Winograd F(m, 2) for the encoder's two-tap block convolutions (the inference path).
+"""Winograd F(m, 2) for the encoder's two-tap block convolutions (float32 on the CPU).
 
-Against the direct two-tap sum: exact in float64 (the transforms are an identity), within
-1e-5 of the outputs' scale in float32; the encoder takes the path only for float32
-inference and follows weight updates; features of a padded batch still match one
-utterance at a time.
+Against the direct two-tap sum: exact in float64 (the transforms are an identity), with
+gradients; within 1e-5 of the outputs' scale in float32; the encoder takes the path for
+float32 training and inference only and follows weight updates; features of a padded
+batch still match one utterance at a time, bit for bit.
 """
 
 from __future__ import annotations
@@ -47,40 +47,73 @@ def test_transforms_refuse_unknown_tiles() -> None:
         winograd.transforms(9)
 
 
-def test_encoder_inference_path_matches_training_path() -> None:
+@pytest.mark.parametrize("m", sorted(winograd.POINTS))
+def test_two_tap_conv_gradients(m: int) -> None:
+    """The training form: forward and all three gradients against the direct sum."""
+    torch.manual_seed(m)
+    args = [torch.randn(2, 9, 6, dtype=torch.float64, requires_grad=True),
+            torch.randn(6, 4, dtype=torch.float64, requires_grad=True),
+            torch.randn(6, 4, dtype=torch.float64, requires_grad=True),
+            torch.randn(4, dtype=torch.float64, requires_grad=True)]
+    y = winograd.TwoTapConv.apply(*args, m)
+    ref = _direct(*args)
+    torch.testing.assert_close(y, ref, rtol=1e-11, atol=1e-11)
+    g = torch.randn_like(ref)
+    for a, b in zip(torch.autograd.grad((y * g).sum(), args), torch.autograd.grad((ref * g).sum(), args)):
+        torch.testing.assert_close(a, b, rtol=1e-11, atol=1e-11)
+    assert torch.autograd.gradcheck(lambda *a: winograd.TwoTapConv.apply(*a, m), tuple(args))
+
+
+def test_encoder_float32_paths_match_float64_direct() -> None:
+    """float32 training (gradients) and inference both take F(5, 2) and stay within
+    float32 rounding of the float64 direct form; an in-place weight update reaches the
+    inference path's cached taps."""
     torch.manual_seed(0)
     enc = ConvEncoder(paper_layers(64))
+    enc64 = ConvEncoder(paper_layers(64)).double()
+    enc64.load_state_dict(enc.state_dict())
     wave = torch.randn(2, 16000)
     lengths = torch.tensor([16000, 9000])
-    z_train, _, layers_train = enc(wave, lengths, return_layers=True)  # direct (gradients)
+    z_train, _ = enc(wave, lengths)
+    z_ref, _ = enc64(wave.double(), lengths)
+    scale = float(z_ref.abs().max())
+    assert (z_train.double() - z_ref).abs().max() < 1e-5 * scale
+    w = torch.randn_like(z_ref)
+    grads = torch.autograd.grad((z_train * w.float()).sum(), list(enc.parameters()))
+    grads_ref = torch.autograd.grad((z_ref * w).sum(), list(enc64.parameters()))
+    for a, b in zip(grads, grads_ref):
+        assert (a.double() - b).abs().max() <= 1e-4 * b.abs().max() + 1e-7
     with torch.no_grad():
-        z_inf, _, layers_inf = enc(wave, lengths, return_layers=True)
+        z_inf, _ = enc(wave, lengths)
     assert all(hasattr(conv, "_winograd_cache") for conv in enc.convs[1:])  # layers 2-5
     assert not hasattr(enc.convs[0], "_winograd_cache")  # kernel 10 / stride 5: not two taps
-    for a, b in zip(layers_inf, layers_train):
-        assert (a - b).abs().max() < 1e-5 * b.abs().max()
-    torch.testing.assert_close(z_inf, z_train.detach(), rtol=0, atol=1e-5 * float(z_train.abs().max()))
-    # an optimizer-style in-place update invalidates the cached transformed taps
+    assert (z_inf.double() - z_ref).abs().max() < 1e-5 * scale
     with torch.no_grad():
         enc.convs[1].weight.mul_(-2.0)
+        enc64.convs[1].weight.mul_(-2.0)
         z_new, _ = enc(wave, lengths)
-    z_ref, _ = enc(wave, lengths)
-    torch.testing.assert_close(z_new, z_ref.detach(), rtol=0, atol=1e-5 * float(z_ref.abs().max()))
-    assert (z_new - z_inf).abs().max() > 1e-2
+    z_ref2, _ = enc64(wave.double(), lengths)
+    assert (z_new.double() - z_ref2).abs().max() < 1e-5 * float(z_ref2.abs().max())
 
 
-def test_encoder_keeps_the_direct_form_where_it_should() -> None:
-    """float64, bf16 autocast and gradients take the direct path (exact against conv1d
-    elsewhere in the suite)."""
+def test_encoder_keeps_the_direct_form_where_it_should(monkeypatch: pytest.MonkeyPatch) -> None:
+    """float64 (the exact reference) and bf16 autocast take the direct form, with and
+    without gradients."""
+    def refuse(*_a: object, **_k: object) -> None:
+        raise AssertionError("Winograd path taken")
+
+    monkeypatch.setattr(winograd, "two_tap_conv", refuse)
+    monkeypatch.setattr(winograd.TwoTapConv, "apply", refuse)
     torch.manual_seed(0)
-    enc = ConvEncoder(paper_layers(16)).double()
+    enc64 = ConvEncoder(paper_layers(16)).double()
+    enc64(torch.randn(1, 8000, dtype=torch.float64))
     with torch.no_grad():
-        enc(torch.randn(1, 8000, dtype=torch.float64))
-    enc32 = ConvEncoder(paper_layers(16))
-    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
-        enc32(torch.randn(1, 8000))
-    enc32(torch.randn(1, 8000))  # gradients wanted
-    assert not any(hasattr(c, "_winograd_cache") for c in [*enc.convs, *enc32.convs])
+        enc64(torch.randn(1, 8000, dtype=torch.float64))
+    enc = ConvEncoder(paper_layers(16))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        enc(torch.randn(1, 8000))
+        with torch.no_grad():
+            enc(torch.randn(1, 8000))
 
 
 def test_extracted_features_do_not_depend_on_the_batch() -> None:

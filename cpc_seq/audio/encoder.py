@@ -227,6 +227,11 @@ def _conv_btc(h: Tensor, conv: nn.Conv1d, out_lengths: Tensor | None = None) -> 
         hp = F.pad(h, (0, 0, p, (t_out + m - 1) * s - length - p))
         if m == 2 and t_out > 0 and _winograd_applies(hp, conv):
             blocks = hp.view(bsz, t_out + 1, s * c_in)
+            if _wants_grad(hp, conv):  # training: Winograd in all three matmuls
+                w = _block_weight(conv.weight, s)
+                return winograd.TwoTapConv.apply(blocks, w[:, : conv.out_channels],
+                                                 w[:, conv.out_channels :], conv.bias,
+                                                 winograd.DEFAULT_TILE)
             if out_lengths is not None:
                 # A tile reads every block it spans, and rounding differs unless the
                 # blocks past a sequence's needs are zero, as they are when it runs
@@ -245,12 +250,15 @@ def _conv_btc(h: Tensor, conv: nn.Conv1d, out_lengths: Tensor | None = None) -> 
 
 
 def _winograd_applies(h: Tensor, conv: nn.Conv1d) -> bool:
-    """Inference in float32 on the CPU (no gradient wanted): the path of ``cpc-seq
-    extract``, where these convolutions' matmuls are most of the time. Taken at every
-    length, so that an utterance's features do not depend on its batch."""
+    """float32 on the CPU, where these convolutions' matmuls are most of the time of both
+    training and extraction (bf16 keeps the direct form: the transforms would round in
+    bf16; float64 keeps it as the exact reference; GPUs are not measured)."""
     return (h.device.type == "cpu" and h.dtype == torch.float32
-            and conv.weight.dtype == torch.float32 and _compute_dtype(h) == torch.float32
-            and not (torch.is_grad_enabled() and (h.requires_grad or conv.weight.requires_grad)))
+            and conv.weight.dtype == torch.float32 and _compute_dtype(h) == torch.float32)
+
+
+def _wants_grad(h: Tensor, conv: nn.Conv1d) -> bool:
+    return torch.is_grad_enabled() and (h.requires_grad or conv.weight.requires_grad)
 
 
 def _winograd_weights(conv: nn.Conv1d, s: int) -> Tensor:

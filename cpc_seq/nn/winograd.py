@@ -130,39 +130,131 @@ def _tile_chunk(src: Tensor, u: Tensor, dst: Tensor, bufs: tuple[Tensor, Tensor]
     inputs and the products."""
     n, dim, c_out = u.shape
     m = n - 1
-    at, _, bt = transforms(m)
     bsz = src.shape[0]
     tt = (src.shape[1] - 1) // m
     v = bufs[0][: n * bsz * tt * dim].view(n, bsz, tt, dim)
-    prod = bufs[1][: n * bsz * tt * c_out].view(n, bsz * tt, c_out)
-    for j in range(n):  # V_j = sum_q BT[j, q] x[tile + q]
-        first = True
-        for q in range(n):
-            c = float(bt[j, q])
-            if c == 0.0:
-                continue
-            block = src[:, q : q + tt * m : m]  # (B, tt, D)
-            if first:
-                torch.mul(block, c, out=v[j])
-                first = False
-            else:
-                v[j].add_(block, alpha=c)
+    _input_transform(src, v)
     rows = bsz * tt
     if rows < MIN_ROWS:  # the BLAS takes another kernel (other rounding) for a few rows
         padded = torch.cat([v.view(n, rows, dim), v.new_zeros(n, MIN_ROWS - rows, dim)], 1)
         prod = torch.bmm(padded, u)[:, :rows]
     else:
+        prod = bufs[1][: n * rows * c_out].view(n, rows, c_out)
         torch.bmm(v.view(n, rows, dim), u, out=prod)
+    _output_transform(prod, dst)
+
+
+def _combine(out: Tensor, terms: list[tuple[float, Tensor]]) -> None:
+    """``out = sum(c * t)`` over the nonzero coefficients, in place."""
+    first = True
+    for c, t in terms:
+        if c == 0.0:
+            continue
+        if first:
+            torch.mul(t, c, out=out)
+            first = False
+        else:
+            out.add_(t, alpha=c)
+
+
+def _input_transform(src: Tensor, v: Tensor) -> None:
+    """``v[j] = sum_q B^T[j, q] src[:, tile*m + q]``: src (B, tt*m + 1, D) -> v (m+1, B, tt, D)."""
+    n, _, tt, _ = v.shape
+    m = n - 1
+    bt = transforms(m)[2]
+    blocks = [src[:, q : q + tt * m : m] for q in range(n)]  # (B, tt, D) each
+    for j in range(n):
+        _combine(v[j], [(float(bt[j, q]), blocks[q]) for q in range(n)])
+
+
+def _output_transform(prod: Tensor, dst: Tensor) -> None:
+    """``dst[:, tile*m + i] = sum_j A^T[i, j] prod[j]``: prod (m+1, B*tt, C) -> dst (B, tt*m, C)."""
+    n, _, c_out = prod.shape
+    m = n - 1
+    at = transforms(m)[0]
+    bsz = dst.shape[0]
+    tt = dst.shape[1] // m
     tiles = dst.view(bsz, tt, m, c_out)
-    for i in range(m):  # y_i = sum_j AT[i, j] M_j
-        first = True
+    terms = [prod[j].view(bsz, tt, c_out) for j in range(n)]
+    for i in range(m):
+        _combine(tiles[:, :, i], [(float(at[i, j]), terms[j]) for j in range(n)])
+
+
+class TwoTapConv(torch.autograd.Function):
+    """:func:`two_tap_conv` with its backward, for training: ``apply(x (B, nb, D), w0, w1
+    (D, C), bias (C,) or None, m) -> (B, nb - 1, C)``.
+
+    Every pass is F(m, 2): the forward's products ``V_j @ U_j``, the weight gradient
+    ``dU_j = V_j^T @ Gt_j`` (``Gt_j = sum_i A^T[i, j] g_i`` over each tile's output
+    gradients), folded back to the taps by ``G``, and the input gradient ``dV_j = Gt_j @
+    U_j^T``, scattered back to the blocks by ``B^T``: m + 1 products per m outputs in
+    each of the three matmuls of a convolution's step. The transformed input tiles are
+    kept for the backward ((m+1)/m times the input's memory, instead of the input).
+    """
+
+    @staticmethod
+    def forward(ctx, x: Tensor, w0: Tensor, w1: Tensor, bias: Tensor | None,  # type: ignore[override]
+                m: int) -> Tensor:
+        n = m + 1
+        bsz, nb, dim = x.shape
+        c_out = w0.shape[1]
+        _, g, _ = transforms(m)
+        u = torch.stack([w0 * float(g[j, 0]) + w1 * float(g[j, 1]) for j in range(n)])
+        tiles = -(-(nb - 1) // m)
+        full = (nb - 1) // m
+        v = x.new_empty(n, bsz, tiles, dim)
+        if full:
+            _input_transform(x[:, : full * m + 1], v[:, :, :full])
+        if full < tiles:
+            tail = x.new_zeros(bsz, m + 1, dim)
+            tail[:, : nb - full * m] = x[:, full * m :]
+            _input_transform(tail, v[:, :, full:])
+        v = v.view(n, bsz * tiles, dim)
+        y = x.new_empty(bsz, tiles * m, c_out)
+        _output_transform(torch.bmm(v, u), y)
+        ctx.save_for_backward(v, u)
+        ctx.shape, ctx.m, ctx.has_bias = (bsz, nb, dim, c_out), m, bias is not None
+        out = y[:, : nb - 1]
+        return torch.add(out, bias) if bias is not None else out.contiguous()
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):  # type: ignore[override]
+        v, u = ctx.saved_tensors
+        bsz, nb, dim, c_out = ctx.shape
+        m = ctx.m
+        n = m + 1
+        at, g, bt = transforms(m)
+        tiles = v.shape[1] // bsz
+        grad = grad.to(v.dtype)
+        gpad = grad.new_zeros(bsz, tiles * m, c_out)
+        gpad[:, : nb - 1] = grad
+        gi = [gpad[:, i::m] for i in range(m)]  # (B, tiles, C): output i of every tile
+        gt = grad.new_empty(n, bsz, tiles, c_out)
         for j in range(n):
-            c = float(at[i, j])
-            if c == 0.0:
-                continue
-            term = prod[j].view(bsz, tt, c_out)
-            if first:
-                torch.mul(term, c, out=tiles[:, :, i])
-                first = False
-            else:
-                tiles[:, :, i].add_(term, alpha=c)
+            _combine(gt[j], [(float(at[i, j]), gi[i]) for i in range(m)])
+        gt = gt.view(n, bsz * tiles, c_out)
+        dx = dw0 = dw1 = db = None
+        if ctx.needs_input_grad[0]:
+            dv = torch.bmm(gt, u.transpose(1, 2)).view(n, bsz, tiles, dim)
+            dx_pad = grad.new_zeros(bsz, tiles * m + 1, dim)
+            for j in range(n):
+                for q in range(n):
+                    c = float(bt[j, q])
+                    if c != 0.0:
+                        dx_pad[:, q : q + tiles * m : m].add_(dv[j], alpha=c)
+            dx = dx_pad[:, :nb]
+        if ctx.needs_input_grad[1] or ctx.needs_input_grad[2]:
+            du = torch.bmm(v.transpose(1, 2), gt)  # (n, D, C)
+            dw0 = torch.zeros_like(du[0])
+            dw1 = torch.zeros_like(du[0])
+            for j in range(n):
+                _combine_add(dw0, float(g[j, 0]), du[j])
+                _combine_add(dw1, float(g[j, 1]), du[j])
+        if ctx.has_bias and ctx.needs_input_grad[3]:
+            db = grad.sum(dim=(0, 1))
+        return dx, dw0, dw1, db, None
+
+
+def _combine_add(out: Tensor, c: float, t: Tensor) -> None:
+    if c != 0.0:
+        out.add_(t, alpha=c)
