@@ -138,6 +138,30 @@ def _compute_dtype(x: Tensor) -> torch.dtype:
     return x.dtype
 
 
+class _NarrowLinear(torch.autograd.Function):
+    """``F.linear(cols, w, bias)`` for a narrow ``cols`` (R, K), K a handful (the waveform
+    layer: C_in * kernel = 10); ``w`` (C, K). The weight gradient is computed as
+    ``(cols^T @ g)^T``: the BLAS runs ``g^T @ cols``, (C x R) @ (R x K), at a few
+    GFLOP/s in float32, and this form about 3x faster."""
+
+    @staticmethod
+    def forward(ctx, cols: Tensor, w: Tensor, bias: Tensor | None) -> Tensor:  # type: ignore[override]
+        ctx.save_for_backward(cols, w)
+        ctx.has_bias = bias is not None
+        return cols @ w.t() if bias is None else torch.addmm(bias, cols, w.t())
+
+    @staticmethod
+    def backward(ctx, g: Tensor):  # type: ignore[override]
+        cols, w = ctx.saved_tensors
+        g = g.to(w.dtype)
+        d_cols = g @ w if ctx.needs_input_grad[0] else None
+        d_w = (cols.t() @ g).t() if ctx.needs_input_grad[1] else None
+        d_b = None
+        if ctx.has_bias and ctx.needs_input_grad[2]:
+            d_b = g.sum(0, dtype=torch.float32 if g.element_size() < 4 else g.dtype).to(g.dtype)
+        return d_cols, d_w, d_b
+
+
 class _BlockConv(torch.autograd.Function):
     """Strided conv with ``kernel = m * stride`` as one matmul over stride-sized blocks.
 
@@ -219,8 +243,11 @@ def _conv_btc(h: Tensor, conv: nn.Conv1d, out_lengths: Tensor | None = None) -> 
     if c_in * k <= 64:
         hp = F.pad(h, (0, 0, p, p))
         cols = hp.unfold(1, k, s)[:, :t_out]  # (B, T_out, C_in, k)
-        return F.linear(cols.reshape(bsz, t_out, c_in * k), conv.weight.reshape(conv.out_channels, -1),
-                        conv.bias)
+        w = conv.weight.reshape(conv.out_channels, -1)
+        with torch.autocast(h.device.type, enabled=False):
+            y = _NarrowLinear.apply(cols.reshape(bsz * t_out, c_in * k).to(dtype), w.to(dtype),
+                                    None if conv.bias is None else conv.bias.to(dtype))
+        return y.view(bsz, t_out, conv.out_channels)
     if k % s == 0:
         m = k // s
         # pad (or crop) on the right to exactly the blocks the outputs need
