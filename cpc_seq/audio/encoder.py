@@ -250,10 +250,13 @@ def _conv_btc(h: Tensor, conv: nn.Conv1d, out_lengths: Tensor | None = None) -> 
         return y.view(bsz, t_out, conv.out_channels)
     if k % s == 0:
         m = k // s
+        wino = m == 2 and t_out > 0 and _winograd_applies(h, conv)
+        # Winograd inference: whole tiles (zero blocks after the last), no separate tail
+        extra = (-t_out) % winograd.DEFAULT_TILE if wino and not _wants_grad(h, conv) else 0
         # pad (or crop) on the right to exactly the blocks the outputs need
-        hp = F.pad(h, (0, 0, p, (t_out + m - 1) * s - length - p))
-        if m == 2 and t_out > 0 and _winograd_applies(hp, conv):
-            blocks = hp.view(bsz, t_out + 1, s * c_in)
+        hp = F.pad(h, (0, 0, p, (t_out + m - 1 + extra) * s - length - p))
+        if wino:
+            blocks = hp.view(bsz, t_out + 1 + extra, s * c_in)
             if _wants_grad(hp, conv):  # training: Winograd in all three matmuls
                 w = _block_weight(conv.weight, s)
                 return winograd.TwoTapConv.apply(blocks, w[:, : conv.out_channels],
@@ -265,9 +268,10 @@ def _conv_btc(h: Tensor, conv: nn.Conv1d, out_lengths: Tensor | None = None) -> 
                 # alone: zero them (hp is F.pad's fresh copy), so the features do not
                 # depend on the batch.
                 for b, need in enumerate((out_lengths + 1).tolist()):
-                    if need < t_out + 1:
+                    if need < blocks.shape[1]:
                         blocks[b, need:] = 0
-            return winograd.two_tap_conv(blocks, _winograd_weights(conv, s), conv.bias)
+            return winograd.two_tap_conv(blocks, _winograd_weights(conv, s), conv.bias,
+                                         outputs=t_out)
         w = _block_weight(conv.weight, s).to(dtype)
         bias = conv.bias
         with torch.autocast(h.device.type, enabled=False):

@@ -88,7 +88,8 @@ def transform_weights(w0: Tensor, w1: Tensor, m: int = DEFAULT_TILE) -> Tensor:
                         for j in range(m + 1)]).to(w0.dtype)
 
 
-def two_tap_conv(x: Tensor, u: Tensor, bias: Tensor | None = None) -> Tensor:
+def two_tap_conv(x: Tensor, u: Tensor, bias: Tensor | None = None,
+                 outputs: int | None = None) -> Tensor:
     """``y[b, t] = x[b, t] @ w0 + x[b, t+1] @ w1 + bias`` by F(m, 2).
 
     Tiles start at every sequence's first block, so a sequence's outputs do not depend on
@@ -99,9 +100,11 @@ def two_tap_conv(x: Tensor, u: Tensor, bias: Tensor | None = None) -> Tensor:
         x: (B, nb, D) input blocks.
         u: (m+1, D, C) transformed taps from :func:`transform_weights` (m from its size).
         bias: (C,) or None.
+        outputs: return the first ``outputs`` only (default nb - 1; a caller that pads
+            x to whole tiles, ``nb - 1`` a multiple of m, saves the last tile's own pass).
 
     Returns:
-        (B, nb - 1, C), contiguous, in x's dtype.
+        (B, outputs, C), contiguous, in x's dtype.
     """
     n, dim, c_out = u.shape
     m = n - 1
@@ -118,7 +121,7 @@ def two_tap_conv(x: Tensor, u: Tensor, bias: Tensor | None = None) -> Tensor:
         tail = x.new_zeros(bsz, m + 1, dim)
         tail[:, : nb - full * m] = x[:, full * m :]
         _tile_chunk(tail, u, y[:, full * m :], bufs)
-    out = y[:, : nb - 1]
+    out = y[:, : nb - 1 if outputs is None else outputs]
     if bias is not None:
         return torch.add(out, bias.to(out.dtype))
     return out.contiguous()
