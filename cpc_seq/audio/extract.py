@@ -8,7 +8,8 @@ for the centre ``160 t + 80``, line up with the features by construction.
 
 Each utterance is normalised to zero mean and unit variance (as the training windows
 are), then utterances are batched by length with zero padding; padded batches give the
-same features as one utterance at a time (the encoder masks padding layer by layer).
+same features as one utterance at a time (the encoder masks padding layer by layer): in
+float32 on the CPU the same bits for z and the conv layers, c to float rounding.
 
 The files themselves (ark/scp, npy, crash-safe resume) are :mod:`cpc_seq.io.features`'s.
 """
