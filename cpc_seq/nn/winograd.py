@@ -18,9 +18,10 @@ and interpolate the outputs back (``A^T``)::
 With m = 5 (points 0, +-1, +-1/2, infinity) that is 6 products per 5 outputs: 0.6x the
 multiplications of the direct form. The transforms are additions with small constants;
 in float32 the result differs from the direct sum by about 1e-6 of the outputs' scale
-(``tests/test_winograd.py``). Used for inference in float32 on the CPU only
-(:func:`cpc_seq.audio.encoder._conv_btc`), where extraction is bound by these matmuls;
-training keeps the direct form, whose backward it would otherwise have to mirror.
+(``tests/test_winograd.py``). The encoder uses it in float32 on the CPU
+(:func:`cpc_seq.audio.encoder._conv_btc`), where training and extraction are bound by
+these matmuls: :func:`two_tap_conv` for inference, :class:`TwoTapConv` (with the same
+transforms in both gradients) for training.
 """
 
 from __future__ import annotations
@@ -81,11 +82,10 @@ def transforms(m: int) -> tuple[Tensor, Tensor, Tensor]:
 
 
 def transform_weights(w0: Tensor, w1: Tensor, m: int = DEFAULT_TILE) -> Tensor:
-    """The taps at the m + 1 points: (m+1, D, C) in w0's dtype (computed in float64)."""
+    """The taps at the m + 1 points, ``w0 + p w1``: (m+1, D, C) in w0's dtype (with the
+    points 0, +-1, +-1/2 each is one correctly rounded addition)."""
     _, g, _ = transforms(m)
-    w0d, w1d = w0.double(), w1.double()
-    return torch.stack([g[j, 0].item() * w0d + g[j, 1].item() * w1d
-                        for j in range(m + 1)]).to(w0.dtype)
+    return torch.stack([w0 * float(g[j, 0]) + w1 * float(g[j, 1]) for j in range(m + 1)])
 
 
 def two_tap_conv(x: Tensor, u: Tensor, bias: Tensor | None = None,
@@ -201,8 +201,7 @@ class TwoTapConv(torch.autograd.Function):
         n = m + 1
         bsz, nb, dim = x.shape
         c_out = w0.shape[1]
-        _, g, _ = transforms(m)
-        u = torch.stack([w0 * float(g[j, 0]) + w1 * float(g[j, 1]) for j in range(n)])
+        u = transform_weights(w0, w1, m)
         tiles = -(-(nb - 1) // m)
         full = (nb - 1) // m
         v = x.new_empty(n, bsz, tiles, dim)
