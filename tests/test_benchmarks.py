@@ -19,8 +19,11 @@ def test_bench_train_profile_prints_op_table() -> None:
         capture_output=True, text=True, check=True, timeout=300).stdout
     assert "## tiny, cross_batch, fp32, 1 threads" in out
     assert "| op | input shapes | calls/run | self ms/run | % | GFLOP/s |" in out
-    mm = [line for line in out.splitlines() if line.startswith("| aten::mm ")]
-    assert mm and any(float(line.rsplit("|", 2)[-2]) > 0 for line in mm)  # GFLOP/s column
+    assert "matmuls (mm, addmm, bmm)" in out
+    # the fp32 encoder's Winograd products are bmm, the rest mm / addmm: each with a rate
+    mm = [line for line in out.splitlines()
+          if line.startswith(("| aten::mm ", "| aten::addmm ", "| aten::bmm "))]
+    assert mm and any(float(line.rsplit("|", 2)[-2] or 0) > 0 for line in mm)  # GFLOP/s column
 
 
 def test_scaling_growth_lines() -> None:
