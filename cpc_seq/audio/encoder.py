@@ -232,9 +232,10 @@ def _conv_btc(h: Tensor, conv: nn.Conv1d, out_lengths: Tensor | None = None) -> 
     are garbage the caller masks.
 
     Same result as ``conv(h.transpose(1, 2)).transpose(1, 2)`` (zero padding, stride,
-    bias): narrow inputs (C_in * kernel <= 64, the waveform layer) as one im2col matmul,
-    kernels that are a multiple of the stride as :class:`_BlockConv`, anything else
-    through ``conv2d``.
+    bias): narrow inputs (C_in * kernel <= 64, the waveform layer) as one im2col matmul
+    (:class:`_NarrowLinear`), kernel = 2 x stride in float32 on the CPU by Winograd's
+    F(5, 2) (:mod:`cpc_seq.nn.winograd`, within float32 rounding), other kernels that are
+    a multiple of the stride as :class:`_BlockConv`, anything else through ``conv1d``.
     """
     k, s, p = conv.kernel_size[0], conv.stride[0], conv.padding[0]
     bsz, length, c_in = h.shape
@@ -251,13 +252,14 @@ def _conv_btc(h: Tensor, conv: nn.Conv1d, out_lengths: Tensor | None = None) -> 
     if k % s == 0:
         m = k // s
         wino = m == 2 and t_out > 0 and _winograd_applies(h, conv)
+        train = torch.is_grad_enabled() and (h.requires_grad or conv.weight.requires_grad)
         # Winograd inference: whole tiles (zero blocks after the last), no separate tail
-        extra = (-t_out) % winograd.DEFAULT_TILE if wino and not _wants_grad(h, conv) else 0
+        extra = (-t_out) % winograd.DEFAULT_TILE if wino and not train else 0
         # pad (or crop) on the right to exactly the blocks the outputs need
         hp = F.pad(h, (0, 0, p, (t_out + m - 1 + extra) * s - length - p))
         if wino:
             blocks = hp.view(bsz, t_out + 1 + extra, s * c_in)
-            if _wants_grad(hp, conv):  # training: Winograd in all three matmuls
+            if train:  # Winograd in all three matmuls
                 w = _block_weight(conv.weight, s)
                 return winograd.TwoTapConv.apply(blocks, w[:, : conv.out_channels],
                                                  w[:, conv.out_channels :], conv.bias,
@@ -286,10 +288,6 @@ def _winograd_applies(h: Tensor, conv: nn.Conv1d) -> bool:
     bf16; float64 keeps it as the exact reference; GPUs are not measured)."""
     return (h.device.type == "cpu" and h.dtype == torch.float32
             and conv.weight.dtype == torch.float32 and _compute_dtype(h) == torch.float32)
-
-
-def _wants_grad(h: Tensor, conv: nn.Conv1d) -> bool:
-    return torch.is_grad_enabled() and (h.requires_grad or conv.weight.requires_grad)
 
 
 def _winograd_weights(conv: nn.Conv1d, s: int) -> Tensor:
