@@ -247,16 +247,9 @@ class TwoTapConv(torch.autograd.Function):
             dx = dx_pad[:, :nb]
         if ctx.needs_input_grad[1] or ctx.needs_input_grad[2]:
             du = torch.bmm(v.transpose(1, 2), gt)  # (n, D, C)
-            dw0 = torch.zeros_like(du[0])
-            dw1 = torch.zeros_like(du[0])
-            for j in range(n):
-                _combine_add(dw0, float(g[j, 0]), du[j])
-                _combine_add(dw1, float(g[j, 1]), du[j])
+            dw0, dw1 = torch.empty_like(du[0]), torch.empty_like(du[0])
+            _combine(dw0, [(float(g[j, 0]), du[j]) for j in range(n)])
+            _combine(dw1, [(float(g[j, 1]), du[j]) for j in range(n)])
         if ctx.has_bias and ctx.needs_input_grad[3]:
             db = grad.sum(dim=(0, 1))
         return dx, dw0, dw1, db, None
-
-
-def _combine_add(out: Tensor, c: float, t: Tensor) -> None:
-    if c != 0.0:
-        out.add_(t, alpha=c)
