@@ -61,17 +61,19 @@ def profile_table(fn: Callable[[], object], reps: int = 3, rows: int = 20) -> st
     return "\n".join(out)
 
 
-def matmul_peak(dtype: torch.dtype = torch.float32, n: int = 2048, reps: int = 10) -> float:
-    """Best GFLOP/s of an n x n matmul on this machine (after three warm-up calls: the
-    first bf16 calls also build the BLAS's kernels, and a cold core runs slower)."""
+def matmul_peak(dtype: torch.dtype = torch.float32, n: int = 2048, reps: int = 10,
+                clock: Callable[[], float] = time.perf_counter) -> float:
+    """Best GFLOP/s of an n x n matmul on this machine, by ``clock`` (wall time; see
+    matmul_peak_cpu), after three warm-up calls: the first bf16 calls also build the
+    BLAS's kernels, and a cold core runs slower."""
     a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
     for _ in range(3):
         a @ b
     best = float("inf")
     for _ in range(reps):
-        t = time.perf_counter()
+        t = clock()
         a @ b
-        best = min(best, time.perf_counter() - t)
+        best = min(best, clock() - t)
     return 2 * n**3 / best / 1e9
 
 
@@ -111,16 +113,8 @@ def run_times2(fn: Callable[[], object], warmup: int = 2,
 
 
 def matmul_peak_cpu(dtype: torch.dtype = torch.float32, n: int = 2048, reps: int = 10) -> float:
-    """Best GFLOP per CPU-second (this process) of an n x n matmul (see matmul_peak)."""
-    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
-    for _ in range(3):
-        a @ b
-    best = float("inf")
-    for _ in range(reps):
-        t = time.process_time()
-        a @ b
-        best = min(best, time.process_time() - t)
-    return 2 * n**3 / best / 1e9
+    """Best GFLOP per CPU-second (this process) of an n x n matmul."""
+    return matmul_peak(dtype, n, reps, clock=time.process_time)
 
 
 def time_it(fn: Callable[[], object], warmup: int = 2, reps: int = 5) -> float:

@@ -141,8 +141,9 @@ def _compute_dtype(x: Tensor) -> torch.dtype:
 class _NarrowLinear(torch.autograd.Function):
     """``F.linear(cols, w, bias)`` for a narrow ``cols`` (R, K), K a handful (the waveform
     layer: C_in * kernel = 10); ``w`` (C, K). The weight gradient is computed as
-    ``(cols^T @ g)^T``: the BLAS runs ``g^T @ cols``, (C x R) @ (R x K), at a few
-    GFLOP/s in float32, and this form about 3x faster."""
+    ``(cols^T @ g)^T``: the BLAS runs autograd's ``g^T @ cols``, (C x R) @ (R x K) with
+    K outputs per row, far below its matmul rate in float32 (``bench_train.py
+    --profile`` showed it), and this (K x R) @ (R x C) form well within it."""
 
     @staticmethod
     def forward(ctx, cols: Tensor, w: Tensor, bias: Tensor | None) -> Tensor:  # type: ignore[override]

@@ -21,20 +21,9 @@ import torch
 from torch import Tensor
 
 from cpc_seq.audio.model import CPCModel
+from cpc_seq.audio.windows import normalize_windows
 from cpc_seq.errors import CpcSeqError
-from cpc_seq.io.features import Featurizer
-
-
-def normalize_utterance(x: Tensor, eps: float = 1e-5) -> Tensor:
-    """Zero mean / unit variance (unbiased) of one utterance: (N,) -> (N,).
-
-    Per utterance, not over a padded batch: a reduction over a longer, zero-padded row
-    rounds differently, and the features would depend on the batch.
-    """
-    n = x.numel()
-    mean = x.sum() / max(n, 1)
-    var = ((x - mean) ** 2).sum() / max(n - 1, 1)
-    return (x - mean) / (var.sqrt() + eps)
+from cpc_seq.io.features import Featurizer, length_batches
 
 
 def layer_frame_lengths(model: CPCModel, lengths: Tensor, layer: str) -> Tensor:
@@ -47,22 +36,8 @@ def layer_frame_lengths(model: CPCModel, lengths: Tensor, layer: str) -> Tensor:
 
 #: Padded samples the encoder takes at once on the CPU (10 s at 16 kHz): larger batches
 #: only add cache misses. The context network then runs once over the whole batch, where
-#: a GRU's per-step cost is shared by all its rows (one row: ~4x the cost per frame of 16).
+#: a GRU's per-step cost is shared by all its rows.
 CPU_ENCODER_SAMPLES = 10 * 16000
-
-
-def _encoder_groups(lengths: list[int], max_samples: int | None) -> list[list[int]]:
-    """Indices of the waves, longest first, in groups of at most ``max_samples`` padded
-    samples (``None``: one group)."""
-    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
-    groups: list[list[int]] = []
-    for i in order:
-        if groups and (max_samples is None
-                       or (len(groups[-1]) + 1) * lengths[groups[-1][0]] <= max_samples):
-            groups[-1].append(i)
-        else:
-            groups.append([i])
-    return groups
 
 
 @torch.no_grad()
@@ -82,11 +57,14 @@ def run_layers(
     lengths = [len(w) for w in waves]
     result: list[dict[str, Tensor]] = [{} for _ in waves]
     zs: list[Tensor] = [torch.empty(0)] * len(waves)
-    for group in _encoder_groups(lengths, encoder_samples):
+    by_index = dict(enumerate(lengths))  # longest first, as extraction's own batches
+    for group in length_batches(by_index, encoder_samples or max(lengths) * len(lengths)):
         g_len = torch.tensor([lengths[i] for i in group], dtype=torch.long)
         x = torch.zeros(len(group), int(g_len.max()))
         for j, i in enumerate(group):
-            x[j, : lengths[i]] = normalize_utterance(waves[i].float())
+            # each utterance on its own, unpadded: a sum over a zero-padded row rounds
+            # differently, and the features would depend on the batch
+            x[j, : lengths[i]] = normalize_windows(waves[i].float().unsqueeze(0))[0]
         x = x.to(device)
         z, frames, convs = model.encoder(x, g_len.to(device), return_layers=True)
         named = {"z": z, **{f"conv{k + 1}": t for k, t in enumerate(convs)}}

@@ -117,14 +117,20 @@ def two_tap_conv(x: Tensor, u: Tensor, bias: Tensor | None = None,
     for t0 in range(0, full, step):
         tt = min(full - t0, step)
         _tile_chunk(x[:, t0 * m : (t0 + tt) * m + 1], u, y[:, t0 * m : (t0 + tt) * m], bufs)
-    if full < tiles:  # the last tile runs past the input: zero blocks after it
-        tail = x.new_zeros(bsz, m + 1, dim)
-        tail[:, : nb - full * m] = x[:, full * m :]
-        _tile_chunk(tail, u, y[:, full * m :], bufs)
+    if full < tiles:
+        _tile_chunk(_last_tile(x, m, full), u, y[:, full * m :], bufs)
     out = y[:, : nb - 1 if outputs is None else outputs]
     if bias is not None:
         return torch.add(out, bias.to(out.dtype))
     return out.contiguous()
+
+
+def _last_tile(x: Tensor, m: int, full: int) -> Tensor:
+    """The blocks of tile ``full`` (the one that runs past x's end), zeros after the end:
+    (B, m + 1, D)."""
+    tail = x.new_zeros(x.shape[0], m + 1, x.shape[2])
+    tail[:, : x.shape[1] - full * m] = x[:, full * m :]
+    return tail
 
 
 def _tile_chunk(src: Tensor, u: Tensor, dst: Tensor, bufs: tuple[Tensor, Tensor]) -> None:
@@ -208,9 +214,7 @@ class TwoTapConv(torch.autograd.Function):
         if full:
             _input_transform(x[:, : full * m + 1], v[:, :, :full])
         if full < tiles:
-            tail = x.new_zeros(bsz, m + 1, dim)
-            tail[:, : nb - full * m] = x[:, full * m :]
-            _input_transform(tail, v[:, :, full:])
+            _input_transform(_last_tile(x, m, full), v[:, :, full:])
         v = v.view(n, bsz * tiles, dim)
         y = x.new_empty(bsz, tiles * m, c_out)
         _output_transform(torch.bmm(v, u), y)
