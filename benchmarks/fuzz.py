@@ -85,7 +85,7 @@ VALID_TEXT = "s1-a hello there\ns1-b\ns2-a bye\n"
 
 
 def fuzz_data_dir(work: Path, cases: int, c: Counter) -> Callable[[], None]:
-    from cpc_seq.audio.kaldi import load_data_dir
+    from cpc_seq.audio.data.kaldi import load_data_dir
 
     d = work / "dd"
     files = st.fixed_dictionaries({
@@ -140,7 +140,7 @@ def fuzz_data_dir(work: Path, cases: int, c: Counter) -> Callable[[], None]:
 
 
 def fuzz_labels(work: Path, cases: int, c: Counter) -> Callable[[], None]:
-    from cpc_seq.audio.kaldi import phone_table_from_labels, read_frame_labels, read_phone_table
+    from cpc_seq.audio.data.kaldi import phone_table_from_labels, read_frame_labels, read_phone_table
 
     lp, pp = work / "labels.txt", work / "phones.txt"
 

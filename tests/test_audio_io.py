@@ -1,4 +1,4 @@
-"""Tests for cpc_seq.audio.wav: reading, downmixing, resampling, segments, pipes."""
+"""Tests for cpc_seq.audio.data.wav: reading, downmixing, resampling, segments, pipes."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from cpc_seq.audio.wav import AudioNotes, is_pipe, read_audio, read_segment
+from cpc_seq.audio.data.wav import AudioNotes, is_pipe, read_audio, read_segment
 from cpc_seq.errors import DataError
 
 

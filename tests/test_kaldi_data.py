@@ -1,4 +1,4 @@
-"""Tests for cpc_seq.audio.kaldi: data dirs, validation, labels, splits, writing."""
+"""Tests for cpc_seq.audio.data.kaldi: data dirs, validation, labels, splits, writing."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from cpc_seq.audio.kaldi import (
+from cpc_seq.audio.data.kaldi import (
     DataDir,
     check_label_length,
     fit_labels,
@@ -21,7 +21,7 @@ from cpc_seq.audio.kaldi import (
     write_data_dir,
     write_phone_table,
 )
-from cpc_seq.audio.wav import AudioNotes
+from cpc_seq.audio.data.wav import AudioNotes
 from cpc_seq.errors import DataError
 
 FSDD = Path("/work/shared/data/fsdd")

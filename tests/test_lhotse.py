@@ -1,4 +1,4 @@
-"""lhotse manifests accepted as data directories (cpc_seq.audio.lhotse_io via load_data_dir)."""
+"""lhotse manifests accepted as data directories (cpc_seq.audio.data.lhotse_io via load_data_dir)."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from cpc_seq.audio.kaldi import load_data_dir, write_data_dir
-from cpc_seq.audio.lhotse_io import is_lhotse_manifest
+from cpc_seq.audio.data.kaldi import load_data_dir, write_data_dir
+from cpc_seq.audio.data.lhotse_io import is_lhotse_manifest
 from cpc_seq.errors import DataError
 
 SR = 16000

@@ -38,7 +38,7 @@ def test_fsdd_prepare(tmp_path: Path) -> None:
         [sys.executable, str(ROOT / "recipes/fsdd/local/prepare_data.py"), str(SHARED / "fsdd"),
          str(tmp_path)], capture_output=True, text=True, env=_env(), check=True)
     assert "2700 train / 300 test" in out.stdout
-    from cpc_seq.audio.kaldi import load_data_dir, read_frame_labels, read_phone_table
+    from cpc_seq.audio.data.kaldi import load_data_dir, read_frame_labels, read_phone_table
 
     dd = load_data_dir(tmp_path / "train")
     assert len(dd.utts) == 2700 and len(set(dd.utt2spk.values())) == 6

@@ -103,7 +103,7 @@ def test_nan_audio_names_the_utterance(tmp_path: Path) -> None:
     import numpy as np
     import soundfile as sf
 
-    from cpc_seq.audio.kaldi import load_data_dir
+    from cpc_seq.audio.data.kaldi import load_data_dir
 
     d = tmp_path / "d"
     d.mkdir()
@@ -133,7 +133,7 @@ def _check_message(e: CpcSeqError, name: str) -> None:
 @given(wav=_text, utt2spk=_text, text=_text)
 def test_data_dir_parser_only_raises_own_errors(tmp_path: Path, wav: str, utt2spk: str,
                                                 text: str) -> None:
-    from cpc_seq.audio.kaldi import load_data_dir
+    from cpc_seq.audio.data.kaldi import load_data_dir
 
     d = tmp_path / "dd"
     d.mkdir(exist_ok=True)
@@ -150,7 +150,7 @@ def test_data_dir_parser_only_raises_own_errors(tmp_path: Path, wav: str, utt2sp
 @given(labels=_lines, phones=_lines)
 def test_label_parser_only_raises_own_errors(tmp_path: Path, labels: list[str],
                                              phones: list[str]) -> None:
-    from cpc_seq.audio.kaldi import read_frame_labels, read_phone_table
+    from cpc_seq.audio.data.kaldi import read_frame_labels, read_phone_table
 
     lp, pp = tmp_path / "labels.txt", tmp_path / "phones.txt"
     lp.write_text("\n".join(labels))

@@ -168,7 +168,7 @@ def _data_dir(d: Path, n: int = 2, flac: bool = False) -> list[str]:
 
 
 def test_bom_in_kaldi_tables_is_not_part_of_the_first_key(tmp_path: Path) -> None:
-    from cpc_seq.audio.kaldi import load_data_dir, read_frame_labels
+    from cpc_seq.audio.data.kaldi import load_data_dir, read_frame_labels
 
     d = tmp_path / "d"
     utts = _data_dir(d)
@@ -195,7 +195,7 @@ def test_bom_in_kaldi_tables_is_not_part_of_the_first_key(tmp_path: Path) -> Non
 
 def test_label_line_with_only_a_carriage_return_is_an_error(tmp_path: Path) -> None:
     """Found by benchmarks/fuzz.py: ``utt \\r `` gave an empty label sequence."""
-    from cpc_seq.audio.kaldi import read_frame_labels
+    from cpc_seq.audio.data.kaldi import read_frame_labels
 
     lab = tmp_path / "lab"
     lab.write_text("a 1 2\nb \r \n")
@@ -204,7 +204,7 @@ def test_label_line_with_only_a_carriage_return_is_an_error(tmp_path: Path) -> N
 
 
 def test_wav_cut_in_half_is_an_error_naming_the_file(tmp_path: Path, capsys) -> None:
-    from cpc_seq.audio.kaldi import load_data_dir
+    from cpc_seq.audio.data.kaldi import load_data_dir
 
     d = tmp_path / "d"
     utts = _data_dir(d)

@@ -8,7 +8,7 @@ import pytest
 
 pytest.importorskip("praatio")
 
-from cpc_seq.audio.kaldi import read_frame_labels, read_phone_table  # noqa: E402
+from cpc_seq.audio.data.kaldi import read_frame_labels, read_phone_table  # noqa: E402
 from cpc_seq.audio.textgrid import (  # noqa: E402
     find_textgrids,
     intervals_to_frames,

@@ -112,7 +112,7 @@ def test_extract_ark_scp_matches_api_and_labels(trained: Path, tmp_path: Path) -
                f"scp:{DEV}/wav.scp", f"ark,scp:{out}/c.ark,{out}/c.scp"])
     assert rc == 0
     feats = dict(kaldiio.load_scp(str(out / "c.scp")))
-    from cpc_seq.audio.kaldi import load_data_dir, read_frame_labels, read_phone_table
+    from cpc_seq.audio.data.kaldi import load_data_dir, read_frame_labels, read_phone_table
 
     dd = load_data_dir(DEV)
     assert sorted(feats) == dd.utts
@@ -186,7 +186,7 @@ def test_extract_npy_and_random_init(trained: Path, tmp_path: Path) -> None:
     assert len(files) == len(list((DEV / "wav.scp").read_text().splitlines()))
     rand_z = np.load(files[0])
     assert rand_z.ndim == 2 and rand_z.shape[1] == 16
-    from cpc_seq.audio.kaldi import load_data_dir
+    from cpc_seq.audio.data.kaldi import load_data_dir
 
     wave = load_data_dir(DEV).load_audio(files[0].stem)
     trained_z = cpc_seq.load(trained).extract_features([wave])["hidden_states"][0][0].numpy()

@@ -31,8 +31,8 @@ from cpc_seq.errors import CpcSeqError, DataError
 from cpc_seq.io.features import read_features
 
 if TYPE_CHECKING:
-    from cpc_seq.audio.kaldi import DataDir
-    from cpc_seq.audio.wav import AudioNotes
+    from cpc_seq.audio.data.kaldi import DataDir
+    from cpc_seq.audio.data.wav import AudioNotes
 
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
@@ -174,9 +174,9 @@ def _data_dir_of(rspec: str) -> Path:
 
 def cmd_extract(args: argparse.Namespace) -> int:
     from cpc_seq.audio.extract import mfcc_featurizer, model_featurizer
-    from cpc_seq.audio.kaldi import load_data_dir
+    from cpc_seq.audio.data.kaldi import load_data_dir
     from cpc_seq.audio.upstream import KINDS, audio_model_from_state
-    from cpc_seq.audio.wav import AudioNotes
+    from cpc_seq.audio.data.wav import AudioNotes
     from cpc_seq.engine.device import resolve_device, use_bf16
     from cpc_seq.engine.memory import keep_freed_memory
     from cpc_seq.io.checkpoint import load_checkpoint
@@ -234,7 +234,7 @@ def cmd_extract(args: argparse.Namespace) -> int:
 
 def _probe_sets(args: argparse.Namespace, utt2spk: dict[str, str] | None
                 ) -> tuple[dict, dict, list[str], list[str]]:
-    from cpc_seq.audio.kaldi import read_split
+    from cpc_seq.audio.data.kaldi import read_split
     from cpc_seq.probes.tasks import choose_split
 
     if args.feats:
@@ -264,7 +264,7 @@ def _probe_sets(args: argparse.Namespace, utt2spk: dict[str, str] | None
 
 
 def cmd_probe(args: argparse.Namespace) -> int:
-    from cpc_seq.audio.kaldi import (
+    from cpc_seq.audio.data.kaldi import (
         phone_table_from_labels,
         read_frame_labels,
         read_phone_table,
@@ -319,7 +319,7 @@ def _audio_frames(args: argparse.Namespace, dd: DataDir, utt: str, notes: AudioN
     --headers-only) from the file header; -1 for a piped entry in --headers-only mode."""
     import soundfile as sf
 
-    from cpc_seq.audio.wav import is_pipe
+    from cpc_seq.audio.data.wav import is_pipe
 
     if not args.headers_only:
         return len(dd.load_audio(utt, target_sr=16000, allow_pipes=args.allow_pipes, notes=notes))
@@ -343,14 +343,14 @@ def cmd_validate(args: argparse.Namespace) -> int:
     """Check a data dir the way ``extract`` reads it: every utterance is decoded in full
     (missing, truncated or undecodable files, NaN/Inf samples are errors), then the frame
     labels are checked against the audio lengths. ``--headers-only`` reads only headers."""
-    from cpc_seq.audio.kaldi import (
+    from cpc_seq.audio.data.kaldi import (
         check_label_length,
         load_data_dir,
         phone_table_from_labels,
         read_frame_labels,
         read_phone_table,
     )
-    from cpc_seq.audio.wav import AudioNotes
+    from cpc_seq.audio.data.wav import AudioNotes
 
     dd = load_data_dir(args.data_dir, allow_pipes=args.allow_pipes)
     notes = AudioNotes()

@@ -22,7 +22,7 @@ def _read_features(rspec: str) -> dict[str, torch.Tensor]:
 
 
 def cmd_ctc_probe(args: argparse.Namespace) -> int:
-    from cpc_seq.audio.kaldi import (
+    from cpc_seq.audio.data.kaldi import (
         phone_table_from_labels,
         read_frame_labels,
         read_phone_table,

@@ -21,7 +21,7 @@ import torch
 from torch import Tensor
 
 from cpc_seq.audio.model import CPCModel
-from cpc_seq.audio.windows import normalize_windows
+from cpc_seq.audio.data.windows import normalize_windows
 from cpc_seq.errors import CpcSeqError
 from cpc_seq.io.features import Featurizer, length_batches
 

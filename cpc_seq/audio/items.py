@@ -28,7 +28,7 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
-from cpc_seq.audio.kaldi import read_split, read_table
+from cpc_seq.audio.data.kaldi import read_split, read_table
 from cpc_seq.errors import ConfigError, DataError, where
 from cpc_seq.probes.abx import ItemRow
 
@@ -198,7 +198,7 @@ def make_item_file(
 
 
 def cmd_make_item(args: argparse.Namespace) -> int:
-    from cpc_seq.audio.kaldi import read_phone_table
+    from cpc_seq.audio.data.kaldi import read_phone_table
 
     silence = [s for s in args.silence.split(",") if s]
     phones = read_phone_table(args.phones) if args.phones else None

@@ -264,7 +264,7 @@ def _parse_map(text: str) -> dict[str, str]:
 
 
 def cmd_labels_from_textgrid(args: argparse.Namespace) -> int:
-    from cpc_seq.audio.kaldi import write_phone_table
+    from cpc_seq.audio.data.kaldi import write_phone_table
 
     mapping = _parse_map(args.map)
     gap = None if args.no_gaps else args.gap_label

@@ -2,7 +2,7 @@
 
 Fixed-length windows of the training audio (packed per speaker, or padded, or only long
 utterances: ``data.short_utterances``; batched uniformly, per speaker or speaker-balanced:
-``data.batch_sampling``; see :mod:`cpc_seq.audio.batches`) -> optional waveform
+``data.batch_sampling``; see :mod:`cpc_seq.audio.data.batches`) -> optional waveform
 augmentation (``augment``, :mod:`cpc_seq.audio.augment`) -> per-window normalisation ->
 :class:`~cpc_seq.audio.model.CPCModel` -> k-step InfoNCE (``loss.kind: infonce``) or
 ACPC's aligned loss (``loss.kind: acpc``, :mod:`cpc_seq.losses.acpc`). Everything else (optimiser,
@@ -25,9 +25,9 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from cpc_seq.audio.augment import AugmentConfig, Augmenter
-from cpc_seq.audio.batches import BATCH_SAMPLING, SHORT_MODES, WindowPlan, make_segments
+from cpc_seq.audio.data.batches import BATCH_SAMPLING, SHORT_MODES, WindowPlan, make_segments
 from cpc_seq.audio.model import CPCModel, ModelConfig, build_model
-from cpc_seq.audio.windows import WaveStore, normalize_windows
+from cpc_seq.audio.data.windows import WaveStore, normalize_windows
 from cpc_seq.config import apply_overrides, check, from_dict, load_yaml, to_dict
 from cpc_seq.engine.config import OptimConfig, RunConfig
 from cpc_seq.engine.kstep_task import KStepTask
@@ -49,7 +49,7 @@ class DataConfig:
     concatenated, windows may cross utterance but never speaker boundaries) | ``skip``
     (left out) | ``error``. On FSDD at equal CPU time pad measured 60.4 % phone, pack
     58.0 %, skip 61.5 % (one seed each; recipes/fsdd/local/quality_row.sh). ``batch_sampling``: ``uniform`` | ``same_speaker`` (every batch one
-    speaker, from utt2spk) | ``speaker_balanced``. Both in :mod:`cpc_seq.audio.batches`,
+    speaker, from utt2spk) | ``speaker_balanced``. Both in :mod:`cpc_seq.audio.data.batches`,
     with what each does to the negatives. Dev windows are always whole-window cuts of
     utterances at least one window long.
     """
@@ -136,8 +136,8 @@ def load_waves(
     speaker, the utterance itself without utt2spk), applying ``short`` (see
     :class:`DataConfig`) to utterances shorter than ``window``. Logs the seconds of audio
     that went in and the seconds dropped."""
-    from cpc_seq.audio.kaldi import load_data_dir
-    from cpc_seq.audio.wav import AudioNotes
+    from cpc_seq.audio.data.kaldi import load_data_dir
+    from cpc_seq.audio.data.wav import AudioNotes
 
     dd = load_data_dir(data_dir, allow_pipes=allow_pipes)
     spk_of = dd.utt2spk or {}

@@ -14,7 +14,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from cpc_seq.audio.kaldi import (
+from cpc_seq.audio.data.kaldi import (
     load_data_dir,
     phone_table_from_labels,
     read_frame_labels,

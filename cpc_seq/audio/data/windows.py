@@ -2,7 +2,7 @@
 
 :class:`WaveStore` keeps every utterance's samples in one contiguous int16 tensor
 (LibriSpeech train-clean-100 fits in ~12 GB this way); a batch of windows is one gather.
-The window plans are :mod:`cpc_seq.audio.batches` (packing per speaker, padding,
+The window plans are :mod:`cpc_seq.audio.data.batches` (packing per speaker, padding,
 speaker-aware batches); windows that run past a short utterance or speaker are padded
 with zeros and carry their real length.
 """

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cpc_seq.audio.wav import AudioNotes, is_pipe, read_audio, read_segment
+from cpc_seq.audio.data.wav import AudioNotes, is_pipe, read_audio, read_segment
 from cpc_seq.errors import DataError, where
 from cpc_seq.io.atomic import atomic_write
 from cpc_seq.probes.frames import check_label_length
@@ -267,7 +267,7 @@ def load_data_dir(
 
     Args:
         path: the directory (must contain ``wav.scp``), or lhotse manifests
-            (see :mod:`cpc_seq.audio.lhotse_io`).
+            (see :mod:`cpc_seq.audio.data.lhotse_io`).
         allow_pipes: accept piped ``wav.scp`` entries (``cmd |``, they run a shell).
             Refused by default.
         check_sorted: require ``LC_ALL=C`` sorted files, and (as Kaldi does) utterances
@@ -285,7 +285,7 @@ def load_data_dir(
             missing.
     """
     d = Path(path)
-    from cpc_seq.audio.lhotse_io import is_lhotse_manifest, load_lhotse
+    from cpc_seq.audio.data.lhotse_io import is_lhotse_manifest, load_lhotse
 
     if is_lhotse_manifest(d):  # a lhotse CutSet/RecordingSet, or a dir of manifests
         return DataDir(**load_lhotse(d, allow_pipes=allow_pipes))

@@ -1,6 +1,6 @@
 """lhotse manifests as data directories: wherever a Kaldi data dir is accepted
 (``cpc-seq extract``, ``validate-data``, ``data.train`` of ``cpc-seq train``), a lhotse
-manifest works too, through :func:`cpc_seq.audio.kaldi.load_data_dir`.
+manifest works too, through :func:`cpc_seq.audio.data.kaldi.load_data_dir`.
 
 Accepted paths:
 
@@ -13,7 +13,7 @@ Accepted paths:
   ``*cuts*.jsonl[.gz]``: with recordings and supervisions, one utterance per
   supervision, cut from its recording at ``[start, start + duration)``.
 
-The result is the same :class:`~cpc_seq.audio.kaldi.DataDir` a Kaldi directory gives:
+The result is the same :class:`~cpc_seq.audio.data.kaldi.DataDir` a Kaldi directory gives:
 ``wav`` = recording id -> audio path, ``segments`` = utterance -> (recording, start,
 end), ``utt2spk``/``text`` from the supervisions (``utt2spk`` is ``None`` unless every
 utterance has a speaker).  Audio sources of type ``file`` are read as usual (relative
@@ -148,7 +148,7 @@ def _from_cuts(cuts: Any, where: str) -> dict[str, Any]:
 
 def load_lhotse(path: str | Path, *, allow_pipes: bool = False) -> dict[str, Any]:
     """Load lhotse manifests (see the module doc) as the fields of a
-    :class:`~cpc_seq.audio.kaldi.DataDir` (``DataDir(**fields)``).
+    :class:`~cpc_seq.audio.data.kaldi.DataDir` (``DataDir(**fields)``).
 
     Raises:
         DataError: unreadable manifests, unsupported audio sources or cuts, supervisions

@@ -63,7 +63,7 @@ BATCH_SAMPLING = ("uniform", "same_speaker", "speaker_balanced")
 
 @dataclass
 class Segments:
-    """Spans of a :class:`~cpc_seq.audio.windows.WaveStore`'s concatenated samples that
+    """Spans of a :class:`~cpc_seq.audio.data.windows.WaveStore`'s concatenated samples that
     windows are cut from. ``start``, ``length``: (S,) int64 sample positions and counts;
     ``speaker``: (S,) int64 index into ``speakers``."""
 
