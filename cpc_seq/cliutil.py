@@ -10,6 +10,7 @@ import json
 import sys
 from collections.abc import Callable
 
+from cpc_seq.config import MAX_SEED
 from cpc_seq.errors import CpcSeqError
 
 Command = Callable[[argparse.Namespace], int]
@@ -58,13 +59,17 @@ def print_metrics(metrics: dict[str, float]) -> None:
 def run_command(func: Command, args: argparse.Namespace) -> int:
     """Run ``func(args)`` with the error convention; returns the exit status.
 
-    ``--threads`` (any command that has it) below 0 is refused here, before any work; an
+    ``--threads`` below 0 and ``--seed`` outside ``[0, MAX_SEED]`` (any command that has
+    them) are refused here, before any work; an
     OSError that names a file and escaped the command's own checks is reported in one
     line naming it rather than as a traceback."""
     try:
         threads = getattr(args, "threads", None)
         if isinstance(threads, int) and threads < 0:
             raise CpcSeqError(f"--threads must be >= 0 (0 = torch default), got {threads}")
+        seed = getattr(args, "seed", None)
+        if isinstance(seed, int) and not 0 <= seed <= MAX_SEED:
+            raise CpcSeqError(f"--seed must be in [0, {MAX_SEED}], got {seed}")
         return func(args)
     except CpcSeqError as e:
         print(f"error: {e}", file=sys.stderr)

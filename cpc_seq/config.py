@@ -125,6 +125,48 @@ def to_dict(obj: Any) -> Any:
     return obj
 
 
+class _DuplicateKey(Exception):
+    """A mapping that names one key twice (raised by :class:`_UniqueKeyLoader`)."""
+
+    def __init__(self, key: Any, first: int, second: int) -> None:
+        super().__init__(key, first, second)
+        self.key, self.first, self.second = key, first, second
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses a mapping naming one key twice (plain YAML keeps
+    the last value silently). Keys brought in by a merge (``<<: *base``) may be
+    overridden: only the keys written in the mapping itself are compared."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        if isinstance(node, yaml.MappingNode):
+            seen: dict[tuple[type, Any], int] = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge" or not isinstance(
+                        key_node, yaml.ScalarNode):
+                    continue
+                key = self.construct_object(key_node)
+                try:
+                    ident = (type(key), key)
+                    first = seen.get(ident)
+                except TypeError:  # an unhashable key: construct_mapping reports it
+                    continue
+                line = key_node.start_mark.line + 1
+                if first is not None:
+                    raise _DuplicateKey(key, first, line)
+                seen[ident] = line
+        return super().construct_mapping(node, deep=deep)
+
+
+def _safe_load(text: str) -> Any:
+    """``yaml.safe_load`` that raises :class:`_DuplicateKey` for a duplicated key."""
+    loader = _UniqueKeyLoader(text)
+    try:
+        return loader.get_single_data()
+    finally:
+        loader.dispose()
+
+
 def load_yaml(path: str | Path) -> dict[str, Any]:
     """Read a YAML mapping; a missing file or bad YAML gives a ConfigError naming the file."""
     path = Path(path)
@@ -139,7 +181,10 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"{path}:{line}: not UTF-8 text (byte {e.start}); save the config "
                           "as UTF-8") from None
     try:
-        data = yaml.safe_load(text)
+        data = _safe_load(text)
+    except _DuplicateKey as e:
+        raise ConfigError(f"{path}:{e.second}: duplicated key {e.key!r} (first at line "
+                          f"{e.first}); each key may appear once in a mapping") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         line = f":{mark.line + 1}" if mark is not None else ""
@@ -200,7 +245,9 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
         if not key:
             raise ConfigError(f"override {item!r}: empty key")
         try:
-            value = yaml.safe_load(raw) if raw.strip() else ""
+            value = _safe_load(raw) if raw.strip() else ""
+        except _DuplicateKey as e:
+            raise ConfigError(f"override {key}: duplicated key {e.key!r} in its value") from None
         except (yaml.YAMLError, RecursionError):
             value = raw
         _check_tree(value, f"override {key}")
@@ -226,6 +273,16 @@ def _deep_copy(d: Any) -> Any:
     if isinstance(d, list):
         return [_deep_copy(v) for v in d]
     return d
+
+
+#: Largest random seed accepted (torch and NumPy take any seed in [0, 2**32); runs add
+#: small offsets per generator and rank, which stay far below torch's 64-bit limit).
+MAX_SEED = 2**32 - 1
+
+
+def check_seed(seed: int, key: str) -> None:
+    """Refuse a seed outside ``[0, MAX_SEED]`` with a ConfigError naming ``key``."""
+    check(0 <= seed <= MAX_SEED, key, f"must be in [0, {MAX_SEED}], got {seed}")
 
 
 def check(cond: bool, key: str, message: str) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from cpc_seq.config import check
+from cpc_seq.config import check, check_seed
 from cpc_seq.engine.memory import CPU_MEMORY_MODES
 
 PRECISIONS = ("auto", "fp32", "bf16")
@@ -77,6 +77,7 @@ class RunConfig:
     def validate(self) -> None:
         check(bool(self.out_dir), "train.out_dir", "must not be empty")
         check(self.steps > 0, "train.steps", "must be positive")
+        check_seed(self.seed, "train.seed")
         check(self.log_every > 0, "train.log_every", "must be positive")
         check(self.save_every > 0, "train.save_every", "must be positive")
         check(self.eval_every > 0, "train.eval_every", "must be positive")

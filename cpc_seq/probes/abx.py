@@ -450,6 +450,12 @@ def _feature_tensors(
         elif feats.shape[1] != dim:
             raise DataError(f"features of file {item.file!r} have dimension {feats.shape[1]} but "
                             f"those of {dim_file!r} have {dim} (at {item.location()})")
+        if feats.is_floating_point() or feats.is_complex():
+            bad_rows = (~torch.isfinite(feats)).any(dim=1)
+            if bool(bad_rows.any()):
+                raise DataError(f"features of file {item.file!r} are not finite (NaN or inf in "
+                                f"{int(bad_rows.sum())} of {feats.shape[0]} frames, first used "
+                                f"at {item.location()}): ABX cannot score them")
         tensors[item.file] = feats
     return tensors
 
