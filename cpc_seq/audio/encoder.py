@@ -22,12 +22,14 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from cpc_seq.nn import winograd
-from cpc_seq.nn.layers import ChannelNorm
+from cpc_seq.nn.layers import ChannelNorm, UnbiasedChannelNorm
 
 #: (kernel, stride) of the CPC paper's encoder: 160x downsampling.
 PAPER_KERNELS_STRIDES: tuple[tuple[int, int], ...] = ((10, 5), (8, 4), (4, 2), (4, 2), (4, 2))
 
-NORMS = ("none", "batch", "channel")
+#: ``channel``: layer norm over channels; ``channel_unbiased``: the same with the unbiased
+#: variance (CPC_audio's ChannelNorm, for imported checkpoints).
+NORMS = ("none", "batch", "channel", "channel_unbiased")
 
 
 def _norm(kind: str, channels: int) -> nn.Module:
@@ -37,6 +39,8 @@ def _norm(kind: str, channels: int) -> nn.Module:
         return nn.BatchNorm1d(channels)
     if kind == "channel":
         return ChannelNorm(channels)
+    if kind == "channel_unbiased":
+        return UnbiasedChannelNorm(channels)
     raise ValueError(f"unknown norm {kind!r}; one of {', '.join(NORMS)}")
 
 
@@ -109,6 +113,8 @@ class ConvEncoder(nn.Module):
             h = _conv_btc(h, conv, None if full else ln)
             if isinstance(norm, ChannelNorm):
                 h = F.layer_norm(h, (h.shape[2],), norm.norm.weight, norm.norm.bias, norm.norm.eps)
+            elif isinstance(norm, UnbiasedChannelNorm):
+                h = norm.btc(h)
             elif isinstance(norm, nn.BatchNorm1d):
                 h = norm(h.transpose(1, 2)).transpose(1, 2)
             # In place: h is a fresh tensor here and neither the norms' nor the convs'
