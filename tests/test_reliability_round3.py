@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from cpc_seq.cli import main
-from cpc_seq.errors import ConfigError
+from cpc_seq.errors import ConfigError, DataError
 
 ROOT = Path(__file__).resolve().parents[1]
 DEV = ROOT / "data" / "tiny" / "dev"
@@ -98,3 +98,83 @@ def test_huge_seed_is_a_config_error(tmp_path: Path, capsys) -> None:
     assert main(["probe", "phone", "--feats", "npy:x", "--labels", "l", "--out", "o",
                  "--seed", "-1"]) == 2
     assert "--seed" in _err(capsys)
+
+
+# ------------------------------------------------------------ 4: ids that would become paths
+
+TEXT = ["text-train", f"data.train={ROOT / 'data' / 'text' / 'kjv' / 'dev'}",
+        "data.batch_size=4", "model.embed_dim=8", "model.dim_c=16", "optim.warmup_steps=2",
+        "model.level=token", "model.encoder_layers=[[2,2,16],[2,2,16]]", "model.n_steps=3",
+        "data.window=32", "data.short_documents=skip", "train.progress=false",
+        "train.threads=1", "train.log_every=1"]
+
+
+@pytest.fixture(scope="module")
+def text_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("text") / "run"
+    assert main([*TEXT, "train.steps=1", f"train.out_dir={out}"]) == 0
+    return out / "last.pt"
+
+
+def _wav_dir(d: Path, ids: list[str]) -> Path:
+    flac = (DEV / "wav.scp").read_text().split()[1]
+    d.mkdir(parents=True, exist_ok=True)
+    (d / "wav.scp").write_text("".join(f"{u} {(DEV / flac).resolve()}\n" for u in sorted(ids)))
+    return d
+
+
+@pytest.mark.parametrize("bad", ["../../x", "sub/dir", ".."])
+def test_audio_ids_cannot_write_outside_the_npy_folder(tmp_path: Path, capsys, bad: str) -> None:
+    """``../../x`` in wav.scp wrote ``x.npy`` two folders up; ``sub/dir`` a subfolder."""
+    dd = _wav_dir(tmp_path / "a" / "b" / "data", ["ok-1", bad])
+    out = tmp_path / "a" / "b" / "npy"
+    rc = main(["extract", "--mfcc", "--no-progress", str(dd), f"npy:{out}"])
+    assert rc == 2
+    assert repr(bad) in _err(capsys)
+    assert sorted(p.name for p in tmp_path.rglob("*.npy")) == []
+    # the same ids are fine in an ark (only npy makes them file names)
+    rc = main(["extract", "--mfcc", "--no-progress", str(dd),
+               f"ark,scp:{tmp_path}/f.ark,{tmp_path}/f.scp"])
+    assert rc == 0
+    capsys.readouterr()
+
+
+def test_text_ids_cannot_write_outside_the_npy_folder(tmp_path: Path, capsys,
+                                                       text_ckpt: Path) -> None:
+    items = tmp_path / "items.txt"
+    items.write_text("good in the beginning\n../../evil and the earth\n")
+    out = tmp_path / "o" / "p" / "npy"
+    assert main(["text-extract", "--ckpt", str(text_ckpt), "--layer", "z", f"text:{items}",
+                 f"npy:{out}"]) == 2
+    assert "'../../evil'" in _err(capsys)
+    assert list(tmp_path.rglob("*.npy")) == []
+
+
+def test_feature_writer_refuses_path_ids(tmp_path: Path) -> None:
+    from cpc_seq.io.features import FeatureWriter, parse_wspecifier
+
+    w = FeatureWriter(parse_wspecifier(f"npy:{tmp_path / 'n'}"), resume=False)
+    with pytest.raises(DataError, match="'a/b'"):
+        w.write_batch([("a/b", np.zeros((2, 2), np.float32))])
+    w = FeatureWriter(parse_wspecifier(f"ark:{tmp_path / 'f.ark'}"), resume=False)
+    with pytest.raises(DataError, match="whitespace"):
+        w.write_batch([("a b", np.zeros((2, 2), np.float32))])
+    w.close(complete=False)
+
+
+# ------------------------------------------------------------ 5: linear sentence splitting
+
+
+def test_sentence_splitting_is_linear_in_paragraph_length() -> None:
+    """A one-line document took quadratic time: 50 kB of dots 40 s, of ``Mr. `` 8 s."""
+    import time
+
+    from cpc_seq.text.data import split_sentences
+
+    assert split_sentences("Dr. Smith came. He left. J. R. R. Tolkien wrote. Yes.") == [
+        "Dr. Smith came.", "He left.", "J. R. R. Tolkien wrote.", "Yes."]
+    t0 = time.process_time()
+    for unit in (".", "Mr. ", "a. b. ", "Yes. He went home! Did he? ", "x"):
+        out = split_sentences(unit * (1_000_000 // len(unit)))
+        assert len(out) in (1, 111_111), (unit, len(out))
+    assert time.process_time() - t0 < 10.0  # ~0.5 s linear; the old code took hours

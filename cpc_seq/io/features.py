@@ -20,7 +20,7 @@ import contextlib
 import errno
 import os
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -106,16 +106,65 @@ def _check_file_target(path: Path, what: str) -> None:
                                            "denied"), f"cannot write the {what}"))
 
 
-def check_outputs(wspec: str | Wspec, num_frames_path: str | Path | None = None) -> Wspec:
+#: Longest item id (UTF-8 bytes) in ``npy:`` output: ``<id>.npy`` and the temporary file
+#: ``.<id>.npy.XXXXXXXX.tmp`` next to it must fit in a 255-byte file name.
+MAX_NPY_ID_BYTES = 255 - len(".npy") - len("..12345678.tmp")
+
+
+def item_id_problem(utt: object, kind: str) -> str | None:
+    """Why ``utt`` cannot be an item id in output of ``kind`` (``ark``, ``ark_scp`` or
+    ``npy``), or None when it can.
+
+    Every output: a non-empty string without whitespace or control characters (an ark key
+    or scp line would be split or torn). ``npy``: the id becomes the file name
+    ``DIR/<id>.npy``, so it also may not contain ``/`` or ``\\``, be ``.`` or ``..``, or be
+    longer than :data:`MAX_NPY_ID_BYTES` bytes (``../../x`` would write outside ``DIR``,
+    ``sub/x`` into a subfolder that ``npy:`` reading ignores).
+    """
+    if not isinstance(utt, str) or not utt:
+        return "an id must be a non-empty string"
+    if any(c.isspace() or ord(c) < 32 or ord(c) == 127 for c in utt):
+        return "an id may not contain whitespace or control characters"
+    if kind == "npy":
+        if "/" in utt or "\\" in utt:
+            return "an id may not contain '/' or '\\' in npy: output (it names the file DIR/<id>.npy)"
+        if utt in (".", ".."):
+            return "an id may not be '.' or '..' in npy: output"
+        if len(utt.encode("utf-8", "surrogatepass")) > MAX_NPY_ID_BYTES:
+            return (f"an id may not be longer than {MAX_NPY_ID_BYTES} bytes in npy: output "
+                    "(file name limit)")
+    return None
+
+
+def check_item_ids(ids: Iterable[str], spec: Wspec, what: str = "utterance") -> None:
+    """Refuse, before any work, ids that cannot be written to ``spec`` (see
+    :func:`item_id_problem`); the message names the first such id.
+
+    Raises:
+        DataError: ``utterance '../../x': an id may not contain '/' ...``.
+    """
+    for utt in ids:
+        problem = item_id_problem(utt, spec.kind)
+        if problem is not None:
+            dest = f" (output {spec.npy_dir or spec.ark})"
+            raise DataError(f"{what} {utt!r}: {problem}{dest}; rename it")
+
+
+def check_outputs(wspec: str | Wspec, num_frames_path: str | Path | None = None,
+                  ids: Iterable[str] | None = None, what: str = "utterance") -> Wspec:
     """Check every output of an extraction before any work (see :func:`_check_file_target`):
     the ark, its ``.partial`` record, the scp or the npy directory, and the
-    ``utt2num_frames`` target. Returns the parsed specifier.
+    ``utt2num_frames`` target; with ``ids``, also that each can name an item there
+    (:func:`check_item_ids`). Returns the parsed specifier.
 
     Raises:
         CpcSeqError: one line naming the path that cannot be written, or two outputs that
             are the same file.
+        DataError: an id that cannot be written (naming it).
     """
     spec = parse_wspecifier(wspec) if isinstance(wspec, str) else wspec
+    if ids is not None:
+        check_item_ids(ids, spec, what)
     targets: list[tuple[Path, str]] = []
     if spec.kind == "npy":
         assert spec.npy_dir is not None
@@ -217,6 +266,7 @@ class FeatureWriter:
         rather than per utterance matters for many short items (FSDD digits, sentences).
         npy output writes one atomic file per entry.
         """
+        check_item_ids([utt for utt, _ in entries], self.spec)
         if self.spec.kind == "npy":
             assert self.spec.npy_dir is not None
             for utt, feats in entries:
@@ -290,7 +340,7 @@ def extract_to(
     is an error, or skipped with ``skip_bad``. Returns ``{utt: num_frames}`` written by
     this call.
     """
-    spec = check_outputs(wspec, num_frames_path)
+    spec = check_outputs(wspec, num_frames_path, ids=utts)
     writer = FeatureWriter(spec, resume=skip_existing)
     todo = [u for u in utts if u not in writer.done]
     waves: dict[str, Tensor] = {}
@@ -355,65 +405,15 @@ def write_num_frames(path: str | Path, writer: FeatureWriter, now: dict[str, int
 
 
 def read_features(rspec: str) -> dict[str, torch.Tensor]:
-    """``scp:F.scp`` (Kaldi matrices via kaldiio) or ``npy:DIR`` -> {utt: (T, D) float32}.
+    """``scp:F.scp`` (Kaldi matrices via kaldiio) or ``npy:DIR`` -> {utt: (T, D) float32},
+    all read into memory (:func:`cpc_seq.io.feature_index.open_features` reads them one
+    utterance at a time instead).
 
     Every problem (undecodable line, missing/truncated ark entry, wrong shape) is a
     DataError naming the scp file and line. Piped entries (``cmd |``), which kaldiio
     would run in a shell, are refused.
     """
-    import kaldiio
+    from cpc_seq.io.feature_index import open_features
 
-    if rspec.startswith("scp:"):
-        path = Path(rspec[4:])
-        try:
-            raw = path.read_bytes()
-        except OSError as e:
-            raise DataError(f"{path}: cannot read feature scp ({e.strerror or e})") from None
-        feats: dict[str, torch.Tensor] = {}
-        for n, line in enumerate(raw.split(b"\n"), start=1):
-            try:
-                text = line.decode("utf-8").strip()
-            except UnicodeDecodeError:
-                raise DataError(f"{path}:{n}: not UTF-8 text") from None
-            if n == 1:  # a UTF-8 byte-order mark is not part of the first key
-                text = text.removeprefix("\ufeff")
-            if not text:
-                continue
-            parts = text.split(maxsplit=1)
-            if len(parts) != 2:
-                raise DataError(f"{path}:{n}: expected 'utt ark:offset', got {text[:60]!r}")
-            utt, value = parts
-            if utt in feats:
-                raise DataError(f"{path}:{n}: duplicate utterance {utt!r}")
-            if "|" in value or value.split(":")[0].strip() == "-":
-                # kaldiio would run "cmd |" (also "cmd |:offset") in a shell, or read stdin
-                raise DataError(f"{path}:{n}: piped entry {value[:60]!r} refused in a feature "
-                                "scp (it would run a shell); write the features to an ark")
-            try:
-                mat = np.array(kaldiio.load_mat(value), dtype=np.float32)
-            except Exception as e:  # kaldiio raises many types for bad entries
-                raise DataError(f"{path}:{n}: cannot load {value!r} "
-                                f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})"
-                                ) from None
-            if mat.ndim != 2:
-                raise DataError(f"{path}:{n}: {utt} is not a matrix (shape {mat.shape})")
-            feats[utt] = torch.from_numpy(mat)
-        if not feats:
-            raise DataError(f"{path}: no features listed")
-        return feats
-    if rspec.startswith("npy:"):
-        d = Path(rspec[4:])
-        files = sorted(d.glob("*.npy")) if d.is_dir() else []
-        if not files:
-            raise DataError(f"{d}: no .npy feature files")
-        out = {}
-        for p in files:
-            try:
-                arr = np.load(p, allow_pickle=False).astype(np.float32)
-            except (OSError, ValueError) as e:
-                raise DataError(f"{p}: cannot read ({e})") from None
-            if arr.ndim != 2:
-                raise DataError(f"{p}: expected a (T, D) array, got shape {arr.shape}")
-            out[p.stem] = torch.from_numpy(arr)
-        return out
-    raise CpcSeqError(f"{rspec}: expected scp:FEATS.scp or npy:DIR")
+    index = open_features(rspec)
+    return {utt: index[utt] for utt in index}

@@ -882,6 +882,9 @@ def abx_from_npy_dir(
     for item in items:
         if item.file in features:
             continue
+        if "/" in item.file or "\\" in item.file or item.file in (".", ".."):
+            raise DataError(f"{item.location()}: file id {item.file!r} is not a file name "
+                            f"(ids name {feature_dir}/<id>.npy)")
         path = feature_dir / f"{item.file}.npy"
         if not path.is_file():
             raise DataError(f"{item.location()}: feature file {path} not found")

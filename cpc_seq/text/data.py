@@ -187,21 +187,29 @@ ABBREVIATIONS = frozenset(
     "jan feb mar apr jun jul aug sep sept oct nov dec approx dept est".split()
 )
 
-_BOUNDARY = re.compile(r"[.!?]+['\"\u2019\u201d)\]]*\s+")
+# A run of sentence punctuation (not preceded by more of it, so that a long run of dots
+# is tried once, not once per dot), closing quotes/brackets, then whitespace.
+_BOUNDARY = re.compile(r"(?<![.!?])[.!?]+['\"\u2019\u201d)\]]*\s+")
 _OPENERS = "'\"\u2018\u201c([\u00bf\u00a1"
+_CLOSERS = "'\"\u2019\u201d)]"
 
 
-def _starts_sentence(rest: str) -> bool:
-    s = rest.lstrip(_OPENERS)
-    return bool(s) and (s[0].isupper() or s[0].isdigit())
+def _starts_sentence(para: str, i: int) -> bool:
+    """Does ``para[i:]``, after opening quotes/brackets, start with an upper-case letter
+    or a digit? (Reads only as far as the first other character.)"""
+    n = len(para)
+    while i < n and para[i] in _OPENERS:
+        i += 1
+    return i < n and (para[i].isupper() or para[i].isdigit())
 
 
-def _is_abbreviation(before: str) -> bool:
-    """``before`` ends just before a single ``.``: is the word it ends an abbreviation?"""
-    m = re.search(r"(\S+)$", before)
-    if not m:
+def _is_abbreviation(para: str, start: int, stop: int) -> bool:
+    """Is the word of ``para[start:stop]`` that ends at ``stop`` (just before a single
+    ``.``) an abbreviation? ``para`` has single spaces only (see :func:`split_sentences`);
+    only that word is read, so the cost does not grow with the sentence."""
+    word = para[max(para.rfind(" ", start, stop) + 1, start) : stop].lstrip(_OPENERS)
+    if not word:
         return False
-    word = m.group(1).lstrip(_OPENERS)
     if len(word) == 1 and word.isalpha() and word.isupper():
         return True  # an initial: "J. R. R. Tolkien"
     return word.lower() in ABBREVIATIONS
@@ -217,6 +225,9 @@ def split_sentences(text: str) -> list[str]:
     end a sentence; whitespace inside a sentence is collapsed to single spaces and empty
     results are dropped. ``"Yes. He went home! Did he?"`` -> three sentences;
     ``"Where art thou? and he said"`` stays one (lower-case continuation).
+
+    Time is linear in the length of ``text`` (each boundary reads only its neighbours),
+    so a one-line document of many megabytes splits in seconds.
     """
     out: list[str] = []
     for para in text.split("\n"):
@@ -226,10 +237,10 @@ def split_sentences(text: str) -> list[str]:
         start = 0
         for m in _BOUNDARY.finditer(para):
             end = m.end()
-            if not _starts_sentence(para[end:]):
+            if not _starts_sentence(para, end):
                 continue
             punct = m.group(0).rstrip()
-            if punct.rstrip("'\"\u2019\u201d)]") == "." and _is_abbreviation(para[start : m.start()]):
+            if punct.rstrip(_CLOSERS) == "." and _is_abbreviation(para, start, m.start()):
                 continue
             sent = para[start:end].strip()
             if sent:

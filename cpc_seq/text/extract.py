@@ -230,7 +230,7 @@ def extract_text_to(
             f"item {key}: {len(text_of[key])} characters, more than --batch-chars "
             f"{max_batch_chars} ({len(too_long)} such items); memory grows with the longest "
             "item, so split long items (one line or sentence per item) or raise --batch-chars")
-    spec = check_outputs(wspec, num_frames_path)
+    spec = check_outputs(wspec, num_frames_path, ids=ids, what="item")
     writer = FeatureWriter(spec, resume=skip_existing)
     todo = {k: len(text_of[k]) for k in ids if k not in writer.done}
     rows: dict[str, int] = {}
