@@ -178,3 +178,36 @@ def test_sentence_splitting_is_linear_in_paragraph_length() -> None:
         out = split_sentences(unit * (1_000_000 // len(unit)))
         assert len(out) in (1, 111_111), (unit, len(out))
     assert time.process_time() - t0 < 10.0  # ~0.5 s linear; the old code took hours
+
+
+# ------------------------------------------------------------ 7: TextGrid spans
+
+
+def _textgrid(path: Path, xmax: float, intervals: list[tuple[float, float, str]]) -> Path:
+    lines = ['File type = "ooTextFile"', 'Object class = "TextGrid"', "", "xmin = 0",
+             f"xmax = {xmax}", "tiers? <exists>", "size = 1", "item []:", "    item [1]:",
+             '        class = "IntervalTier"', '        name = "phones"', "        xmin = 0",
+             f"        xmax = {xmax}", f"        intervals: size = {len(intervals)}"]
+    for j, (s, e, lab) in enumerate(intervals, start=1):
+        lines += [f"        intervals [{j}]:", f"            xmin = {s}",
+                  f"            xmax = {e}", f'            text = "{lab}"']
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_textgrid_span_is_bounded(tmp_path: Path, capsys) -> None:
+    """xmax = 1e8 s tried to allocate one label per 10 ms frame (~80 GB)."""
+    pytest.importorskip("praatio")
+    _textgrid(tmp_path / "big.TextGrid", 1e8, [(0, 0.05, "a"), (0.05, 1e8, "b")])
+    out = tmp_path / "labels.txt"
+    assert main(["labels-from-textgrid", str(tmp_path), "--out", str(out)]) == 2
+    err = _err(capsys)
+    assert "big.TextGrid" in err and "xmax 1e+08 s" in err and "--max-seconds" in err, err
+    assert not out.exists()
+    (tmp_path / "big.TextGrid").unlink()
+    _textgrid(tmp_path / "ok.TextGrid", 0.05, [(0, 0.05, "a")])
+    assert main(["labels-from-textgrid", str(tmp_path), "--out", str(out),
+                 "--max-seconds", "0.04"]) == 2
+    assert "ok.TextGrid" in _err(capsys)
+    assert main(["labels-from-textgrid", str(tmp_path), "--out", str(out)]) == 0
+    assert out.read_text() == "ok a a a a a\n"

@@ -37,6 +37,9 @@ __all__ = ["PhoneInterval", "read_phone_tier", "intervals_to_frames", "textgrid_
 
 PhoneInterval = tuple[float, float, str]
 _EPS = 1e-6  # in frames: decimal boundaries such as 0.015 s land on the centre they name
+#: Longest TextGrid span (xmax, seconds) read by default: one label per 10 ms frame is held
+#: in memory, so a hostile or mistyped xmax (1e8 s = 1e10 frames) is refused up front.
+MAX_SECONDS = 3 * 3600.0
 _STRESS = re.compile(r"^(.*?[A-Za-z])[012]$")
 
 
@@ -190,15 +193,21 @@ def textgrid_frame_labels(
     strip_stress: bool = False,
     sample_rate: int = 16000,
     hop: int = 160,
+    max_seconds: float = MAX_SECONDS,
 ) -> list[str]:
     """Frame labels of one TextGrid's phone tier (``round(xmax * sample_rate) // hop``
     frames).  See :func:`read_phone_tier` and :func:`intervals_to_frames`.
 
     Raises:
-        DataError: as those two, or a label that contains whitespace after mapping.
+        DataError: as those two, a label that contains whitespace after mapping, or an
+            ``xmax`` that is not finite or longer than ``max_seconds``.
     """
     path = Path(path)
     intervals, xmax = read_phone_tier(path, tier)
+    if not math.isfinite(xmax) or xmax > max_seconds:
+        raise DataError(f"{path}: xmax {xmax:g} s is longer than {max_seconds:g} s; one label "
+                        "per 10 ms frame would not fit in memory (a wrong xmax? a longer "
+                        "recording can be read with --max-seconds)")
     mapping = dict(mapping or {})
     relabelled = []
     for start, end, label in intervals:
@@ -269,7 +278,10 @@ def cmd_labels_from_textgrid(args: argparse.Namespace) -> int:
     mapping = _parse_map(args.map)
     gap = None if args.no_gaps else args.gap_label
     files = find_textgrids(args.inputs)
-    labels = {utt: textgrid_frame_labels(f, args.tier, gap, mapping, args.strip_stress)
+    if not (math.isfinite(args.max_seconds) and args.max_seconds > 0):
+        raise ConfigError(f"--max-seconds must be a positive number, got {args.max_seconds}")
+    labels = {utt: textgrid_frame_labels(f, args.tier, gap, mapping, args.strip_stress,
+                                         max_seconds=args.max_seconds)
               for utt, f in files.items()}
     empty = [u for u, lab in labels.items() if not lab]
     if empty:
@@ -302,4 +314,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--map", default="", help="relabel, e.g. 'sil=SIL,sp=SIL,spn=SPN'")
     p.add_argument("--strip-stress", action="store_true", help="AH0 -> AH (CMU stress digits)")
     p.add_argument("--phones-out", help="also write phones.txt (symbols in LC_ALL=C order)")
+    p.add_argument("--max-seconds", type=float, default=MAX_SECONDS,
+                   help="refuse a TextGrid whose xmax is longer (its labels are held in memory)")
     p.set_defaults(func=cmd_labels_from_textgrid)
