@@ -16,8 +16,8 @@ from cpc_seq.audio.augment import AugmentConfig, Augmenter
 from cpc_seq.audio.data.batches import WindowPlan, make_segments
 from cpc_seq.audio.data.kaldi import write_data_dir
 from cpc_seq.audio.model import ModelConfig, build_model, cpc2, preset_config
-from cpc_seq.audio.train import load_config, load_waves, make_engine
-from cpc_seq.audio.data.windows import WaveStore, normalize_windows
+from cpc_seq.audio.train import load_audio_index, load_config, make_engine
+from cpc_seq.audio.data.windows import normalize_windows
 from cpc_seq.engine.windows import PlanBatches, WindowSampler
 from cpc_seq.errors import DataError
 from cpc_seq.losses import kstep_infonce
@@ -53,17 +53,27 @@ TINY = [
 ]
 
 
-def _store(lengths_by_spk: dict[str, list[int]]) -> WaveStore:
-    utts, waves, spks = [], [], []
+class _Line:
+    """Utterances laid end to end, as the training reader sees them (no audio)."""
+
+    def __init__(self, utts: list[str], lengths: list[int], speakers: list[str]) -> None:
+        self.utts, self.speakers = utts, speakers
+        self.lengths = torch.tensor(lengths, dtype=torch.long)
+        self.starts = torch.zeros(len(lengths), dtype=torch.long)
+        self.starts[1:] = torch.cumsum(self.lengths, 0)[:-1]
+
+
+def _store(lengths_by_spk: dict[str, list[int]]) -> _Line:
+    utts, lengths, spks = [], [], []
     for s, lens in lengths_by_spk.items():
         for i, n in enumerate(lens):
             utts.append(f"{s}-{i}")
-            waves.append(np.full(n, 0.1, dtype=np.float32))
+            lengths.append(n)
             spks.append(s)
-    return WaveStore(utts, waves, speakers=spks)
+    return _Line(utts, lengths, spks)
 
 
-def _speaker_at(store: WaveStore, pos: torch.Tensor) -> list[str]:
+def _speaker_at(store: _Line, pos: torch.Tensor) -> list[str]:
     utt = torch.searchsorted(store.starts, pos, right=True) - 1
     return [store.speakers[int(u)] for u in utt]
 
@@ -91,18 +101,18 @@ def test_packing_uses_every_utterance_and_never_crosses_speakers() -> None:
     assert crossing
 
 
-def test_load_waves_modes_log_seconds(short_dir: Path, capsys: pytest.CaptureFixture) -> None:
+def test_audio_index_modes_log_seconds(short_dir: Path, capsys: pytest.CaptureFixture) -> None:
     total = sum(sf.info(str(p)).frames for p in short_dir.parent.glob("*.wav"))
-    packed = load_waves(str(short_dir), 3200, "pack", False, SR, False, "train")
-    assert int(packed.lengths.sum()) == total and len(packed.utts) == 12
+    packed = load_audio_index(str(short_dir), 3200, "pack", False, SR, False, "train")
+    assert int(packed.num_samples.sum()) == total and len(packed.utts) == 12
     err = capsys.readouterr().err
     assert f"{total / SR:.1f} s of audio in (data.short_utterances=pack); nothing dropped" in err
-    skipped = load_waves(str(short_dir), 3200, "skip", False, SR, False, "train")
+    skipped = load_audio_index(str(short_dir), 3200, "skip", False, SR, False, "train")
     err = capsys.readouterr().err
-    dropped = total - int(skipped.lengths.sum())
+    dropped = total - int(skipped.num_samples.sum())
     assert dropped > 0 and f"{dropped / SR:.1f} s of {total / SR:.1f} s dropped" in err
     with pytest.raises(DataError, match="shorter than the training window"):
-        load_waves(str(short_dir), 3200, "error", False, SR, False, "train")
+        load_audio_index(str(short_dir), 3200, "error", False, SR, False, "train")
 
 
 def test_uniform_skip_plan_matches_window_sampler() -> None:

@@ -20,22 +20,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
 from cpc_seq.audio.augment import AugmentConfig, Augmenter
 from cpc_seq.audio.data.batches import BATCH_SAMPLING, SHORT_MODES, WindowPlan, make_segments
+from cpc_seq.audio.data.index import BAD_AUDIO_MODES, AudioIndex, load_index
+from cpc_seq.audio.data.loader import WindowLoader
+from cpc_seq.audio.data.spans import SpanReader
 from cpc_seq.audio.model import CPCModel, ModelConfig, build_model
-from cpc_seq.audio.data.windows import WaveStore, normalize_windows
 from cpc_seq.config import apply_overrides, check, from_dict, load_yaml, to_dict
 from cpc_seq.engine.config import OptimConfig, RunConfig
-from cpc_seq.engine.kstep_task import KStepTask
 from cpc_seq.engine.trainer import Context, Engine, StepOutput
-from cpc_seq.engine.windows import PlanBatches
 from cpc_seq.errors import ConfigError, DataError
-from cpc_seq.losses.acpc import ACPC_NEGATIVES, acpc_loss
 from cpc_seq.losses.config import LossConfig
+from cpc_seq.tasks.kstep import KStepTask
 
 KIND = "audio_cpc"
 
@@ -52,6 +53,13 @@ class DataConfig:
     speaker, from utt2spk) | ``speaker_balanced``. Both in :mod:`cpc_seq.audio.data.batches`,
     with what each does to the negatives. Dev windows are always whole-window cuts of
     utterances at least one window long.
+
+    Audio is read from disk per batch (:mod:`cpc_seq.audio.data.loader`) by
+    ``num_workers`` DataLoader worker processes (0: in the training process), each
+    ``prefetch`` batches ahead; utterance lengths come from the data dir's cached
+    duration index (:mod:`cpc_seq.audio.data.index`). ``on_bad_audio``: ``error``
+    (default: an unreadable utterance stops the run, naming it) | ``skip`` (left out and
+    counted while indexing).
     """
 
     train: str = "data/tiny/train"
@@ -61,38 +69,21 @@ class DataConfig:
     short_utterances: str = "pad"
     batch_sampling: str = "uniform"
     allow_pipes: bool = False
+    num_workers: int = 2
+    prefetch: int = 4
+    on_bad_audio: str = "error"
 
     def validate(self) -> None:
         check(self.window > 0, "data.window", "must be positive")
         check(self.batch_size > 0, "data.batch_size", "must be positive")
+        check(self.num_workers >= 0, "data.num_workers", "must be 0 or more")
+        check(self.prefetch > 0, "data.prefetch", "must be positive")
+        check(self.on_bad_audio in BAD_AUDIO_MODES, "data.on_bad_audio",
+              f"one of {BAD_AUDIO_MODES}")
         check(self.short_utterances in SHORT_MODES, "data.short_utterances",
               f"one of {SHORT_MODES}")
         check(self.batch_sampling in BATCH_SAMPLING, "data.batch_sampling",
               f"one of {BATCH_SAMPLING}")
-
-
-LOSS_KINDS = ("infonce", "acpc")
-
-
-@dataclass
-class AudioLossConfig(LossConfig):
-    """The audio task's ``loss`` section: k-step InfoNCE options plus the loss kind.
-
-    ``kind``: ``infonce`` (CPC's k-step InfoNCE, :mod:`cpc_seq.losses.kstep`) | ``acpc``
-    (Chorowski et al. 2021: the ``model.n_steps`` predictions aligned to the next
-    ``acpc_horizon`` frames, :mod:`cpc_seq.losses.acpc`; negatives ``all`` or
-    ``cross_batch``).
-    """
-
-    kind: str = "infonce"
-    acpc_horizon: int = 12
-
-    def validate(self) -> None:
-        super().validate()
-        check(self.kind in LOSS_KINDS, "loss.kind", f"one of {LOSS_KINDS}")
-        if self.kind == "acpc":
-            check(self.negatives in ACPC_NEGATIVES, "loss.negatives",
-                  f"one of {ACPC_NEGATIVES} with loss.kind=acpc")
 
 
 @dataclass
@@ -101,19 +92,14 @@ class ExperimentConfig:
 
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
-    loss: AudioLossConfig = field(default_factory=AudioLossConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: RunConfig = field(default_factory=RunConfig)
 
     def validate(self) -> None:
         hop = self.model.downsample_rate()
-        ahead = self.model.n_steps
-        if self.loss.kind == "acpc":
-            check(self.loss.acpc_horizon >= self.model.n_steps, "loss.acpc_horizon",
-                  f"must be at least model.n_steps={self.model.n_steps} (the predictions "
-                  "it aligns)")
-            ahead = self.loss.acpc_horizon
+        ahead = self.loss.frames_ahead(self.model.n_steps)
         needed = (ahead + 1) * hop
         check(self.data.window >= needed, "data.window",
               f"{self.data.window} samples is too short for {ahead} prediction "
@@ -127,53 +113,66 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
     return from_dict(ExperimentConfig, data)
 
 
-def load_waves(
+def load_audio_index(
     data_dir: str, window: int, short: str, allow_pipes: bool, sample_rate: int,
-    progress: bool, role: str,
-) -> WaveStore:
-    """Load a Kaldi data dir's audio into a :class:`WaveStore` (utterances ordered by
-    speaker, so each speaker's audio is contiguous; ``store.speakers``: each utterance's
-    speaker, the utterance itself without utt2spk), applying ``short`` (see
-    :class:`DataConfig`) to utterances shorter than ``window``. Logs the seconds of audio
-    that went in and the seconds dropped."""
-    from cpc_seq.audio.data.kaldi import load_data_dir
-    from cpc_seq.audio.data.wav import AudioNotes
-
-    dd = load_data_dir(data_dir, allow_pipes=allow_pipes)
-    spk_of = dd.utt2spk or {}
-    notes = AudioNotes()
-    kept, skipped = [], []
-    dropped = total = 0
-    for utt in tqdm(dd.utts, desc=f"loading {role} audio", disable=not progress, unit="utt"):
-        w = dd.load_audio(utt, target_sr=sample_rate, allow_pipes=allow_pipes, notes=notes)
-        total += len(w)
-        if len(w) < window and short in ("skip", "error"):
-            if short == "error":
-                raise DataError(
-                    f"{data_dir}: utterance {utt} has {len(w)} samples, shorter than the "
-                    f"training window data.window={window}; set data.short_utterances=pack "
-                    "(or pad, or skip) to train on such utterances, or use a shorter window"
-                )
-            skipped.append(utt)
-            dropped += len(w)
-            continue
-        kept.append((spk_of.get(utt, utt), utt, w))
-    for line in notes.summary():
-        tqdm.write(f"[{role}] {line}", file=sys.stderr)
-    if not kept:
+    progress: bool, role: str, on_bad_audio: str = "error",
+) -> AudioIndex:
+    """The duration index of a Kaldi data dir (:func:`~cpc_seq.audio.data.index.load_index`)
+    with ``short`` (see :class:`DataConfig`) applied to utterances shorter than
+    ``window``, ordered by speaker (each speaker's utterances contiguous, data-dir order
+    within a speaker). Logs the seconds of audio that went in and the seconds dropped.
+    No audio is decoded."""
+    index = load_index(data_dir, sample_rate, allow_pipes=allow_pipes,
+                       on_bad_audio=on_bad_audio, progress=progress, role=role)
+    total = int(index.num_samples.sum())
+    short_ones = index.num_samples < window
+    dropped = 0
+    if short in ("skip", "error") and bool(short_ones.any()):
+        if short == "error":
+            u = int(np.flatnonzero(short_ones)[0])
+            raise DataError(
+                f"{data_dir}: utterance {index.utts[u]} has {int(index.num_samples[u])} "
+                f"samples, shorter than the training window data.window={window}; set "
+                "data.short_utterances=pack (or pad, or skip) to train on such utterances, "
+                "or use a shorter window"
+            )
+        dropped = int(index.num_samples[short_ones].sum())
+        n_skipped = int(short_ones.sum())
+        index = index.subset(~short_ones)
+    if not len(index):
         raise DataError(f"{data_dir}: no utterance is at least {window} samples long")
-    kept.sort(key=lambda e: e[0])  # stable: data-dir order within a speaker
+    index = index.by_speaker()
     sr = float(sample_rate)
-    n_spk = len({e[0] for e in kept})
-    msg = (f"[{role}] {len(kept)} utterances of {n_spk} speakers, {(total - dropped) / sr:.1f} s "
+    n_spk = len(np.unique(index.speaker))
+    msg = (f"[{role}] {len(index)} utterances of {n_spk} speakers, {(total - dropped) / sr:.1f} s "
            f"of audio in (data.short_utterances={short})")
-    if skipped:
-        msg += (f"; skipped {len(skipped)} utterances shorter than {window} samples: "
+    if dropped:
+        msg += (f"; skipped {n_skipped} utterances shorter than {window} samples: "
                 f"{dropped / sr:.1f} s of {total / sr:.1f} s dropped")
     else:
         msg += "; nothing dropped"
     tqdm.write(msg, file=sys.stderr)
-    return WaveStore([e[1] for e in kept], [e[2] for e in kept], speakers=[e[0] for e in kept])
+    return index
+
+
+class _DevWindows:
+    """The dev set's fixed evaluation windows, read from disk once and kept.
+    ``lengths``: (U,) samples of each dev utterance."""
+
+    def __init__(self, reader: SpanReader, window: int) -> None:
+        self.reader, self.window = reader, window
+        self.lengths = torch.from_numpy(reader.index.num_samples)
+        self._cache: dict[tuple[tuple[int, ...], tuple[int, ...]], Tensor] = {}
+
+    def windows(self, utt: Tensor, off: Tensor) -> Tensor:
+        """(B, window) float32 samples of the dev windows ``(utt, off)``, each (B,)."""
+        key = (tuple(utt.tolist()), tuple(off.tolist()))
+        if key not in self._cache:
+            start = self.reader.starts[utt.numpy()] + off.numpy()
+            length = np.full(len(start), self.window, dtype=np.int64)
+            self._cache[key] = torch.from_numpy(self.reader.read_spans(start, length,
+                                                                       self.window))
+        return self._cache[key]
 
 
 class _TrainStep(nn.Module):
@@ -197,63 +196,70 @@ class AudioCPCTask(KStepTask):
     kind = KIND
     unit = "audio_sec"
 
-    def __init__(self, cfg: ExperimentConfig) -> None:
+    def __init__(self, cfg: ExperimentConfig, init: dict[str, Tensor] | None = None) -> None:
         self.cfg = cfg
+        self.init = init  # --init-from: weights to start from (cpc_seq.audio.init_from)
 
     def setup(self, ctx: Context, resume_state: dict[str, Any] | None) -> None:
         cfg, run = self.cfg, self.cfg.train
         self.ctx = ctx
         self.check_batch_split(ctx)
         self.model: CPCModel = build_model(cfg.model)
-        self.init_negatives(ctx)
+        if self.init is not None and resume_state is None:
+            self.model.load_state_dict(self.init, strict=False)
+        self.init_loss(ctx)
         progress = run.progress and ctx.dist.is_main
-        self.train_store = load_waves(
-            cfg.data.train, cfg.data.window, cfg.data.short_utterances, cfg.data.allow_pipes,
-            cfg.model.sample_rate, progress, "train",
+        data = cfg.data
+        self.train_index = load_audio_index(
+            data.train, data.window, data.short_utterances, data.allow_pipes,
+            cfg.model.sample_rate, progress, "train", data.on_bad_audio,
         )
-        store = self.train_store
-        segments = make_segments(store.starts, store.lengths, store.speakers,
-                                 pack=cfg.data.short_utterances == "pack")
-        self.plan = WindowPlan(segments, cfg.data.window, cfg.data.batch_size, run.seed,
-                               cfg.data.batch_sampling)
-        self.batches = PlanBatches(self.plan, ctx.dist.rank, ctx.dist.world)
+        index = self.train_index
+        reader = SpanReader(index)
+        segments = make_segments(torch.from_numpy(reader.starts),
+                                 torch.from_numpy(index.num_samples),
+                                 torch.from_numpy(index.speaker.astype(np.int64)),
+                                 pack=data.short_utterances == "pack", speakers=index.speakers)
+        self.plan = WindowPlan(segments, data.window, data.batch_size, run.seed,
+                               data.batch_sampling)
+        self.batches = WindowLoader(reader, self.plan, ctx.dist.rank, ctx.dist.world,
+                                    num_workers=data.num_workers, prefetch=data.prefetch)
         if ctx.dist.is_main:
-            tqdm.write(f"[train] {self.plan.windows_per_epoch} windows of {cfg.data.window} "
+            tqdm.write(f"[train] {self.plan.windows_per_epoch} windows of {data.window} "
                        f"samples from {len(segments.length)} "
-                       f"{'speaker streams' if cfg.data.short_utterances == 'pack' else 'utterances'}"
+                       f"{'speaker streams' if data.short_utterances == 'pack' else 'utterances'}"
                        f" per epoch, {self.plan.batches_per_epoch} batches "
-                       f"(data.batch_sampling={cfg.data.batch_sampling})", file=sys.stderr)
+                       f"(data.batch_sampling={data.batch_sampling}), read by "
+                       f"{data.num_workers} worker(s) per process", file=sys.stderr)
         self.aug_gen = torch.Generator().manual_seed(run.seed + 29 + 1000 * ctx.dist.rank)
         self.augmenter = (Augmenter(cfg.augment, cfg.model.sample_rate, self.aug_gen)
                           if cfg.augment.enabled else None)
-        self.dev_store = None
-        if cfg.data.dev and ctx.dist.is_main:
-            self.dev_store = load_waves(
-                cfg.data.dev, cfg.data.window, "skip", cfg.data.allow_pipes,
-                cfg.model.sample_rate, progress, "dev",
+        self.dev_store: _DevWindows | None = None
+        if data.dev and ctx.dist.is_main:
+            dev_index = load_audio_index(
+                data.dev, data.window, "skip", data.allow_pipes,
+                cfg.model.sample_rate, progress, "dev", data.on_bad_audio,
             )
+            self.dev_store = _DevWindows(SpanReader(dev_index), data.window)
 
     def step_module(self) -> nn.Module:
         return _TrainStep(self.model)
 
     def check_resume(self, state: dict[str, Any], path: Path) -> None:
         super().check_resume(state, path)
-        if state["config"].get("model") != to_dict(self.cfg.model):
+        # keys added to ModelConfig since the checkpoint was written take their defaults
+        stored = {**to_dict(ModelConfig()), **(state["config"].get("model") or {})}
+        if stored != to_dict(self.cfg.model):
             raise ConfigError(f"--resume: model config differs from the one in {path}")
 
-    def _windows(self, store: WaveStore, utt: Tensor, off: Tensor) -> Tensor:
-        x = store.gather(utt, off, self.cfg.data.window)
-        return normalize_windows(x).to(self.ctx.device, non_blocking=True)
-
     def next_batch(self) -> tuple[Tensor, Tensor | None]:
-        start, length = self.batches.next()
+        x, length = self.batches.next()
         n = self.cfg.data.window
-        x = self.train_store.gather_spans(start, length, n)
         if self.augmenter is not None:
             x, length = self.augmenter(x, length)
         padded = bool((length < n).any())
         lengths = length if padded else None
-        x = normalize_windows(x, lengths=lengths).to(self.ctx.device, non_blocking=True)
+        x = self.model.normalize_input(x, lengths).to(self.ctx.device, non_blocking=True)
         return x, (lengths.to(self.ctx.device) if padded else None)
 
     def loss(self, module: nn.Module, batch: Any, training: bool = True) -> StepOutput:
@@ -261,16 +267,13 @@ class AudioCPCTask(KStepTask):
         z, frame_lengths, pred = module(x, lengths)
         seconds = (x.shape[0] * x.shape[1] if lengths is None else float(lengths.sum())
                    ) / self.cfg.model.sample_rate
-        if self.cfg.loss.kind == "acpc":
-            out = acpc_loss(pred, z, frame_lengths, horizon=self.cfg.loss.acpc_horizon,
-                            negatives=self.cfg.loss.negatives,
-                            n_negatives=self.cfg.loss.n_negatives, generator=self.neg_gen)
-            return StepOutput(out.loss, units=seconds, extra=out)
         out = self.kstep_loss(z, frame_lengths, pred, training)
         return StepOutput(out.loss, units=seconds, extra=out)
 
     def dev_batch(self, idx: Tensor, off: Tensor) -> Tensor:
-        return self._windows(self.dev_store, idx, off)
+        assert self.dev_store is not None
+        x = self.dev_store.windows(idx, off)
+        return self.model.normalize_input(x).to(self.ctx.device, non_blocking=True)
 
     def state_dict(self) -> dict[str, Any]:
         return {**super().state_dict(), "rng_augment": self.aug_gen.get_state()}
@@ -281,11 +284,13 @@ class AudioCPCTask(KStepTask):
             self.aug_gen.set_state(state["rng_augment"].cpu())
 
 
-def make_engine(cfg: ExperimentConfig, resume: bool = False) -> Engine:
+def make_engine(cfg: ExperimentConfig, resume: bool = False,
+                init: dict[str, Tensor] | None = None) -> Engine:
     """The engine running audio CPC as ``cfg`` says."""
-    return Engine(AudioCPCTask(cfg), cfg, cfg.optim, cfg.train, resume=resume)
+    return Engine(AudioCPCTask(cfg, init), cfg, cfg.optim, cfg.train, resume=resume)
 
 
-def train(cfg: ExperimentConfig, resume: bool = False) -> dict[str, float]:
+def train(cfg: ExperimentConfig, resume: bool = False,
+          init: dict[str, Tensor] | None = None) -> dict[str, float]:
     """Train an audio CPC model as configured; returns the last logged metrics."""
-    return make_engine(cfg, resume=resume).run()
+    return make_engine(cfg, resume=resume, init=init).run()

@@ -40,8 +40,8 @@ the batch):
     evenly. Windows of speakers with little audio repeat within an epoch.
 
 Every plan is a pure function of ``(seed, epoch)``; walked by
-:class:`cpc_seq.engine.windows.PlanBatches`, whose state (epoch, batch in epoch) makes a
-resumed run see exactly the batches of an uninterrupted one. With ``skip`` (or ``pad``
+:class:`cpc_seq.audio.data.loader.WindowLoader`, whose state (epoch, batch in epoch) makes
+a resumed run see exactly the batches of an uninterrupted one. With ``skip`` (or ``pad``
 on data without short utterances) and ``uniform``, the plan draws the same windows as
 :class:`cpc_seq.engine.windows.WindowSampler` for the same seed.
 """
@@ -63,8 +63,8 @@ BATCH_SAMPLING = ("uniform", "same_speaker", "speaker_balanced")
 
 @dataclass
 class Segments:
-    """Spans of a :class:`~cpc_seq.audio.data.windows.WaveStore`'s concatenated samples that
-    windows are cut from. ``start``, ``length``: (S,) int64 sample positions and counts;
+    """Spans of the training audio's virtual time line (utterances end to end, see
+    :mod:`cpc_seq.audio.data.spans`) that windows are cut from. ``start``, ``length``: (S,) int64 sample positions and counts;
     ``speaker``: (S,) int64 index into ``speakers``."""
 
     start: Tensor
@@ -73,17 +73,23 @@ class Segments:
     speakers: list[str]
 
 
-def make_segments(starts: Tensor, lengths: Tensor, speaker_of_utt: Sequence[str],
-                  pack: bool) -> Segments:
+def make_segments(starts: Tensor, lengths: Tensor, speaker_of_utt: Sequence[str] | Tensor,
+                  pack: bool, speakers: Sequence[str] | None = None) -> Segments:
     """Segments of a store's utterances (``starts``, ``lengths``: (U,)).
 
-    ``pack``: one segment per run of consecutive utterances of one speaker (the training
-    loader orders utterances by speaker, so that is one segment per speaker); else one
-    segment per utterance.
+    ``speaker_of_utt``: each utterance's speaker id, or (U,) int64 indices into
+    ``speakers``. ``pack``: one segment per run of consecutive utterances of one speaker
+    (the training loader orders utterances by speaker, so that is one segment per
+    speaker); else one segment per utterance.
     """
-    names = sorted(set(speaker_of_utt))
-    spk_id = {s: i for i, s in enumerate(names)}
-    spk = torch.tensor([spk_id[s] for s in speaker_of_utt], dtype=torch.long)
+    if isinstance(speaker_of_utt, Tensor):
+        if speakers is None:
+            raise ValueError("speaker indices need the speakers' names")
+        spk, names = speaker_of_utt.long(), list(speakers)
+    else:
+        names = sorted(set(speaker_of_utt))
+        spk_id = {s: i for i, s in enumerate(names)}
+        spk = torch.tensor([spk_id[s] for s in speaker_of_utt], dtype=torch.long)
     if not pack or len(spk) == 0:
         return Segments(starts.clone(), lengths.clone(), spk, names)
     new_run = torch.ones(len(spk), dtype=torch.bool)
