@@ -211,3 +211,57 @@ def test_textgrid_span_is_bounded(tmp_path: Path, capsys) -> None:
     assert "ok.TextGrid" in _err(capsys)
     assert main(["labels-from-textgrid", str(tmp_path), "--out", str(out)]) == 0
     assert out.read_text() == "ok a a a a a\n"
+
+
+# ------------------------------------------------------------ 8, 9: validate-data = extract
+
+
+def test_validate_data_refuses_what_extract_refuses_shorter_than_a_frame(tmp_path: Path,
+                                                                          capsys) -> None:
+    """1- and 159-sample WAVs passed validate-data; extract rejects them."""
+    import soundfile as sf
+
+    for n in (1, 159):
+        d = tmp_path / f"d{n}"
+        d.mkdir()
+        sf.write(d / "a.wav", np.full(n, 0.1, np.float32), 16000)
+        (d / "wav.scp").write_text(f"u1 {d / 'a.wav'}\n")
+        assert main(["extract", "--mfcc", "--no-progress", str(d), f"npy:{d / 'o'}"]) == 2
+        capsys.readouterr()
+        for extra in ([], ["--headers-only"]):
+            assert main(["validate-data", str(d), *extra]) == 2, (n, extra)
+            err = _err(capsys)
+            assert "u1" in err and f"{n} samples" in err and "one frame" in err, err
+    sf.write(tmp_path / "d1" / "a.wav", np.full(160, 0.1, np.float32), 16000)
+    assert main(["validate-data", str(tmp_path / "d1")]) == 0
+
+
+def test_truncated_mp3_is_an_error_in_validate_and_extract(tmp_path: Path, capsys) -> None:
+    """A cut-short MP3 (Xing header: 32000 frames) decoded 39 % with only a warning."""
+    import soundfile as sf
+
+    if "MP3" not in sf.available_formats():
+        pytest.skip("libsndfile without MP3")
+    x = (0.3 * np.sin(np.arange(32000) * 0.05)).astype(np.float32)
+    sf.write(tmp_path / "full.mp3", x, 16000, format="MP3")
+    raw = (tmp_path / "full.mp3").read_bytes()
+    d = tmp_path / "d"
+    d.mkdir()
+    (d / "a.mp3").write_bytes(raw[: len(raw) * 4 // 10])
+    (d / "wav.scp").write_text(f"u1 {d / 'a.mp3'}\n")
+    assert main(["validate-data", str(d)]) == 2
+    err = _err(capsys)
+    assert "a.mp3 is truncated" in err and "u1" in err, err
+    assert main(["extract", "--mfcc", "--no-progress", str(d), f"npy:{d / 'o'}"]) == 2
+    assert "a.mp3 is truncated" in _err(capsys)
+    assert list((d / "o").glob("*.npy")) == []
+    # a segment inside the decodable part is fine, one past it is not
+    (d / "segments").write_text("u1 r 0 0.2\n")
+    (d / "wav.scp").write_text(f"r {d / 'a.mp3'}\n")
+    assert main(["validate-data", str(d)]) == 0
+    (d / "segments").write_text("u1 r 0 1.5\n")
+    assert main(["validate-data", str(d)]) == 2
+    assert "truncated" in _err(capsys)
+    (d / "segments").unlink()
+    (d / "wav.scp").write_text(f"u1 {tmp_path / 'full.mp3'}\n")
+    assert main(["validate-data", str(d)]) == 0

@@ -363,6 +363,10 @@ def cmd_validate(args: argparse.Namespace) -> int:
         except DataError as e:
             bad.append(str(e))
             continue
+        if 0 <= n < 160:  # extract's rule: at least one frame (160 samples at 16 kHz)
+            bad.append(f"utterance {utt}: {n} samples at 16 kHz is shorter than one frame "
+                       "(160 samples), which extract refuses")
+            continue
         if n >= 0:
             samples += n
             n_frames[utt] = n // 160

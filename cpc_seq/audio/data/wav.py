@@ -11,6 +11,8 @@ Conversions are not warned about per utterance. Pass an :class:`AudioNotes` and 
 A WAV file whose ``data`` chunk is shorter than its header declares (a copy cut short)
 is an error naming the file: soundfile would silently read the part that is there.
 Streamed WAVs that leave the size unset (0 or 0xFFFFFFFF) are read as they are.
+Any other file that decodes to fewer frames than its header declares (an MP3 whose Xing
+header gives its length, cut short) is an error too: the decoder would only warn.
 
 Kaldi ``wav.scp`` entries may be shell pipelines (``sox a.flac -t wav - |``). They run a
 shell, so they are refused unless the caller passes ``allow_pipes=True`` (the command
@@ -184,6 +186,18 @@ def _check_complete(path: Path, utt: str | None, origin: str | None) -> None:
                         f"{short[0]} frames but the file holds {short[1]} (a copy cut short?)")
 
 
+#: Frames a compressed file may decode short of its header's count before it counts as
+#: truncated: two MPEG-1 Layer III frames (encoder delay and padding estimates).
+DECODE_SLACK_FRAMES = 2 * 1152
+
+
+def _check_decoded(path: Path, expected: int, got: int, utt: str | None,
+                   origin: str | None) -> None:
+    if expected - got > DECODE_SLACK_FRAMES:
+        raise DataError(f"{_label(utt, origin)}: {path} is truncated: its header promises "
+                        f"{expected} frames here but only {got} decode (a copy cut short?)")
+
+
 def _resample(wav: np.ndarray, orig_sr: int, target_sr: int) -> np.ndarray:
     if soxr is not None:
         return soxr.resample(wav, orig_sr, target_sr).astype(np.float32, copy=False)
@@ -258,9 +272,12 @@ def read_audio(
         p = Path(path)
         _check_complete(p, utt, origin)
         try:
-            data, sr = sf.read(p, dtype="float32", always_2d=True)
+            with sf.SoundFile(p) as f:
+                declared, sr = int(f.frames), int(f.samplerate)
+                data = f.read(dtype="float32", always_2d=True)
         except (sf.LibsndfileError, RuntimeError, OSError, TypeError) as e:
             raise _open_error(p, utt, origin, e) from e
+        _check_decoded(p, declared, data.shape[0], utt, origin)
         source = str(p)
     return _finish(data, int(sr), target_sr, utt=utt, origin=origin, notes=notes, source=source)
 
@@ -326,6 +343,7 @@ def read_segment(
             data, _ = sf.read(source, start=first, stop=last, dtype="float32", always_2d=True)
         except (sf.LibsndfileError, RuntimeError, OSError, TypeError) as e:
             raise _open_error(Path(source), utt, origin, e) from e
+        _check_decoded(Path(source), last - first, data.shape[0], utt, origin)
     else:
         data = data[first:last]
     return _finish(data, sr, target_sr, utt=utt, origin=origin, notes=notes, source=source)
