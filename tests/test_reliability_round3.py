@@ -265,3 +265,55 @@ def test_truncated_mp3_is_an_error_in_validate_and_extract(tmp_path: Path, capsy
     (d / "segments").unlink()
     (d / "wav.scp").write_text(f"u1 {tmp_path / 'full.mp3'}\n")
     assert main(["validate-data", str(d)]) == 0
+
+
+# ------------------------------------------------------------ 10, 11: image data sets
+
+
+def _idx(path: Path, arr: np.ndarray) -> None:
+    import gzip
+    import struct
+
+    raw = bytes([0, 0, 0x08, arr.ndim]) + b"".join(struct.pack(">I", d) for d in arr.shape)
+    with gzip.open(path, "wb") as f:
+        f.write(raw + arr.astype(np.uint8).tobytes())
+
+
+def _fmnist(root: Path, train_hw: int = 28, test_hw: int = 28, bad_label: int | None = None
+            ) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    for prefix, hw in (("train", train_hw), ("t10k", test_hw)):
+        labels = np.arange(16) % 10
+        if bad_label is not None and prefix == "train":
+            labels[3] = bad_label
+        _idx(root / f"{prefix}-images-idx3-ubyte.gz", np.zeros((16, hw, hw)))
+        _idx(root / f"{prefix}-labels-idx1-ubyte.gz", labels)
+    return root
+
+
+IMAGE = ["image-train", "kind=dim", "data.dataset=fashion_mnist", "data.batch_size=8",
+         "dim.ndf=4", "dim.local_channels=8", "dim.hidden=16", "dim.y_dim=8", "dim.mi_dim=8",
+         "dim.global_hidden=8", "dim.disc_hidden=8", "train.progress=false",
+         "train.threads=1", "train.log_every=1"]
+
+
+@pytest.mark.parametrize(("train_hw", "test_hw", "named"),
+                         [(32, 28, "train-images"), (28, 32, "t10k-images")])
+def test_image_train_refuses_train_and_test_of_different_sizes(
+        tmp_path: Path, capsys, train_hw: int, test_hw: int, named: str) -> None:
+    """32x32 train and 28x28 test trained; image-probe failed late (1024 vs 784 dims)."""
+    root = _fmnist(tmp_path / "fm", train_hw, test_hw)
+    assert main([*IMAGE, f"data.root={root}", "train.steps=1",
+                 f"train.out_dir={tmp_path / 'o'}"]) == 2
+    err = _err(capsys)
+    assert f"{named}-idx3-ubyte.gz" in err and "28, 28" in err, err
+    assert not (tmp_path / "o" / "last.pt").exists()
+
+
+def test_out_of_range_label_names_the_labels_file(tmp_path: Path, capsys) -> None:
+    root = _fmnist(tmp_path / "fm", bad_label=12)
+    assert main([*IMAGE, f"data.root={root}", "train.steps=1",
+                 f"train.out_dir={tmp_path / 'o'}"]) == 2
+    err = _err(capsys)
+    assert "train-labels-idx1-ubyte.gz" in err and "label 12 of image 3" in err, err
+    assert "train-images" not in err

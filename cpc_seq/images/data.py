@@ -150,6 +150,7 @@ def check_arrays(
     labels: np.ndarray | Tensor | Sequence[int],
     source: str,
     num_classes: int | None = None,
+    label_source: str | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Validate and convert images/labels.
 
@@ -158,6 +159,8 @@ def check_arrays(
         labels: integer ``(N,)``; values in ``[0, num_classes)`` or ``-1`` (unlabelled).
         source: path or name used in error messages.
         num_classes: upper bound for the label values (not checked when ``None``).
+        label_source: the labels' own file, named in errors about label values or dtype
+            (default ``source``).
 
     Returns:
         ``images`` uint8 ``(N, C, H, W)`` and ``labels`` int64 ``(N,)`` tensors.
@@ -179,13 +182,15 @@ def check_arrays(
             f"{source}: labels have shape {tuple(y.shape)} but there are {x.shape[0]} images; "
             f"{layout}"
         )
+    lsource = label_source or source
     if y.size and not np.issubdtype(y.dtype, np.integer):
-        raise DataError(f"{source}: labels have dtype {y.dtype}; expected integers")
+        raise DataError(f"{lsource}: labels have dtype {y.dtype}; expected integers")
     y = y.astype(np.int64)
     if y.size and (y.min() < -1 or (num_classes is not None and y.max() >= num_classes)):
+        bad = int(np.flatnonzero((y < -1) | (y >= (num_classes or np.iinfo(np.int64).max)))[0])
         raise DataError(
-            f"{source}: labels span [{y.min()}, {y.max()}], expected 0..{(num_classes or 1) - 1}"
-            " (or -1 for unlabelled)"
+            f"{lsource}: labels span [{y.min()}, {y.max()}] (first out of range: label "
+            f"{y[bad]} of image {bad}), expected 0..{(num_classes or 1) - 1} (or -1 for unlabelled)"
         )
     if x.shape[0] == 0:
         raise DataError(f"{source}: no images")
@@ -244,6 +249,24 @@ def read_idx(path: str | Path) -> np.ndarray:
     return arr.astype(dtype.newbyteorder("="), copy=False)
 
 
+def idx_shape(path: str | Path) -> tuple[int, ...] | None:
+    """The shape an IDX file's header declares (reads only the header), or None when it
+    cannot be read as one (:func:`read_idx` reports why)."""
+    path = Path(path)
+    try:
+        opener = gzip.open if path.suffix == ".gz" else open
+        with opener(path, "rb") as f:
+            head = f.read(4)
+            if len(head) < 4 or head[:2] != b"\0\0" or head[3] == 0:
+                return None
+            dims = f.read(4 * head[3])
+    except (OSError, EOFError, gzip.BadGzipFile):
+        return None
+    if len(dims) < 4 * head[3]:
+        return None
+    return tuple(int.from_bytes(dims[4 * i : 4 * i + 4], "big") for i in range(head[3]))
+
+
 def _find(root: Path, stem: str) -> Path:
     for name in (stem + ".gz", stem):
         if (root / name).is_file():
@@ -271,8 +294,15 @@ def load_fashion_mnist(root: str | Path = DEFAULT_ROOTS["fashion_mnist"],
     img_path = _find(root, f"{prefix}-images-idx3-ubyte")
     lab_path = _find(root, f"{prefix}-labels-idx1-ubyte")
     images, labels = read_idx(img_path), read_idx(lab_path)
-    if images.ndim != 3:
-        raise DataError(f"{img_path}: images have shape {images.shape}; {FASHION_MNIST_LAYOUT}")
+    if images.ndim != 3 or images.shape[1:] != (28, 28):
+        raise DataError(f"{img_path}: images have shape {images.shape}, not (N, 28, 28); "
+                        f"{FASHION_MNIST_LAYOUT}")
+    other = "t10k" if split == "train" else "train"
+    for name in (f"{other}-images-idx3-ubyte.gz", f"{other}-images-idx3-ubyte"):
+        shape = idx_shape(root / name) if (root / name).is_file() else None
+        if shape is not None and tuple(shape[1:]) != (28, 28):  # caught now, not at the probe
+            raise DataError(f"{root / name}: images have shape {shape}, not (N, 28, 28) like "
+                            f"{img_path.name}; {FASHION_MNIST_LAYOUT}")
     if labels.ndim != 1:
         raise DataError(f"{lab_path}: labels have shape {labels.shape}; {FASHION_MNIST_LAYOUT}")
     if len(images) != len(labels):
@@ -280,7 +310,8 @@ def load_fashion_mnist(root: str | Path = DEFAULT_ROOTS["fashion_mnist"],
             f"{root}: {len(images)} images in {img_path.name} but {len(labels)} labels in "
             f"{lab_path.name}"
         )
-    x, y = check_arrays(images, labels, str(img_path), num_classes=10)
+    x, y = check_arrays(images, labels, str(img_path), num_classes=10,
+                        label_source=str(lab_path))
     return ImageArrays(x, y, list(FASHION_MNIST_CLASSES), str(img_path))
 
 
