@@ -1,4 +1,5 @@
-"""The audio commands of ``cpc-seq``: train, extract, probe, validate-data, abx.
+"""The audio commands of ``cpc-seq``: train, extract, probe, validate-data, abx,
+import-checkpoint (:mod:`cpc_seq.audio.import_cpc_audio`).
 
 Examples::
 
@@ -36,10 +37,16 @@ if TYPE_CHECKING:
 
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
-    add_train_command(sub, "train", help="train a CPC model",
-                      description="Train CPC. Overrides are key=value with dotted keys.",
-                      config_help="YAML config (sections model, data, loss, optim, train)",
-                      func=cmd_train)
+    p = add_train_command(sub, "train", help="train a CPC model",
+                          description="Train CPC. Overrides are key=value with dotted keys.",
+                          config_help="YAML config (sections model, data, loss, optim, train)",
+                          func=cmd_train)
+    p.add_argument("--init-from", metavar="CKPT",
+                   help="fine-tune: start from this checkpoint's weights (e.g. one made by "
+                   "import-checkpoint); its model and loss config are the base the YAML "
+                   "and overrides apply to")
+    p.add_argument("--fresh-heads", action="store_true",
+                   help="with --init-from: new prediction heads instead of the checkpoint's")
 
 
 def _add_extract(sub: argparse._SubParsersAction) -> None:
@@ -150,6 +157,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     _add_probe(sub)
     _add_validate(sub)
     _add_abx(sub)
+    from cpc_seq.audio.import_cpc_audio import register as add_import_command
+
+    add_import_command(sub)
 
 
 # --------------------------------------------------------------------------- commands
@@ -158,6 +168,16 @@ def register(sub: argparse._SubParsersAction) -> None:
 def cmd_train(args: argparse.Namespace) -> int:
     from cpc_seq.audio.train import load_config, train
 
+    if args.init_from:
+        from cpc_seq.audio.init_from import init_config
+
+        cfg, init, note = init_config(args.init_from, args.config, train_overrides(args),
+                                      fresh_heads=args.fresh_heads)
+        print(f"[init] weights from {args.init_from}; {note}", file=sys.stderr)
+        print_metrics(train(cfg, resume=args.resume, init=init))
+        return 0
+    if args.fresh_heads:
+        raise CpcSeqError("--fresh-heads needs --init-from")
     cfg = load_config(args.config, train_overrides(args))
     print_metrics(train(cfg, resume=args.resume))
     return 0

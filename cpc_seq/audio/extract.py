@@ -7,7 +7,7 @@ centred on samples [160 t, 160 (t+1)) (10 ms hop at 16 kHz). ``z`` is computed f
 for the centre ``160 t + 80``, line up with the features by construction.
 
 Each utterance is normalised to zero mean and unit variance (as the training windows
-are), then utterances are batched by length with zero padding; padded batches give the
+are; not for models with ``input_norm: none``, e.g. imported CPC_audio ones), then utterances are batched by length with zero padding; padded batches give the
 same features as one utterance at a time (the encoder masks padding layer by layer): in
 float32 on the CPU the same bits for z and the conv layers, c to float rounding.
 
@@ -21,7 +21,6 @@ import torch
 from torch import Tensor
 
 from cpc_seq.audio.model import CPCModel
-from cpc_seq.audio.data.windows import normalize_windows
 from cpc_seq.errors import CpcSeqError
 from cpc_seq.io.features import Featurizer, length_batches
 
@@ -64,7 +63,7 @@ def run_layers(
         for j, i in enumerate(group):
             # each utterance on its own, unpadded: a sum over a zero-padded row rounds
             # differently, and the features would depend on the batch
-            x[j, : lengths[i]] = normalize_windows(waves[i].float().unsqueeze(0))[0]
+            x[j, : lengths[i]] = model.normalize_input(waves[i].float().unsqueeze(0))[0]
         x = x.to(device)
         z, frames, convs = model.encoder(x, g_len.to(device), return_layers=True)
         named = {"z": z, **{f"conv{k + 1}": t for k, t in enumerate(convs)}}

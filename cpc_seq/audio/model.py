@@ -14,12 +14,14 @@ from dataclasses import dataclass, field
 
 from torch import Tensor, nn
 
+from cpc_seq.audio.data.windows import normalize_windows
 from cpc_seq.audio.encoder import NORMS, ConvEncoder, paper_layers
 from cpc_seq.config import check
 from cpc_seq.nn.context import CONTEXTS, build_context
 from cpc_seq.nn.predictors import PREDICTORS, build_predictor
 
 ENCODER_PRESETS = ("paper", "small", "tiny", "custom")
+INPUT_NORMS = ("utterance", "none")
 
 
 @dataclass
@@ -37,7 +39,12 @@ class ModelConfig:
     ``predictor_ff`` its feed-forward width (default 4 * dim_c); its heads are
     ``transformer_heads`` and its dropout ``dropout``. ``predictor_dropout``: dropout
     on c where it enters the prediction network (CPC_audio's ``--dropout``, p = 0.5);
-    the features extracted for probes never see it.
+    the features extracted for probes never see it. ``predictor_window``: the position
+    window (frames) of the ``relpos_transformer`` predictors (CPC_audio's, imported).
+
+    ``input_norm``: ``utterance`` (each training window and each extracted utterance to
+    zero mean, unit variance) | ``none`` (the samples as read, in [-1, 1): what CPC_audio
+    feeds its models, so checkpoints imported from it use ``none``).
     """
 
     encoder: str = "small"
@@ -54,6 +61,8 @@ class ModelConfig:
     predictor: str = "linear"
     predictor_ff: int | None = None
     predictor_dropout: float = 0.0
+    predictor_window: int = 116
+    input_norm: str = "utterance"
 
     def validate(self) -> None:
         check(self.encoder in ENCODER_PRESETS, "model.encoder", f"one of {ENCODER_PRESETS}")
@@ -81,6 +90,12 @@ class ModelConfig:
         check(0.0 <= self.predictor_dropout < 1.0, "model.predictor_dropout", "must be in [0, 1)")
         if self.predictor_ff is not None:
             check(self.predictor_ff > 0, "model.predictor_ff", "must be positive")
+        check(self.predictor_window > 0, "model.predictor_window", "must be positive")
+        if self.predictor.startswith("relpos_"):
+            dim_z = self.layers()[-1][2]
+            check(self.dim_c == dim_z, "model.dim_c",
+                  f"must equal the encoder's {dim_z} channels for predictor={self.predictor}")
+        check(self.input_norm in INPUT_NORMS, "model.input_norm", f"one of {INPUT_NORMS}")
 
     def downsample_rate(self) -> int:
         """Input samples per output frame: the product of the encoder's strides."""
@@ -146,6 +161,13 @@ class CPCModel(nn.Module):
         c = self.context(z)
         return CPCOutput(z=z, c=c, frame_lengths=frame_lengths, layers=layers)
 
+    def normalize_input(self, x: Tensor, lengths: Tensor | None = None) -> Tensor:
+        """Waveforms (B, N) as the model takes them (``config.input_norm``): per-row zero
+        mean and unit variance over the first ``lengths`` samples, or unchanged."""
+        if self.config is not None and self.config.input_norm == "none":
+            return x
+        return normalize_windows(x, lengths=lengths)
+
     def predict(self, c: Tensor) -> Tensor:
         """(B, T, D_c) -> (B, T, K, D_z)."""
         return self.heads(c)
@@ -161,7 +183,7 @@ def build_model(config: ModelConfig) -> CPCModel:
     )
     heads = build_predictor(config.predictor, config.dim_c, encoder.out_channels,
                             config.n_steps, config.transformer_heads, config.predictor_ff,
-                            config.dropout, config.predictor_dropout)
+                            config.dropout, config.predictor_dropout, config.predictor_window)
     return CPCModel(encoder, context, heads, config)
 
 

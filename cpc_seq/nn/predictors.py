@@ -11,6 +11,10 @@
 ``transformer_shared``
     One causal Transformer layer shared by all steps, then the K linear maps of
     ``linear`` on its output: about 1/K of ``transformer``'s compute.
+``relpos_transformer`` / ``relpos_transformer_shared``
+    CPC_audio's own prediction network (post-norm, relative positions over a window of
+    ``window`` frames; per step, or one layer for all steps as its ``--multihead_rnn``):
+    :mod:`cpc_seq.nn.relpos`, for checkpoints imported from CPC_audio.
 
 The Transformer layers are pre-norm (``norm_first``), causal by an upper-triangular
 mask, and take no position encoding: c already carries order (it comes from a causal
@@ -25,7 +29,8 @@ from torch import Tensor, nn
 
 from cpc_seq.nn.layers import PredictionHeads
 
-PREDICTORS = ("linear", "transformer", "transformer_shared")
+PREDICTORS = ("linear", "transformer", "transformer_shared", "relpos_transformer",
+              "relpos_transformer_shared")
 
 
 def _causal_layer(dim: int, heads: int, ff: int, dropout: float) -> nn.TransformerEncoderLayer:
@@ -91,10 +96,11 @@ class SharedTransformerPredictor(nn.Module):
 
 def build_predictor(kind: str, dim_c: int, dim_z: int, n_steps: int, heads: int = 4,
                     ff: int | None = None, dropout: float = 0.0,
-                    in_dropout: float = 0.0) -> nn.Module:
+                    in_dropout: float = 0.0, window: int = 116) -> nn.Module:
     """Prediction network by name (``PREDICTORS``); every one maps (B, T, D_c) to
     (B, T, K, D_z) causally. ``dropout``: inside the Transformer layers; ``in_dropout``:
-    on c where it enters (CPC_audio's ``--dropout``)."""
+    on c where it enters (the ``relpos`` kinds: on their predictions, as CPC_audio's
+    ``--dropout``); ``window``: the ``relpos`` kinds' position window (frames)."""
     if kind == "linear":
         if in_dropout == 0.0:
             return PredictionHeads(dim_c, dim_z, n_steps)
@@ -104,4 +110,12 @@ def build_predictor(kind: str, dim_c: int, dim_z: int, n_steps: int, heads: int 
     if kind == "transformer_shared":
         return SharedTransformerPredictor(dim_c, dim_z, n_steps, heads, ff, dropout,
                                           in_dropout)
+    if kind in ("relpos_transformer", "relpos_transformer_shared"):
+        if dim_c != dim_z:
+            raise ValueError(f"predictor {kind} needs dim_c == dim_z (got {dim_c}, {dim_z})")
+        from cpc_seq.nn.relpos import RelPosTransformerPredictor
+
+        return RelPosTransformerPredictor(dim_c, n_steps, heads, ff or 4 * dim_c, window,
+                                          shared=kind.endswith("_shared"), dropout=dropout,
+                                          out_dropout=in_dropout)
     raise ValueError(f"unknown predictor {kind!r}; one of {', '.join(PREDICTORS)}")
