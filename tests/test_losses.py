@@ -15,7 +15,7 @@ from cpc_seq.losses import (
     kstep_infonce,
     sample_negatives,
 )
-from cpc_seq.losses.kstep import positive_index
+from cpc_seq.losses.negatives import positive_index
 
 MODES = ["all", "same_sequence", "cross_batch", "mixed"]
 

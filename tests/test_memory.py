@@ -10,7 +10,7 @@ import pytest
 
 from cpc_seq.config import ConfigError
 from cpc_seq.engine.config import RunConfig
-from cpc_seq.engine.memory import apply_cpu_memory
+from cpc_seq.kernels.memory import apply_cpu_memory
 
 # A training step's pattern: a few large temporaries alive together, five steps after
 # three warm-up steps; prints the minor page faults of the five. With glibc's default
@@ -18,7 +18,7 @@ from cpc_seq.engine.memory import apply_cpu_memory
 _PROBE = """
 import resource, sys, torch
 if sys.argv[1] == "keep":
-    from cpc_seq.engine.memory import keep_freed_memory
+    from cpc_seq.kernels.memory import keep_freed_memory
     assert keep_freed_memory()
 def step():
     a = torch.ones(10 * 1024 * 1024)  # 40 MiB of float32

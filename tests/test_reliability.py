@@ -74,19 +74,24 @@ def test_sigkill_then_resume_matches_uninterrupted_run(tmp_path: Path) -> None:
 
 def test_non_finite_steps_are_skipped_then_stop(tmp_path: Path, monkeypatch, capsys) -> None:
     import cpc_seq.audio.train as train_mod
-    import cpc_seq.engine.kstep_task as kstep_task
+    import cpc_seq.tasks.kstep as kstep_task
 
-    real = kstep_task.kstep_infonce
+    build = kstep_task.build_loss
     calls = {"n": 0}
 
-    def flaky(*a, **k):  # noqa: ANN002, ANN003, ANN202
-        out = real(*a, **k)
-        calls["n"] += 1
-        if calls["n"] in (3, 4) or calls["n"] >= 7:
-            out.loss = out.loss * float("nan")
-        return out
+    def flaky_loss(*a, **k):  # noqa: ANN002, ANN003, ANN202
+        real = build(*a, **k)
 
-    monkeypatch.setattr(kstep_task, "kstep_infonce", flaky)
+        def flaky(*a, **k):  # noqa: ANN002, ANN003, ANN202
+            out = real(*a, **k)
+            calls["n"] += 1
+            if calls["n"] in (3, 4) or calls["n"] >= 7:
+                out.loss = out.loss * float("nan")
+            return out
+
+        return flaky
+
+    monkeypatch.setattr(kstep_task, "build_loss", flaky_loss)
     cfg = train_mod.load_config(None, [*TINY, "train.steps=20", "train.save_every=2",
                                        "train.max_bad_steps=3", f"train.out_dir={tmp_path}"])
     trainer = train_mod.make_engine(cfg)

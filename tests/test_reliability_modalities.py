@@ -209,16 +209,21 @@ def test_files_that_are_not_checkpoints(tmp_path: Path, capsys) -> None:
 
 
 def test_run_ending_without_a_finite_checkpoint(tmp_path: Path, monkeypatch, capsys) -> None:
-    import cpc_seq.engine.kstep_task as kstep_task
+    import cpc_seq.tasks.kstep as kstep_task
 
-    real = kstep_task.kstep_infonce
+    build = kstep_task.build_loss
 
     def nan_loss(*a, **k):  # noqa: ANN002, ANN003, ANN202
-        out = real(*a, **k)
-        out.loss = out.loss * float("nan")
-        return out
+        real = build(*a, **k)
 
-    monkeypatch.setattr(kstep_task, "kstep_infonce", nan_loss)
+        def loss(*a, **k):  # noqa: ANN002, ANN003, ANN202
+            out = real(*a, **k)
+            out.loss = out.loss * float("nan")
+            return out
+
+        return loss
+
+    monkeypatch.setattr(kstep_task, "build_loss", nan_loss)
     out = tmp_path / "run"
     assert main(_argv("audio", out, Path("unused"), "train.steps=5",
                       "train.max_bad_steps=2")) == 2

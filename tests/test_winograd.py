@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from cpc_seq.audio.encoder import ConvEncoder, paper_layers
-from cpc_seq.nn import winograd
+from cpc_seq.kernels import winograd
 
 
 def _direct(x: torch.Tensor, w0: torch.Tensor, w1: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:

@@ -198,7 +198,7 @@ def cmd_extract(args: argparse.Namespace) -> int:
     from cpc_seq.audio.upstream import KINDS, audio_model_from_state
     from cpc_seq.audio.data.wav import AudioNotes
     from cpc_seq.engine.device import resolve_device, use_bf16
-    from cpc_seq.engine.memory import keep_freed_memory
+    from cpc_seq.kernels.memory import keep_freed_memory
     from cpc_seq.io.checkpoint import load_checkpoint
     from cpc_seq.io.features import check_outputs, extract_to
 
@@ -206,7 +206,7 @@ def cmd_extract(args: argparse.Namespace) -> int:
         raise CpcSeqError(f"--threads must be >= 0 (0 = torch default), got {args.threads}")
     if args.threads:
         torch.set_num_threads(args.threads)
-    keep_freed_memory()  # batches reuse the memory freed by the last (engine/memory.py)
+    keep_freed_memory()  # batches reuse the memory freed by the last (cpc_seq/kernels/memory.py)
     if args.batch_seconds < 0:
         raise CpcSeqError(f"--batch-seconds must be positive (0 = default), got {args.batch_seconds}")
     device = torch.device("cpu") if args.mfcc else resolve_device(args.device, "--device")

@@ -17,6 +17,7 @@ from torch import Tensor, nn
 from cpc_seq.audio.data.windows import normalize_windows
 from cpc_seq.audio.encoder import NORMS, ConvEncoder, paper_layers
 from cpc_seq.config import check
+from cpc_seq.kernels import KernelMode
 from cpc_seq.nn.context import CONTEXTS, build_context
 from cpc_seq.nn.predictors import PREDICTORS, build_predictor
 
@@ -45,6 +46,10 @@ class ModelConfig:
     ``input_norm``: ``utterance`` (each training window and each extracted utterance to
     zero mean, unit variance) | ``none`` (the samples as read, in [-1, 1): what CPC_audio
     feeds its models, so checkpoints imported from it use ``none``).
+
+    ``kernels``: ``auto`` (the CPU speed kernels of :mod:`cpc_seq.kernels` where they
+    apply: same results within float rounding, faster) | ``reference`` (the plain torch
+    code everywhere; what a GPU runs either way).
     """
 
     encoder: str = "small"
@@ -63,6 +68,7 @@ class ModelConfig:
     predictor_dropout: float = 0.0
     predictor_window: int = 116
     input_norm: str = "utterance"
+    kernels: KernelMode = "auto"
 
     def validate(self) -> None:
         check(self.encoder in ENCODER_PRESETS, "model.encoder", f"one of {ENCODER_PRESETS}")
@@ -176,10 +182,10 @@ class CPCModel(nn.Module):
 def build_model(config: ModelConfig) -> CPCModel:
     """Build a :class:`CPCModel` from its config."""
     layers = config.layers()
-    encoder = ConvEncoder(layers, norm=config.encoder_norm)
+    encoder = ConvEncoder(layers, norm=config.encoder_norm, kernels=config.kernels)
     context = build_context(
         config.context, encoder.out_channels, config.dim_c, config.context_layers,
-        config.transformer_heads, config.dropout,
+        config.transformer_heads, config.dropout, kernels=config.kernels,
     )
     heads = build_predictor(config.predictor, config.dim_c, encoder.out_channels,
                             config.n_steps, config.transformer_heads, config.predictor_ff,

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from cpc_seq.config import check, check_seed
-from cpc_seq.engine.memory import CPU_MEMORY_MODES
+from cpc_seq.kernels.memory import CPU_MEMORY_MODES
 
 PRECISIONS = ("auto", "fp32", "bf16")
 SCHEDULE_CLOCKS = ("steps", "cpu")
@@ -40,7 +40,7 @@ class RunConfig:
     """Length of the run, outputs, device, precision and bookkeeping.
 
     ``cpu_memory``: ``keep`` (freed CPU memory is reused by the next step instead of
-    being returned to the OS and faulted in again; see :mod:`cpc_seq.engine.memory`) or
+    being returned to the OS and faulted in again; see :mod:`cpc_seq.kernels.memory`) or
     ``release`` (the C library's default).
     ``max_minutes``: stop after this much wall time; ``max_cpu_minutes``: after this much
     CPU time of this process (user + system, all threads; counted across ``--resume``),

@@ -40,11 +40,11 @@ from cpc_seq.engine.config import OptimConfig, RunConfig
 from cpc_seq.engine.device import autocast, resolve_device, use_bf16
 from cpc_seq.engine.guard import NonFiniteGuard
 from cpc_seq.engine.log import ScalarLog
-from cpc_seq.engine.memory import apply_cpu_memory
 from cpc_seq.engine.schedule import adam, clip_grad_norm, lr_at, set_lr
 from cpc_seq.errors import ConfigError, CpcSeqError
 from cpc_seq.io.atomic import atomic_write, prepare_dir
 from cpc_seq.io.checkpoint import load_checkpoint, save_checkpoint
+from cpc_seq.kernels.memory import apply_cpu_memory
 
 RUN_FILES = ("last.pt", "best.pt", "log.jsonl", "config.yaml")
 

@@ -1,11 +1,13 @@
 """The contrastive loss core: MI estimators on score matrices (InfoNCE, JSD, DV, and the
 NWJ/MINE/SMILE bounds of :mod:`cpc_seq.losses.bounds`, picked by name with
-:func:`cpc_seq.losses.select.estimate`), and k-step InfoNCE.
+:func:`cpc_seq.losses.select.estimate`), k-step InfoNCE and ACPC's aligned loss, built
+from the ``loss`` config section by :func:`build_loss`.
 
 No model code lives here; CPC (audio, text), DIM and AMDIM all call into it.
 """
 
 from cpc_seq.losses.bounds import BOUNDS, MineEstimator, MineState, mine, nwj, smile
+from cpc_seq.losses.config import LossConfig, build_loss
 from cpc_seq.losses.estimators import (
     ESTIMATORS,
     EstimatorOutput,
@@ -13,7 +15,8 @@ from cpc_seq.losses.estimators import (
     infonce,
     jsd,
 )
-from cpc_seq.losses.kstep import NEGATIVE_MODES, KStepOutput, kstep_infonce, sample_negatives
+from cpc_seq.losses.kstep import NEGATIVE_MODES, KStepOutput, kstep_infonce
+from cpc_seq.losses.negatives import sample_negatives
 from cpc_seq.losses.select import STATELESS, estimate
 
 __all__ = [
@@ -34,4 +37,6 @@ __all__ = [
     "KStepOutput",
     "kstep_infonce",
     "sample_negatives",
+    "LossConfig",
+    "build_loss",
 ]

@@ -1,26 +1,77 @@
-"""The ``loss`` config section of the k-step CPC tasks (audio and text)."""
+"""The ``loss`` config section of the k-step CPC tasks (audio and text), and
+:func:`build_loss`, the one place a loss is made from it."""
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Literal
 
 from cpc_seq.config import check
-from cpc_seq.losses.kstep import NEGATIVE_MODES
+from cpc_seq.errors import ConfigError
+from cpc_seq.losses.acpc import ACPC_NEGATIVES, acpc_loss
+from cpc_seq.losses.kstep import KStepOutput, kstep_infonce
+
+#: ``loss(pred (B, T, K, D), z (B, T, D), lengths (B,), generator=..., [candidates=...,
+#: candidate_lengths=..., query_offset=...]) -> KStepOutput``
+LossFn = Callable[..., KStepOutput]
 
 
 @dataclass
 class LossConfig:
-    """k-step InfoNCE options; see :mod:`cpc_seq.losses.kstep` for the negative modes.
+    """The contrastive loss over the model's k-step predictions.
 
-    ``cross_rank``: under torchrun, draw candidates from the z of every process's
-    shard (all-gather with gradients), so N processes compute the 1-process loss.
+    ``kind``: ``infonce`` (CPC's k-step InfoNCE, :mod:`cpc_seq.losses.kstep`) | ``acpc``
+    (Chorowski et al. 2021: the ``model.n_steps`` predictions aligned to the next
+    ``acpc_horizon`` frames, :mod:`cpc_seq.losses.acpc`; negatives ``all`` or
+    ``cross_batch``).
+    ``negatives``, ``n_negatives``: the candidates (:mod:`cpc_seq.losses.kstep`).
+    ``exclude_positive``: never draw the positive among its own negatives (default: yes
+    for ``infonce``; ``acpc`` shares its negatives between the frames it aligns, so it
+    cannot, and ``true`` is an error there).
+    ``cross_rank``: under torchrun, draw candidates from the z of every process's shard
+    (all-gather with gradients), so N processes compute the 1-process loss
+    (``infonce`` only).
     """
 
-    negatives: str = "all"
+    kind: Literal["infonce", "acpc"] = "infonce"
+    negatives: Literal["all", "same_sequence", "cross_batch", "mixed"] = "all"
     n_negatives: int = 128
-    exclude_positive: bool = True
+    exclude_positive: bool | None = None
     cross_rank: bool = False
+    acpc_horizon: int = 12
 
     def validate(self) -> None:
-        check(self.negatives in NEGATIVE_MODES, "loss.negatives", f"one of {NEGATIVE_MODES}")
         check(self.n_negatives > 0, "loss.n_negatives", "must be positive")
+        if self.kind == "acpc":
+            check(self.negatives in ACPC_NEGATIVES, "loss.negatives",
+                  f"one of {ACPC_NEGATIVES} with loss.kind=acpc")
+            check(not self.cross_rank, "loss.cross_rank",
+                  "not supported with loss.kind=acpc (its candidates are the process's own)")
+            check(not self.exclude_positive, "loss.exclude_positive",
+                  "not supported with loss.kind=acpc (its negatives are shared by the "
+                  "frames a prediction aligns to; a draw may be any of them)")
+
+    def frames_ahead(self, n_steps: int) -> int:
+        """Frames past t the loss reads for ``n_steps`` predictions: ``n_steps``, or
+        ``acpc_horizon`` for ``acpc`` (which must be at least ``n_steps``)."""
+        if self.kind != "acpc":
+            return n_steps
+        check(self.acpc_horizon >= n_steps, "loss.acpc_horizon",
+              f"must be at least model.n_steps={n_steps} (the predictions it aligns)")
+        return self.acpc_horizon
+
+
+def build_loss(cfg: LossConfig, kernels: str = "auto") -> LossFn:
+    """The loss ``cfg`` describes (see :data:`LossFn`); ``kernels``: ``auto`` |
+    ``reference`` (:mod:`cpc_seq.kernels`, the k-step InfoNCE's cross-entropy)."""
+    if cfg.kind == "acpc":
+        return functools.partial(acpc_loss, horizon=cfg.acpc_horizon, negatives=cfg.negatives,
+                                 n_negatives=cfg.n_negatives)
+    if cfg.kind == "infonce":
+        return functools.partial(kstep_infonce, negatives=cfg.negatives,
+                                 n_negatives=cfg.n_negatives,
+                                 exclude_positive=cfg.exclude_positive is not False,
+                                 kernels=kernels)
+    raise ConfigError(f"loss.kind: unknown {cfg.kind!r}")

@@ -29,11 +29,11 @@ from tqdm import tqdm
 
 from cpc_seq.config import apply_overrides, check, from_dict, load_yaml, to_dict
 from cpc_seq.engine.config import OptimConfig, RunConfig
-from cpc_seq.engine.kstep_task import KStepTask
 from cpc_seq.engine.trainer import Context, Engine, StepOutput
 from cpc_seq.engine.windows import PlanBatches, WindowSampler
 from cpc_seq.errors import ConfigError
 from cpc_seq.losses.config import LossConfig
+from cpc_seq.tasks.kstep import KStepTask
 from cpc_seq.text.data import (
     ENCODING_ERRORS,
     LAYOUTS,
@@ -119,16 +119,17 @@ class TextExperimentConfig:
     train: TextRunConfig = field(default_factory=TextRunConfig)
 
     def validate(self) -> None:
+        ahead = self.loss.frames_ahead(self.model.n_steps)
         if self.model.level == "token":
             frames = -(-self.data.window // self.model.stride)
-            check(frames > self.model.n_steps, "data.window",
+            check(frames > ahead, "data.window",
                   f"{self.data.window} tokens give {frames} frames of {self.model.stride} "
-                  f"tokens, too few for {self.model.n_steps} prediction steps (need at least "
-                  f"{(self.model.n_steps + 1) * self.model.stride} tokens)")
+                  f"tokens, too few for {ahead} prediction steps (need at least "
+                  f"{(ahead + 1) * self.model.stride} tokens)")
         else:
-            check(self.data.window > self.model.n_steps, "data.window",
-                  f"{self.data.window} sentences are too few for {self.model.n_steps} "
-                  f"prediction steps (need at least {self.model.n_steps + 1})")
+            check(self.data.window > ahead, "data.window",
+                  f"{self.data.window} sentences are too few for {ahead} "
+                  f"prediction steps (need at least {ahead + 1})")
         if self.data.subword_samples:
             check(self.model.level == "sentence" and self.tokenizer.kind == "sentencepiece",
                   "data.subword_samples", "needs model.level=sentence and "
@@ -233,7 +234,7 @@ class TextCPCTask(KStepTask):
                               f"{self.tokenizer.vocab_size} ids (leave it at 0)")
         torch.manual_seed(run.seed)
         self.model: TokenCPC | SentenceCPC = build_text_model(cfg.model)
-        self.init_negatives(ctx)
+        self.init_loss(ctx)
         self.train_store = build_store(train_docs, self.tokenizer, self.level, cfg.data,
                                        cfg.data.short_documents, notes,
                                        sample_seed=run.seed + 31)

@@ -1,10 +1,12 @@
-"""What the k-step CPC tasks (audio, text) share: the loss with cross-rank candidates, its
-metrics, the dev evaluation over fixed windows, and the negatives' generator.
+"""What the k-step CPC tasks (audio, text) share: the loss built from the ``loss`` config
+section (:func:`cpc_seq.losses.build_loss`) with cross-rank candidates, its metrics, the
+dev evaluation over fixed windows, and the negatives' generator.
 
 A subclass sets ``self.model`` (with ``predict``), ``self.cfg`` (``loss``, ``data.window``,
-``data.batch_size``, ``train.eval_windows``), ``self.batches`` and optionally
-``self.dev_store`` in :meth:`setup`, calls :meth:`init_negatives`, and provides
-:meth:`dev_batch` (a batch of fixed dev windows) and :meth:`step_module`.
+``data.batch_size``, ``train.eval_windows``, optionally ``model.kernels``),
+``self.batches`` and optionally ``self.dev_store`` in :meth:`setup`, calls
+:meth:`init_negatives`, and provides :meth:`dev_batch` (a batch of fixed dev windows) and
+:meth:`step_module`.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from cpc_seq.engine.log import kstep_metrics
 from cpc_seq.engine.trainer import Context, StepOutput, Task
 from cpc_seq.engine.windows import fixed_windows
 from cpc_seq.errors import ConfigError
-from cpc_seq.losses import KStepOutput, kstep_infonce
+from cpc_seq.losses import KStepOutput, build_loss
 
 
 class KStepTask(Task):
@@ -36,8 +38,10 @@ class KStepTask(Task):
             raise ConfigError(f"data.batch_size={self.cfg.data.batch_size} (the global batch) "
                               f"must divide by the {ctx.dist.world} processes")
 
-    def init_negatives(self, ctx: Context) -> None:
-        """The generator of sampled negatives (one stream per rank)."""
+    def init_loss(self, ctx: Context) -> None:
+        """The loss (:func:`cpc_seq.losses.build_loss`) and the generator of its sampled
+        negatives (one stream per rank)."""
+        self.loss_fn = build_loss(self.cfg.loss, getattr(self.cfg.model, "kernels", "auto"))
         self.neg_gen = torch.Generator(device=ctx.device).manual_seed(
             self.cfg.train.seed + 17 + 1000 * ctx.dist.rank)
 
@@ -54,8 +58,8 @@ class KStepTask(Task):
 
     def kstep_loss(self, z: Tensor, lengths: Tensor, pred: Tensor, training: bool
                    ) -> KStepOutput:
-        """k-step InfoNCE of one batch; under DDP with ``loss.cross_rank`` the candidates
-        are every rank's frames (all-gathered with gradients)."""
+        """The configured loss of one batch; under DDP with ``loss.cross_rank`` the
+        candidates are every rank's frames (all-gathered with gradients)."""
         extra = {}
         if training and self.ctx.dist.enabled and self.cfg.loss.cross_rank:
             extra = {
@@ -63,11 +67,7 @@ class KStepTask(Task):
                 "candidate_lengths": distributed.gather_with_grad(lengths),
                 "query_offset": self.ctx.dist.rank * z.shape[0],
             }
-        return kstep_infonce(
-            pred, z, lengths, negatives=self.cfg.loss.negatives,
-            n_negatives=self.cfg.loss.n_negatives,
-            exclude_positive=self.cfg.loss.exclude_positive, generator=self.neg_gen, **extra,
-        )
+        return self.loss_fn(pred, z, lengths, generator=self.neg_gen, **extra)
 
     def metrics(self, out: StepOutput) -> dict[str, float]:
         return kstep_metrics(out.extra)
