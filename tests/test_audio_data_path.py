@@ -182,3 +182,26 @@ def test_worker_read_error_is_one_line_naming_the_utterance(tmp_path: Path) -> N
         for _ in range(10):
             loader.next()
     assert "'a-0'" in str(e.value) and "\n" not in str(e.value)
+
+
+def test_lhotse_manifests_are_indexed_once_then_read_as_tables(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    lhotse = pytest.importorskip("lhotse")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    x = (np.arange(16000) % 1000 / 1000 - 0.5).astype(np.float32)
+    sf.write(tmp_path / "rec1.wav", x, 16000, subtype="FLOAT")
+    recs = lhotse.RecordingSet.from_recordings(
+        [lhotse.Recording.from_file(tmp_path / "rec1.wav", recording_id="rec1")])
+    sups = lhotse.SupervisionSet.from_segments([
+        lhotse.SupervisionSegment("spkA-u1", "rec1", start=0.0, duration=0.5, speaker="spkA"),
+        lhotse.SupervisionSegment("spkB-u1", "rec1", start=0.5, duration=0.25, speaker="spkB"),
+    ])
+    cuts = tmp_path / "cuts.jsonl.gz"
+    lhotse.CutSet.from_manifests(recordings=recs, supervisions=sups).trim_to_supervisions(
+    ).to_file(cuts)
+    first = load_index(cuts, 16000, progress=False)
+    assert list(first.utts) == ["spkA-u1", "spkB-u1"] and first.speakers == ["spkA", "spkB"]
+    monkeypatch.setattr(index_mod, "_build", lambda *a: pytest.fail("manifest read again"))
+    again = load_index(cuts, 16000, progress=False)
+    assert again.num_samples.tolist() == [8000, 4000]
+    np.testing.assert_array_equal(SpanReader(again).read(1, 0, 4000), x[8000:12000])

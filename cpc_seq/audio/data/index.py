@@ -313,7 +313,7 @@ def _write_listing(where: Path, index: AudioIndex) -> None:
             f.write(f"rec{i:08d} {s}\n")
     with atomic_write(where / "segments", "w") as f:
         for u, src, a, b in zip(index.utts, index.source, index.seg_start, index.seg_end):
-            f.write(f"{u} rec{int(src):08d} {a!r} {b!r}\n")
+            f.write(f"{u} rec{int(src):08d} {float(a)!r} {float(b)!r}\n")
     with atomic_write(where / "utt2spk", "w") as f:
         for u, s in zip(index.utts, index.speaker):
             f.write(f"{u} {index.speakers[int(s)]}\n")

@@ -72,7 +72,15 @@ def _lhotse() -> Any:
 def _load(path: Path) -> Any:
     lhotse = _lhotse()
     try:
+        if path.name.endswith((".jsonl", ".jsonl.gz")):
+            # lhotse's lazy reader: items are parsed while iterated, never all held
+            lazy = lhotse.load_manifest_lazy(path)
+            if lazy is None:
+                raise DataError(f"{path}: empty lhotse manifest")
+            return lazy
         return lhotse.load_manifest(path)
+    except DataError:
+        raise
     except Exception as e:  # noqa: BLE001 - lhotse raises many types for bad files
         first = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise DataError(f"{path}: cannot read lhotse manifest ({first})") from None
