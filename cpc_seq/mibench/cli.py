@@ -1,12 +1,16 @@
 """``cpc-seq mi-bench``: MI estimators against known MI; a table, CSV/JSON and a PNG.
+``cpc-seq mi-estimate``: every estimator on a given sample of pairs.
 
 Examples::
 
     cpc-seq mi-bench --out exp/mi_bench                  # quick grid, a few CPU-minutes
     cpc-seq mi-bench --out exp/mi_bench_full --full      # every transform x dim x MI
     cpc-seq mi-bench --estimators infonce,nwj --steps 200 --out /tmp/mb
+    cpc-seq mi-estimate npy:x.npy npy:y.npy              # one line per estimator
+    cpc-seq mi-estimate --estimator mienf --estimator ksg --shift 2 \
+        scp:exp/c/feats.scp scp:exp/z/feats.scp          # I(c_t; z_{t+2})
 
-``cpc_seq.cli`` registers the command with :func:`register`.
+``cpc_seq.cli`` registers the commands with :func:`register`.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ import torch
 
 from cpc_seq.errors import ConfigError
 
-__all__ = ["register", "cmd_mi_bench"]
+__all__ = ["register", "cmd_mi_bench", "cmd_mi_estimate", "register_mi_estimate"]
 
 DEFAULT_STEPS, FULL_STEPS = 800, 3000
 
@@ -49,8 +53,77 @@ def cmd_mi_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_mi_estimate(args: argparse.Namespace) -> int:
+    """Print ``<estimator> <estimate> nats`` for each requested estimator."""
+    import numpy as np
+
+    from cpc_seq.mibench.estimate import ESTIMATORS, CriticConfig, timed_estimate
+    from cpc_seq.mibench.inputs import load_pair
+    from cpc_seq.mibench.mienf import MienfConfig
+
+    names = args.estimator or list(ESTIMATORS)
+    bad = [n for n in names if n not in ESTIMATORS]
+    if bad:
+        raise ConfigError(f"--estimator {bad[0]}: choose from {', '.join(ESTIMATORS)}")
+    for key in ("max_pairs", "steps", "critic_steps", "ksg_k"):
+        if getattr(args, key) < 0 or (key != "max_pairs" and getattr(args, key) == 0):
+            raise ConfigError(f"--{key.replace('_', '-')} must be positive")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    x, y = load_pair(args.x, args.y, shift=args.shift)
+    if args.max_pairs and x.shape[0] > args.max_pairs:
+        keep = np.sort(np.random.default_rng(args.seed).choice(x.shape[0], args.max_pairs,
+                                                               replace=False))
+        x, y = x[keep], y[keep]
+    print(f"{x.shape[0]} pairs, d_x = {x.shape[1]}, d_y = {y.shape[1]}", file=sys.stderr)
+    mcfg = MienfConfig(flow=args.flow, steps=args.steps)
+    ccfg = CriticConfig(steps=args.critic_steps)
+    for name in names:
+        value, cpu = timed_estimate(name, x, y, seed=args.seed, mienf=mcfg, critic=ccfg,
+                                    ksg_k=args.ksg_k)
+        print(f"{name} {value:.3f} nats", flush=True)
+        print(f"  ({name}: {cpu:.1f} CPU-s)", file=sys.stderr)
+    return 0
+
+
+def register_mi_estimate(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Add ``mi-estimate`` (``func`` = :func:`cmd_mi_estimate`)."""
+    from cpc_seq.mibench.estimate import ESTIMATORS
+    from cpc_seq.mibench.mienf import FLOWS
+
+    p = subparsers.add_parser(
+        "mi-estimate", help="estimate I(X; Y) of paired samples with every MI estimator",
+        description="Estimate the mutual information of paired samples X, Y (nats), one "
+        "line per estimator: normalizing-flow MIENF (full and tridiagonal Gaussian base), "
+        "KSG k-NN, CCA (Gaussian closed form) and the critic bounds InfoNCE, DV, NWJ, MINE, "
+        "SMILE, JSD. X and Y: npy:FILE.npy holding an (N, d) array, or per-utterance "
+        "features (scp:FEATS.scp or npy:DIR), frame t of X paired with frame t + shift of Y.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("x", help="npy:FILE.npy, npy:DIR or scp:FEATS.scp")
+    p.add_argument("y", help="same kind as X, rows/frames paired with X")
+    p.add_argument("--estimator", action="append", choices=ESTIMATORS, metavar="NAME",
+                   help=f"estimator to run (repeat for several; default all: "
+                   f"{', '.join(ESTIMATORS)})")
+    p.add_argument("--shift", type=int, default=0,
+                   help="pair frame t of X with frame t + shift of Y (features only)")
+    p.add_argument("--max-pairs", type=int, default=20000,
+                   help="estimate on a random subset of this many pairs (0 = all)")
+    p.add_argument("--flow", choices=FLOWS, default="nsf", help="MIENF's zuko flow")
+    p.add_argument("--steps", type=int, default=1500, help="MIENF training steps (at most)")
+    p.add_argument("--critic-steps", type=int, default=1000,
+                   help="training steps of the critic bounds")
+    p.add_argument("--ksg-k", type=int, default=5, help="KSG neighbours")
+    p.add_argument("--seed", type=int, default=0, help="seed of subsets and training")
+    p.add_argument("--threads", type=int, default=1, help="torch threads (0 = torch default)")
+    p.set_defaults(func=cmd_mi_estimate)
+    return p
+
+
 def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    """Add ``mi-bench`` to an ``add_subparsers()`` object (``func`` = :func:`cmd_mi_bench`)."""
+    """Add ``mi-bench`` and ``mi-estimate`` to an ``add_subparsers()`` object; returns the
+    ``mi-bench`` parser (``func`` = :func:`cmd_mi_bench`)."""
+    register_mi_estimate(subparsers)
     from cpc_seq.mibench.critics import CRITICS
     from cpc_seq.mibench.run import BENCH_ESTIMATORS
 
