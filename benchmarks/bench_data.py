@@ -234,7 +234,7 @@ def main() -> None:
     probe = ROOT / "benchmarks" / "bench_probe_memory.py"
     if probe.exists():
         print()
-        subprocess.run([sys.executable, str(probe), "--hours", "10", "100"], env=_env(2),
+        subprocess.run([sys.executable, str(probe), "10", "100"], env=_env(2),
                        check=False)
 
 

@@ -167,19 +167,38 @@ def _read_cached(where: Path, root: Path, sample_rate: int, allow_pipes: bool
         return None  # a damaged cache is rebuilt
 
 
+def _codes(values: list[str]) -> tuple[list[str], np.ndarray]:
+    """Sorted distinct ``values`` and each value's (N,) int32 index into them."""
+    first: dict[str, int] = {}
+    raw = np.fromiter((first.setdefault(v, len(first)) for v in values), dtype=np.int32,
+                      count=len(values))
+    names = sorted(first, key=first.__getitem__)
+    order = sorted(range(len(names)), key=names.__getitem__)
+    rank = np.empty(len(names), dtype=np.int32)
+    rank[order] = np.arange(len(names), dtype=np.int32)
+    return [names[i] for i in order], rank[raw]
+
+
+def _absolute(entry: str, base: str) -> str:
+    """A ``wav.scp`` value as the loader resolves it: pipes as they are, paths absolute."""
+    if entry.startswith("/") or is_pipe(entry):
+        return entry
+    if entry.startswith("~"):
+        return os.path.expanduser(entry)
+    return os.path.normpath(os.path.join(base, entry))
+
+
 def _lean_index(listing: Path, where: Path, root: Path, sample_rate: int,
                 allow_pipes: bool) -> AudioIndex:
     """Read a validated data dir's listing (``wav.scp``, ``segments``, ``utt2spk``) and
     the cached ``utt2num_samples`` into arrays, without building per-utterance dicts."""
+    base = str(listing.resolve())
     rec_keys: list[str] = []
     rec_vals: list[str] = []
     for key, rest in _table(listing / "wav.scp"):
         rec_keys.append(key)
-        if not is_pipe(rest):
-            p = Path(rest).expanduser()
-            rest = str(p if p.is_absolute() else (listing.resolve() / p))
-        rec_vals.append(rest)
-    sources, source_of_rec = np.unique(np.array(rec_vals, dtype=object), return_inverse=True)
+        rec_vals.append(_absolute(rest, base))
+    sources, source_of_rec = _codes(rec_vals)
     del rec_vals
     if (listing / "segments").exists():
         rec_pos = {k: i for i, k in enumerate(rec_keys)}
@@ -197,19 +216,17 @@ def _lean_index(listing: Path, where: Path, root: Path, sample_rate: int,
         del utts_l, src_l, s_l, e_l
     else:
         utts = np.array(rec_keys, dtype=object)
-        source = source_of_rec.astype(np.int32)
+        source = source_of_rec
         seg_start, seg_end = np.zeros(len(utts)), np.full(len(utts), -1.0)
     del rec_keys
     if (listing / "utt2spk").exists():
-        spk = np.array([s for _, s in _table(listing / "utt2spk")], dtype=object)
+        speakers, speaker = _codes([s for _, s in _table(listing / "utt2spk")])
     else:
-        spk = utts
-    speakers, speaker = np.unique(spk, return_inverse=True)
+        speakers, speaker = _codes(list(utts))
     n = np.fromiter((int(v) for _, v in _table(where / "utt2num_samples")), dtype=np.int64)
-    if len(n) != len(utts) or len(spk) != len(utts):
+    if len(n) != len(utts) or len(speaker) != len(utts):
         raise ValueError("index does not match the listing")
-    return AudioIndex(root, utts, speaker.astype(np.int32), [str(s) for s in speakers],
-                      source, [str(s) for s in sources], seg_start, seg_end, n,
+    return AudioIndex(root, utts, speaker, speakers, source, sources, seg_start, seg_end, n,
                       sample_rate, allow_pipes)
 
 
@@ -294,12 +311,10 @@ def _build(root: Path, sample_rate: int, allow_pipes: bool, on_bad_audio: str,
     spk_of = dd.utt2spk or {}
     spk = np.array([spk_of.get(u, u) for u in utts], dtype=object)
     del dd, headers
-    sources, source = np.unique(np.array(src_names, dtype=object), return_inverse=True)
-    speakers, speaker = np.unique(spk, return_inverse=True) if len(spk) else (np.array([]),
-                                                                            np.array([]))
-    index = AudioIndex(Path(root), np.array(utts, dtype=object), speaker.astype(np.int32),
-                       [str(s) for s in speakers], source.astype(np.int32),
-                       [str(s) for s in sources], np.array(starts, dtype=np.float64),
+    sources, source = _codes(src_names)
+    speakers, speaker = _codes(list(spk))
+    index = AudioIndex(Path(root), np.array(utts, dtype=object), speaker, speakers, source,
+                       sources, np.array(starts, dtype=np.float64),
                        np.array(ends, dtype=np.float64), np.array(nums, dtype=np.int64),
                        sample_rate, allow_pipes)
     return index, bad
