@@ -385,24 +385,49 @@ def sentence_items(docs: Sequence[Document]) -> list[tuple[str, str]]:
 
 
 class TokenStore:
-    """Token sequences concatenated in one int32 tensor.
+    """Token sequences concatenated in one flat array (in memory, or a read-only memmap).
 
+    ``flat``: (T,) int32 or uint16 tokens; ``starts``/``lengths``: (D,) int64 tensors.
     ``gather(seq_idx (B,), offset (B,), n) -> (B, n)`` int64 windows; ``sequence(i)``.
+    Built from token lists (``TokenStore(names, seqs)``) or over existing arrays
+    (:meth:`from_arrays`, e.g. a memory-mapped token cache: only the gathered windows'
+    pages are read).
     """
 
     def __init__(self, names: Sequence[str], seqs: Sequence[Sequence[int]]) -> None:
-        self.names = list(names)
-        lengths = [len(s) for s in seqs]
-        self.lengths = torch.tensor(lengths, dtype=torch.long)
-        self.starts = torch.zeros(len(lengths), dtype=torch.long)
-        if lengths:
-            self.starts[1:] = torch.cumsum(self.lengths, 0)[:-1]
-        flat = np.zeros(int(sum(lengths)), dtype=np.int32)
+        lengths = np.array([len(s) for s in seqs], dtype=np.int64)
+        starts = np.zeros(len(lengths), dtype=np.int64)
+        if len(lengths):
+            starts[1:] = np.cumsum(lengths)[:-1]
+        flat = np.zeros(int(lengths.sum()), dtype=np.int32)
         pos = 0
         for s in seqs:
             flat[pos : pos + len(s)] = s
             pos += len(s)
-        self.data = torch.from_numpy(flat)
+        self._set(names, flat, starts, lengths)
+
+    @classmethod
+    def from_arrays(cls, names: Sequence[str], flat: np.ndarray, starts: np.ndarray,
+                    lengths: np.ndarray) -> TokenStore:
+        """A store over ``flat`` (T,) (not copied; a ``np.memmap`` stays on disk) with
+        sequence ``i`` = ``flat[starts[i] : starts[i] + lengths[i]]``."""
+        store = cls.__new__(cls)
+        store._set(names, flat, np.asarray(starts, dtype=np.int64),
+                   np.asarray(lengths, dtype=np.int64))
+        return store
+
+    def _set(self, names: Sequence[str], flat: np.ndarray, starts: np.ndarray,
+             lengths: np.ndarray) -> None:
+        self.names = list(names)
+        self.flat = flat
+        self.starts = torch.from_numpy(starts)
+        self.lengths = torch.from_numpy(lengths)
+
+    @property
+    def data(self) -> Tensor:
+        """The flat tokens as a tensor (a copy when ``flat`` is a read-only memmap)."""
+        flat = self.flat if self.flat.flags.writeable else np.array(self.flat)
+        return torch.from_numpy(flat)
 
     @property
     def total_tokens(self) -> int:
@@ -410,11 +435,11 @@ class TokenStore:
 
     def gather(self, seq_idx: Tensor, offset: Tensor, n: int) -> Tensor:
         idx = (self.starts[seq_idx] + offset).unsqueeze(1) + torch.arange(n)
-        return self.data[idx].long()
+        return torch.from_numpy(self.flat[idx.numpy()].astype(np.int64))
 
     def sequence(self, i: int) -> Tensor:
         s, n = int(self.starts[i]), int(self.lengths[i])
-        return self.data[s : s + n].long()
+        return torch.from_numpy(self.flat[s : s + n].astype(np.int64))
 
 
 class SentenceStore:
@@ -427,6 +452,10 @@ class SentenceStore:
     ``variants``: further segmentations of the same documents (subword regularisation),
     each shaped like ``docs``; ``gather(..., variant=(B, n) ints)`` then picks segmentation
     ``variant`` of each sentence (0 = ``docs``). ``n_variants`` counts them all.
+
+    Built from token lists, or over a flat token array and a sentence offsets array
+    (:meth:`from_arrays`, e.g. a memory-mapped token cache). ``sent_store`` (a
+    :class:`TokenStore` with one sequence per sentence) exists for the former only.
     """
 
     def __init__(self, names: Sequence[str], docs: Sequence[Sequence[Sequence[int]]],
@@ -445,7 +474,30 @@ class SentenceStore:
                                  f"expected {self.n_sentences}")
             sents.extend(alt)
         self.n_variants = 1 + len(variants)
-        self.sent_store = TokenStore([str(i) for i in range(len(sents))], sents)
+        self.sent_store: TokenStore | None = TokenStore(
+            [str(i) for i in range(len(sents))], sents)
+        self.flat = self.sent_store.flat
+        self.sent_offsets = np.zeros(len(sents) + 1, dtype=np.int64)
+        self.sent_offsets[1:] = np.cumsum(self.sent_store.lengths.numpy())
+        self.max_tokens: int | None = None
+
+    @classmethod
+    def from_arrays(cls, names: Sequence[str], flat: np.ndarray, sent_offsets: np.ndarray,
+                    doc_start: np.ndarray, doc_sentences: np.ndarray,
+                    max_tokens: int | None = None) -> SentenceStore:
+        """Sentence ``j`` is ``flat[sent_offsets[j] : sent_offsets[j + 1]]`` cut to
+        ``max_tokens``; document ``i`` is sentences ``doc_start[i]`` ..
+        ``doc_start[i] + doc_sentences[i] - 1``. ``flat`` (T,) and ``sent_offsets`` (S + 1,)
+        are used as given (memmaps stay on disk); one segmentation only."""
+        store = cls.__new__(cls)
+        store.names = list(names)
+        store.lengths = torch.from_numpy(np.asarray(doc_sentences, dtype=np.int64))
+        store.doc_start = torch.from_numpy(np.asarray(doc_start, dtype=np.int64))
+        store.n_sentences = len(sent_offsets) - 1
+        store.n_variants = 1
+        store.sent_store = None
+        store.flat, store.sent_offsets, store.max_tokens = flat, sent_offsets, max_tokens
+        return store
 
     @property
     def total_sentences(self) -> int:
@@ -456,14 +508,17 @@ class SentenceStore:
         sid = (self.doc_start[doc_idx] + offset).unsqueeze(1) + torch.arange(n)  # (B, n)
         if variant is not None:
             sid = sid + variant * self.n_sentences
-        tl = self.sent_store.lengths[sid]  # (B, n)
+        sid_np = sid.numpy()
+        start = np.asarray(self.sent_offsets[sid_np], dtype=np.int64)
+        tl = np.asarray(self.sent_offsets[sid_np + 1], dtype=np.int64) - start  # (B, n)
+        if self.max_tokens is not None:
+            tl = np.minimum(tl, self.max_tokens)
         width = max(1, int(tl.max()))
-        pos = torch.arange(width)
-        idx = self.sent_store.starts[sid].unsqueeze(-1) + pos  # (B, n, L)
-        valid = pos < tl.unsqueeze(-1)
-        idx = torch.where(valid, idx, torch.zeros_like(idx))
-        toks = self.sent_store.data[idx].long() * valid
-        return toks, tl
+        pos = np.arange(width)
+        valid = pos < tl[..., None]  # (B, n, L)
+        idx = np.where(valid, start[..., None] + pos, 0)
+        toks = self.flat[idx].astype(np.int64) * valid
+        return torch.from_numpy(toks), torch.from_numpy(tl)
 
 
 def pad_sequences(seqs: Sequence[Sequence[int]]) -> tuple[Tensor, Tensor]:

@@ -14,7 +14,11 @@ Windows: token level, ``data.window`` consecutive tokens of one document; senten
 
 Layout of ``train.out_dir``: ``config.yaml``, ``last.pt``, ``best.pt`` (with a dev set),
 ``tokenizer.model`` (sentencepiece only, the same bytes as in the checkpoint), ``tb/``,
-``log.jsonl``.
+``log.jsonl``, and ``token_cache/`` when a corpus directory cannot hold its own cache.
+
+Corpora are tokenised once into memory-mapped caches (:mod:`cpc_seq.text.token_cache`,
+``docs/text.md``): a restart or resume reads no corpus text, and memory does not grow
+with the corpus.
 """
 
 from __future__ import annotations
@@ -42,9 +46,17 @@ from cpc_seq.text.data import (
     SentenceStore,
     TokenStore,
     keep_long_enough,
+    list_text_files,
     read_corpus,
 )
 from cpc_seq.text.models import SentenceCPC, TextModelConfig, TokenCPC, build_text_model
+from cpc_seq.text.token_cache import (
+    ReadOptions,
+    cache_roots,
+    get_token_cache,
+    get_tokenizer,
+    open_store,
+)
 from cpc_seq.text.tokenizers import (
     Tokenizer,
     TokenizerConfig,
@@ -70,6 +82,11 @@ class TextDataConfig:
     more varied) are stored, and each sentence of a training batch takes one of them at
     random (seeded; its generator state is in the checkpoint, so a resume continues the
     same draws). 0 = off. Dev windows and extraction always use the best segmentation.
+    ``token_cache``: tokenise each corpus once into a memory-mapped cache that every
+    later run, rank and resume reuses (:mod:`cpc_seq.text.token_cache`; beside the corpus,
+    or in ``train.out_dir/token_cache`` when the corpus directory is read-only);
+    ``token_cache_dir`` puts it elsewhere. ``false``, and ``subword_samples`` > 0, read and
+    tokenise the whole corpus into memory at every start instead.
     """
 
     train: list[str] | str = "data/text/kjv/train"
@@ -84,6 +101,8 @@ class TextDataConfig:
     short_documents: str = "error"
     subword_samples: int = 0
     subword_alpha: float = 0.1
+    token_cache: bool = True
+    token_cache_dir: str | None = None
 
     def validate(self) -> None:
         check(self.layout in LAYOUTS, "data.layout", f"one of {LAYOUTS}")
@@ -143,6 +162,11 @@ def load_text_config(
     data = load_yaml(path) if path is not None else {}
     data = apply_overrides(data, overrides or [])
     return from_dict(TextExperimentConfig, data)
+
+
+def read_options(cfg: TextDataConfig) -> ReadOptions:
+    """How ``cfg`` says corpus files are read."""
+    return ReadOptions(cfg.layout, cfg.encoding_errors, cfg.empty_files, cfg.empty_lines)
 
 
 def _corpus(paths: list[str] | str, cfg: TextDataConfig, notes: ReadNotes) -> list[Document]:
@@ -221,9 +245,24 @@ class TextCPCTask(KStepTask):
         self.ctx = ctx
         self.check_batch_split(ctx)
         notes = ReadNotes()
-        train_docs = _corpus(cfg.data.train, cfg.data, notes)
+        # memory-mapped token cache (built by each node's first rank, waited for by the
+        # others), or the whole corpus in memory (subword regularisation, or asked for)
+        cached = cfg.data.token_cache and not cfg.data.subword_samples
+        builder = ctx.dist.local_rank == 0
+        progress = run.progress and ctx.dist.is_main
+        opts = read_options(cfg.data)
+        train_docs: list[Document] = []
+        if cached:
+            files = list_text_files(cfg.data.train)
+            roots = cache_roots(files, cfg.data.token_cache_dir,
+                                Path(run.out_dir) / "token_cache")
+        else:
+            train_docs = _corpus(cfg.data.train, cfg.data, notes)
         if resume_state is not None:
             self.tokenizer = tokenizer_from_state(resume_state["tokenizer"])
+        elif cached:
+            self.tokenizer = get_tokenizer(files, cfg.tokenizer, opts, run.seed, roots,
+                                           progress, builder)
         else:
             sents = [s for d in train_docs for s in d.sentences]
             self.tokenizer = train_tokenizer(cfg.tokenizer, sents, run.seed)
@@ -235,9 +274,16 @@ class TextCPCTask(KStepTask):
         torch.manual_seed(run.seed)
         self.model: TokenCPC | SentenceCPC = build_text_model(cfg.model)
         self.init_loss(ctx)
-        self.train_store = build_store(train_docs, self.tokenizer, self.level, cfg.data,
-                                       cfg.data.short_documents, notes,
-                                       sample_seed=run.seed + 31)
+        max_tokens = cfg.data.max_sentence_tokens if self.level == "sentence" else None
+        if cached:
+            cache = get_token_cache(files, self.tokenizer, self.level, opts, roots, progress,
+                                    builder)
+            self.train_store = open_store(cache, cfg.data.window, cfg.data.short_documents,
+                                          notes, max_tokens)
+        else:
+            self.train_store = build_store(train_docs, self.tokenizer, self.level, cfg.data,
+                                           cfg.data.short_documents, notes,
+                                           sample_seed=run.seed + 31)
         # which segmentation each training sentence takes (subword regularisation)
         self.variant_gen = torch.Generator().manual_seed(run.seed + 37 + 1000 * ctx.dist.rank)
         if ctx.dist.is_main:
@@ -253,8 +299,18 @@ class TextCPCTask(KStepTask):
         self.dev_store: TokenStore | SentenceStore | None = None
         if cfg.data.dev and ctx.dist.is_main:
             dev_notes = ReadNotes()
-            self.dev_store = build_store(_corpus(cfg.data.dev, cfg.data, dev_notes),
-                                         self.tokenizer, self.level, cfg.data, "skip", dev_notes)
+            if cached:
+                dev_files = list_text_files(cfg.data.dev)
+                dev_cache = get_token_cache(
+                    dev_files, self.tokenizer, self.level, opts,
+                    cache_roots(dev_files, cfg.data.token_cache_dir,
+                                Path(run.out_dir) / "token_cache"), progress)
+                self.dev_store = open_store(dev_cache, cfg.data.window, "skip", dev_notes,
+                                            max_tokens)
+            else:
+                self.dev_store = build_store(_corpus(cfg.data.dev, cfg.data, dev_notes),
+                                             self.tokenizer, self.level, cfg.data, "skip",
+                                             dev_notes)
             for line in dev_notes.summary():
                 tqdm.write(f"[dev] {line}")
 
