@@ -381,3 +381,37 @@ def test_npy_write_past_the_file_size_limit_says_file_too_large(tmp_path: Path, 
     _no_temporaries(out)
     for p in out.glob("*.npy"):
         np.load(p)
+
+
+# ------------------------------------------------------------ 2b: "last good" is finite on a batch
+
+AUDIO = ["train", f"data.train={DEV}", "data.window=3200", "data.batch_size=4",
+         "model.encoder=tiny", "model.encoder_channels=16", "model.dim_c=16", "model.n_steps=3",
+         "train.progress=false", "train.threads=1", "optim.warmup_steps=0", "train.log_every=1",
+         "loss.n_negatives=8", "train.precision=fp32"]
+
+
+def test_checkpoint_whose_outputs_overflow_is_not_saved(tmp_path: Path, capsys) -> None:
+    """optim.lr=1e30 kept finite weights near 1e30 as 'the last good checkpoint'; every
+    feature extracted from it was NaN."""
+    out = tmp_path / "run"
+    assert main([*AUDIO, "optim.lr=1e30", "train.steps=5", "train.save_every=1",
+                 f"train.out_dir={out}"]) == 2
+    err = _err(capsys)
+    assert "outputs are not finite on a probe batch" in err and "last.pt was not written" in err
+    assert not (out / "last.pt").exists()
+
+
+def test_the_checkpoint_probe_changes_nothing_in_the_run(tmp_path: Path) -> None:
+    """Saving every step (each save runs the probe batch) logs the same losses as saving
+    only at the end: the probe leaves weights, statistics and random streams alone."""
+    import json
+
+    logs = []
+    for every in (1, 100):
+        out = tmp_path / f"every{every}"
+        assert main([*AUDIO, "train.steps=3", f"train.save_every={every}",
+                     f"train.out_dir={out}"]) == 0
+        logs.append([json.loads(x)["train/loss"] for x in
+                     (out / "log.jsonl").read_text().splitlines()])
+    assert logs[0] == logs[1] and len(logs[0]) == 3

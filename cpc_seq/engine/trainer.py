@@ -22,6 +22,7 @@ checkpoint is an error.
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import sys
 import time
@@ -47,6 +48,20 @@ from cpc_seq.io.checkpoint import load_checkpoint, save_checkpoint
 from cpc_seq.kernels.memory import apply_cpu_memory
 
 RUN_FILES = ("last.pt", "best.pt", "log.jsonl", "config.yaml")
+
+
+def _all_finite(out: Any) -> bool:
+    """Whether every floating-point tensor in ``out`` (tensors, tuples, lists, dicts,
+    dataclasses) is finite."""
+    if isinstance(out, Tensor):
+        return not out.is_floating_point() or bool(torch.isfinite(out).all())
+    if isinstance(out, (tuple, list)):
+        return all(_all_finite(o) for o in out)
+    if isinstance(out, dict):
+        return all(_all_finite(o) for o in out.values())
+    if dataclasses.is_dataclass(out) and not isinstance(out, type):
+        return all(_all_finite(getattr(out, f.name)) for f in dataclasses.fields(out))
+    return True
 
 
 @dataclass
@@ -185,6 +200,7 @@ class Engine:
         self.params = task.parameters()
         self.opt = adam(self.params, optim.lr, optim.weight_decay)
         self.step = 0
+        self._probe_batch: Any = None
         self.best_dev = float("inf")
         self.cpu_seconds = 0.0  # CPU time spent training, across resumes
         self._cpu_start: float | None = None  # process time when this run's loop began
@@ -260,13 +276,64 @@ class Engine:
         }
 
     def save(self, name: str) -> None:
-        """Write ``name`` atomically (rank 0); a model with NaN/Inf weights is never saved."""
+        """Write ``name`` atomically (rank 0). A model with NaN/Inf weights, or whose
+        outputs are not finite on a probe batch (the last training batch, in eval mode:
+        finite weights near 1e30 overflow), is never saved, so ``last.pt`` is always a
+        model that extraction can use."""
         if not self.dist.is_main:
             return
         if not all(bool(torch.isfinite(p).all()) for p in self.task.model.parameters()):
             raise CpcSeqError(f"step {self.step}: the model's weights are not finite; "
                               f"{self.out / name} was not written. Lower optim.lr")
+        what = self._probe_not_finite()
+        if what is not None:
+            keep = (f"; the last good checkpoint is {self.last}" if self.last.is_file()
+                    else "")
+            raise CpcSeqError(f"step {self.step}: the model's {what} not finite on a probe "
+                              f"batch (its largest |weight| is {self._max_weight():.3g}); "
+                              f"{self.out / name} was not written{keep}. Lower optim.lr")
         save_checkpoint(self.state(), self.out / name)
+
+    def _max_weight(self) -> float:
+        return max((float(p.detach().abs().max()) for p in self.task.model.parameters()
+                    if p.numel()), default=0.0)
+
+    def _probe_not_finite(self) -> str | None:
+        """Run the task's loss on the last training batch without a gradient, in eval
+        mode, leaving every random generator as it was (the run is unchanged); returns
+        what is not finite ("outputs are", "loss is") or None."""
+        batch = self._probe_batch
+        if batch is None:
+            return None
+        module = self.task.train_module()
+        gens = [g for g in vars(self.task).values() if isinstance(g, torch.Generator)]
+        saved = [g.get_state() for g in gens]
+        rng_cpu = torch.get_rng_state()
+        rng_cuda = (torch.cuda.get_rng_state(self.device) if self.device.type == "cuda"
+                    else None)
+        outputs_ok = [True]
+
+        def check(_m: nn.Module, _inp: Any, out: Any) -> None:
+            outputs_ok[0] = outputs_ok[0] and _all_finite(out)
+
+        hook = module.register_forward_hook(check)
+        was_training = self.task.model.training
+        self.task.model.eval()
+        try:
+            with torch.no_grad(), autocast(self.device, self.bf16):
+                loss = self.task.loss(module, batch, training=False).loss
+            loss_ok = bool(torch.isfinite(loss).all())
+        finally:
+            hook.remove()
+            self.task.model.train(was_training)
+            for g, st in zip(gens, saved):
+                g.set_state(st)
+            torch.set_rng_state(rng_cpu)
+            if rng_cuda is not None:
+                torch.cuda.set_rng_state(rng_cuda, self.device)
+        if not outputs_ok[0]:
+            return "outputs are"
+        return None if loss_ok else "loss is"
 
     # -- the loop ---------------------------------------------------------------------
     def run(self) -> dict[str, float]:
@@ -315,6 +382,7 @@ class Engine:
                 self.opt.step()
                 extra = task.after_step(out)
                 self.step += 1
+                self._probe_batch = batch  # checkpoints are checked on it (see save)
                 units_window += out.units * self.dist.world
                 bar.update(1)
                 over = ""
