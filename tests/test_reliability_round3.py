@@ -6,6 +6,7 @@ checkpoints that are finite on a probe batch."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -415,3 +416,26 @@ def test_the_checkpoint_probe_changes_nothing_in_the_run(tmp_path: Path) -> None
         logs.append([json.loads(x)["train/loss"] for x in
                      (out / "log.jsonl").read_text().splitlines()])
     assert logs[0] == logs[1] and len(logs[0]) == 3
+
+
+# ------------------------------------------------------------ two runs into one out_dir
+
+
+def test_second_training_into_a_busy_out_dir_is_refused(tmp_path: Path, capsys) -> None:
+    """Two trainings into one out_dir at once both wrote last.pt and log.jsonl."""
+    from cpc_seq.engine.lock import RunLock
+
+    out = tmp_path / "run"
+    out.mkdir()
+    other = RunLock(out).acquire()  # another run holds the directory
+    try:
+        for extra in ([], ["--resume"], ["--overwrite"]):
+            assert main([*AUDIO, "train.steps=1", f"train.out_dir={out}", *extra]) == 2
+            err = _err(capsys)
+            assert "another training is running" in err and str(os.getpid()) in err, err
+    finally:
+        other.release()
+    assert not (out / "log.jsonl").exists()
+    assert main([*AUDIO, "train.steps=1", f"train.out_dir={out}"]) == 0  # lock released
+    assert main([*AUDIO, "train.steps=2", f"train.out_dir={out}", "--resume"]) == 0
+    capsys.readouterr()

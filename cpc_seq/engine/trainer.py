@@ -16,7 +16,8 @@ rest, the same way for audio CPC, text CPC, DIM and AMDIM:
   position, and ``--resume``, which continues exactly where the run stopped.
 
 An ``out_dir`` that holds an earlier run is refused unless ``--resume`` (continue it) or
-``train.overwrite=true`` (start again) is given. A run that ends without a finite
+``train.overwrite=true`` (start again) is given; one that another run is training into
+right now is refused in any case (``OUT_DIR/.lock``, :mod:`cpc_seq.engine.lock`). A run that ends without a finite
 checkpoint is an error.
 """
 
@@ -40,6 +41,7 @@ from cpc_seq.engine import distributed
 from cpc_seq.engine.config import OptimConfig, RunConfig
 from cpc_seq.engine.device import autocast, resolve_device, use_bf16
 from cpc_seq.engine.guard import NonFiniteGuard
+from cpc_seq.engine.lock import RunLock
 from cpc_seq.engine.log import ScalarLog
 from cpc_seq.engine.schedule import adam, clip_grad_norm, lr_at, set_lr
 from cpc_seq.errors import ConfigError, CpcSeqError
@@ -183,6 +185,20 @@ class Engine:
         self.progress = run.progress and self.dist.is_main
         self.out = Path(run.out_dir)
         self.last = self.out / "last.pt"
+        # One run per out_dir: a second one (at the same time) is refused; held until run()
+        # ends, released at once when setting up fails.
+        self._lock = RunLock(self.out)
+        if self.dist.is_main and (self.out.is_dir() or not resume):
+            prepare_dir(self.out, "train.out_dir")
+            self._lock.acquire()
+        try:
+            self._set_up(resume)
+        except BaseException:
+            self._lock.release()
+            raise
+
+    def _set_up(self, resume: bool) -> None:
+        task, optim, run, device = self.task, self.optim_cfg, self.run_cfg, self.device
         resume_state = self._resume_state() if resume else None
         if not resume:
             self._claim_out_dir()
@@ -341,6 +357,7 @@ class Engine:
         try:
             return self._run()
         finally:
+            self._lock.release()
             distributed.shutdown()
 
     def _run(self) -> dict[str, float]:
