@@ -439,3 +439,51 @@ def test_second_training_into_a_busy_out_dir_is_refused(tmp_path: Path, capsys) 
     assert main([*AUDIO, "train.steps=1", f"train.out_dir={out}"]) == 0  # lock released
     assert main([*AUDIO, "train.steps=2", f"train.out_dir={out}", "--resume"]) == 0
     capsys.readouterr()
+
+
+# ------------------------------------------------------------ lhotse manifests, hostile
+
+
+def _cut(cid: str, rec: dict, start: object = 0.0, dur: object = 0.5) -> dict:
+    return {"id": cid, "start": start, "duration": dur, "channel": 0, "type": "MonoCut",
+            "recording": rec, "supervisions": [
+                {"id": f"{cid}-s", "recording_id": rec["id"], "start": 0.0, "duration": 0.5,
+                 "channel": 0, "speaker": "s1", "text": "hi"}]}
+
+
+@pytest.mark.parametrize(("case", "want"), [
+    ("duplicate id", "cut id 'a' appears twice"),
+    ("nan start", "start nan is not a finite number"),
+    ("inf duration", "duration inf is not a finite number"),
+    ("string start", "start '0.1' is not a finite number"),
+    ("two sources", "recording 'r1' appears with two different sources"),
+    ("control id", "contains whitespace or control characters"),
+    ("bad line", "item 2: cannot read lhotse item"),
+])
+def test_hostile_lhotse_manifests_are_one_line_errors(tmp_path: Path, capsys, case: str,
+                                                      want: str) -> None:
+    """NaN/inf/string times gave tracebacks; a repeated cut id or a recording id with two
+    sources was silently merged; an unparsable line 2 of a lazy manifest was a traceback."""
+    import json
+
+    import soundfile as sf
+
+    pytest.importorskip("lhotse")
+    sf.write(tmp_path / "r1.wav", np.full(16000, 0.1, np.float32), 16000)
+    rec = {"id": "r1", "sources": [{"type": "file", "channels": [0],
+                                    "source": str(tmp_path / "r1.wav")}],
+           "sampling_rate": 16000, "num_samples": 16000, "duration": 1.0, "channel_ids": [0]}
+    other = dict(rec, sources=[{"type": "file", "channels": [0], "source": "/etc/passwd"}])
+    cuts = {"duplicate id": [_cut("a", rec), _cut("a", rec, 0.5, 0.4)],
+            "nan start": [_cut("a", rec, float("nan"))],
+            "inf duration": [_cut("a", rec, 0.0, float("inf"))],
+            "string start": [_cut("a", rec, "0.1")],
+            "two sources": [_cut("a", rec), _cut("b", other)],
+            "control id": [_cut("a\x01b", rec)],
+            "bad line": [_cut("a", rec)]}[case]
+    path = tmp_path / "x_cuts.jsonl"
+    path.write_text("".join(json.dumps(c) + "\n" for c in cuts)
+                    + ("{not json\n" if case == "bad line" else ""))
+    assert main(["validate-data", str(path)]) == 2
+    err = _err(capsys)
+    assert str(path) in err and want in err, err

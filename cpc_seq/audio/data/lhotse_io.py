@@ -24,12 +24,19 @@ perturbation, ...), and mixed or padded cuts are refused with a
 :class:`~cpc_seq.errors.DataError`.  Multichannel audio is downmixed by the mean of its
 channels, as for Kaldi data dirs.
 
+Hostile or broken content is refused with a ``DataError`` naming the manifest: an item
+that does not parse (named by its position), an id used twice, one recording id with two
+different sources, ids with whitespace or control characters, and cut or supervision
+times that are not finite numbers, start before 0 or last no time.
+
 lhotse is the optional ``formats`` extra (``pip install 'cpc_seq[formats]'``); it is
 imported only when a manifest is loaded.
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -103,24 +110,70 @@ def _audio_path(rec: Any, where: str) -> str:
 
 
 def _token(value: str, what: str, where: str) -> str:
-    if not value or any(c.isspace() for c in value):
-        raise DataError(f"{where}: {what} {value!r} is empty or contains whitespace")
+    if not isinstance(value, str) or not value or any(
+            c.isspace() or ord(c) < 32 or ord(c) == 127 for c in value):
+        raise DataError(f"{where}: {what} {value!r} is empty or contains whitespace or "
+                        "control characters")
     return value
+
+
+def _items(manifest: Any, source: str) -> Iterator[Any]:
+    """The items of ``manifest``; one that cannot be parsed (lhotse's lazy reader parses
+    each line as it is reached) is a DataError naming ``source`` and its position."""
+    it = iter(manifest)
+    n = 0
+    while True:
+        try:
+            item = next(it)
+        except StopIteration:
+            return
+        except Exception as e:  # noqa: BLE001 - JSON and lhotse raise many types
+            first = str(e).splitlines()[0] if str(e) else type(e).__name__
+            raise DataError(f"{source}: item {n + 1}: cannot read lhotse item ({first})"
+                            ) from None
+        n += 1
+        yield item
+
+
+def _span(start: Any, duration: Any, what: str, where: str) -> tuple[float, float]:
+    """``(start, end)`` of an item, checked: finite numbers, start >= 0, duration > 0."""
+    for name, v in (("start", start), ("duration", duration)):
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+            raise DataError(f"{where}: {what}: {name} {v!r} is not a finite number")
+    if start < 0 or duration <= 0:
+        raise DataError(f"{where}: {what}: start {start:g} s and duration {duration:g} s "
+                        "(expected start >= 0 and duration > 0)")
+    return float(start), float(start) + float(duration)
+
+
+def _add_recording(wav: dict[str, str], rec: Any, where: str) -> None:
+    """``wav[rec.id] = its audio``; the same id with another source is an error."""
+    rid = _token(rec.id, "recording id", where)
+    path = _audio_path(rec, where)
+    if wav.setdefault(rid, path) != path:
+        raise DataError(f"{where}: recording {rid!r} appears with two different sources "
+                        f"({wav[rid]} and {path})")
 
 
 def _speakers(sups: list[Any]) -> list[str]:
     return sorted({s.speaker for s in sups if s.speaker})
 
 
-def _from_recordings_supervisions(recs: Any, sups: Any, where: str) -> dict[str, Any]:
-    wav = {_token(r.id, "recording id", where): _audio_path(r, where) for r in recs}
+def _from_recordings_supervisions(recs: Any, sups: Any, where: str, rec_file: str = "",
+                                  sup_file: str = "") -> dict[str, Any]:
+    wav: dict[str, str] = {}
+    for r in _items(recs, rec_file or where):
+        _add_recording(wav, r, where)
     segments, utt2spk, text = {}, {}, {}
-    for s in sups:
+    for s in _items(sups, sup_file or where):
         utt = _token(s.id, "supervision id", where)
+        if utt in segments:
+            raise DataError(f"{where}: supervision id {utt!r} appears twice")
         if s.recording_id not in wav:
             raise DataError(f"{where}: supervision {utt!r}: recording {s.recording_id!r} "
                             "is not in the recordings")
-        segments[utt] = (s.recording_id, float(s.start), float(s.start + s.duration))
+        start, end = _span(s.start, s.duration, f"supervision {utt!r}", where)
+        segments[utt] = (s.recording_id, start, end)
         if s.speaker:
             utt2spk[utt] = _token(s.speaker, f"speaker of {utt!r}", where)
         text[utt] = (s.text or "").replace("\n", " ")
@@ -132,14 +185,17 @@ def _from_recordings_supervisions(recs: Any, sups: Any, where: str) -> dict[str,
 def _from_cuts(cuts: Any, where: str) -> dict[str, Any]:
     wav: dict[str, str] = {}
     segments, utt2spk, text = {}, {}, {}
-    for cut in cuts:
+    for cut in _items(cuts, where):
         utt = _token(cut.id, "cut id", where)
+        if utt in segments:
+            raise DataError(f"{where}: cut id {utt!r} appears twice")
         rec = getattr(cut, "recording", None)
         if rec is None or not hasattr(cut, "channel"):
             raise DataError(f"{where}: cut {utt!r} is a {type(cut).__name__} without a single "
                             "recording (mixed/padded cuts are not supported)")
-        wav.setdefault(_token(rec.id, "recording id", where), _audio_path(rec, where))
-        segments[utt] = (rec.id, float(cut.start), float(cut.start + cut.duration))
+        _add_recording(wav, rec, where)
+        start, end = _span(cut.start, cut.duration, f"cut {utt!r}", where)
+        segments[utt] = (rec.id, start, end)
         spk = _speakers(cut.supervisions)
         if len(spk) > 1:
             raise DataError(f"{where}: cut {utt!r} has supervisions of {len(spk)} speakers "
@@ -173,9 +229,10 @@ def load_lhotse(path: str | Path, *, allow_pipes: bool = False) -> dict[str, Any
                 raise DataError(f"{p}: several recordings/supervisions manifests "
                                 f"({', '.join(f.name for f in recs + sups)}); pass one "
                                 "CutSet file or a directory with one of each")
-            parts = _from_recordings_supervisions(_load(recs[0]), _load(sups[0]), where)
+            parts = _from_recordings_supervisions(_load(recs[0]), _load(sups[0]), where,
+                                                  str(recs[0]), str(sups[0]))
         elif len(cuts) == 1:
-            parts = _from_cuts(_load(cuts[0]), where)
+            parts = _from_cuts(_load(cuts[0]), str(cuts[0]))
         else:
             raise DataError(f"{p}: expected one *recordings* and one *supervisions* manifest, "
                             "or one *cuts* manifest")
@@ -184,7 +241,11 @@ def load_lhotse(path: str | Path, *, allow_pipes: bool = False) -> dict[str, Any
         if isinstance(manifest, lhotse.CutSet):
             parts = _from_cuts(manifest, where)
         elif isinstance(manifest, lhotse.RecordingSet):
-            wav = {_token(r.id, "recording id", where): _audio_path(r, where) for r in manifest}
+            wav = {}
+            for r in _items(manifest, where):
+                if r.id in wav:
+                    raise DataError(f"{where}: recording id {r.id!r} appears twice")
+                _add_recording(wav, r, where)
             if not wav:
                 raise DataError(f"{where}: no recordings")
             parts = {"wav": wav, "segments": None, "utt2spk": {}, "text": {}}
