@@ -487,3 +487,26 @@ def test_hostile_lhotse_manifests_are_one_line_errors(tmp_path: Path, capsys, ca
     assert main(["validate-data", str(path)]) == 2
     err = _err(capsys)
     assert str(path) in err and want in err, err
+
+
+# ------------------------------------------------------------ huge finite samples (fuzz)
+
+
+def test_huge_finite_samples_resample_and_give_finite_mfccs(tmp_path: Path) -> None:
+    """A valid float WAV peaking at 1.35e38: resampling and MFCCs overflowed to NaN."""
+    import soundfile as sf
+
+    from cpc_seq.audio.data.wav import read_audio
+    from cpc_seq.audio.mfcc import mfcc_deltas
+
+    for peak in (3.4e38, 1.35e38):
+        x = (np.sin(np.arange(4000) * 0.1) * peak).astype(np.float32)
+        sf.write(tmp_path / "h.wav", x, 16000, subtype="FLOAT")
+        for sr in (8000, 16000, 22050):
+            w = read_audio(tmp_path / "h.wav", target_sr=sr)
+            assert w.dtype == np.float32 and np.isfinite(w).all(), (peak, sr)
+        for cmvn in (True, False):
+            f = mfcc_deltas(x, cmvn=cmvn)
+            assert f.dtype == torch.float32 and bool(torch.isfinite(f).all()), (peak, cmvn)
+    small = (np.sin(np.arange(4000) * 0.1) * 0.5).astype(np.float32)
+    assert mfcc_deltas(small).dtype == torch.float32  # ordinary audio keeps float32

@@ -58,6 +58,12 @@ def num_frames(num_samples: int, sample_rate: int = 16000) -> int:
     return int(num_samples) // shift
 
 
+#: Peak sample (float input, before the int16 scaling) above which MFCCs are computed in
+#: float64: 32768 * peak, squared and summed over a 400-sample frame, must stay below
+#: float32's 3.4e38.
+_FLOAT64_ABOVE = 1e10
+
+
 def _as_mono_float(wave: np.ndarray | torch.Tensor) -> torch.Tensor:
     """Return a 1-D float32 tensor on the int16 scale Kaldi expects."""
     if isinstance(wave, np.ndarray):
@@ -81,10 +87,14 @@ def _as_mono_float(wave: np.ndarray | torch.Tensor) -> torch.Tensor:
             f"waveform must be mono with shape (N,) or (1, N), got shape {tuple(t.shape)}"
         )
     is_float = t.is_floating_point()
-    t = t.to(device="cpu", dtype=torch.float32)
+    if is_float and not torch.isfinite(t).all():
+        raise DataError("waveform contains NaN or infinite samples")
+    # Finite float32 samples can reach 3.4e38 (a valid float WAV): scaled to int16 and
+    # squared in the power spectrum they overflow float32, so such a waveform is taken
+    # in float64 (the MFCCs come back in float32; ordinary audio is unchanged).
+    big = is_float and t.numel() > 0 and float(t.detach().abs().max()) > _FLOAT64_ABOVE
+    t = t.to(device="cpu", dtype=torch.float64 if big else torch.float32)
     if is_float:
-        if not torch.isfinite(t).all():
-            raise DataError("waveform contains NaN or infinite samples")
         # Float audio is taken to be in [-1, 1]; Kaldi works on int16 sample values.
         t = t * _INT16_SCALE
     return t.contiguous()

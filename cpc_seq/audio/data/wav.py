@@ -199,6 +199,20 @@ def _check_decoded(path: Path, expected: int, got: int, utt: str | None,
 
 
 def _resample(wav: np.ndarray, orig_sr: int, target_sr: int) -> np.ndarray:
+    """Resample; finite input gives finite output: samples near float32's limit (a valid
+    float WAV may peak at 3.4e38) overflow inside the filter, so such a waveform is
+    resampled divided by its peak (resampling is linear), scaled back in float64 and
+    clipped to the float32 range."""
+    out = _resample_raw(wav, orig_sr, target_sr)
+    if not np.isfinite(out).all():
+        peak = float(np.abs(wav).max())
+        unit = _resample_raw((wav / peak).astype(np.float32), orig_sr, target_sr)
+        limit = float(np.finfo(np.float32).max)
+        out = np.clip(unit.astype(np.float64) * peak, -limit, limit).astype(np.float32)
+    return out
+
+
+def _resample_raw(wav: np.ndarray, orig_sr: int, target_sr: int) -> np.ndarray:
     if soxr is not None:
         return soxr.resample(wav, orig_sr, target_sr).astype(np.float32, copy=False)
     import torch  # pragma: no cover - fallback without soxr
