@@ -12,7 +12,7 @@ PIP_FLAGS := --disable-pip-version-check -q
 # installs *this* checkout in editable mode.
 STAMP := .make-installed-$(subst /,_,$(abspath $(VENV)))
 
-.PHONY: demo test lint install reinstall check-env lock clean-stamp
+.PHONY: demo test lint docs install reinstall check-env lock clean-stamp
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(PY) || { echo "creating virtual environment $(VENV)"; $(PYTHON) -m venv $(VENV); }
@@ -41,6 +41,10 @@ lint: check-env
 
 test: check-env lint
 	$(PY) -m pytest -q tests
+
+# The documentation site (README.md as its home page, docs/*.md by topic) into site/.
+docs: check-env
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --site-dir site
 
 # Regenerate constraints.txt: a scratch venv, the torch-family pins of pyproject.toml
 # and the newest releases of everything else, frozen.
