@@ -6,6 +6,8 @@ utterances per speaker, as LibriSpeech's 960 h are 281 k utterances of ~12 s), t
 prints one row per size:
 
 - index build time (headers read, ``utt2num_samples`` written) and its peak RSS;
+- data start-up: from the cached index to the first batch read (index tables, the first
+  epoch's plan, one batch of audio): the part of a restart that grows with the corpus;
 - restart-to-first-step: wall time of ``cpc-seq train ... train.steps=1`` on the cached
   index (the whole process: Python and torch start-up, model construction, one step);
 - peak RSS of 50 training steps (tiny encoder, batch 8 x 20480 samples, 2 loader
@@ -112,6 +114,32 @@ def index_build(d: Path) -> tuple[float, float]:
     return float(out[0]), float(out[1])
 
 
+DATA_STARTUP = r"""
+import sys, time
+import numpy as np, torch
+from cpc_seq.audio.data.batches import WindowPlan, make_segments
+from cpc_seq.audio.data.spans import SpanReader
+from cpc_seq.audio.train import load_audio_index
+t = time.perf_counter()
+idx = load_audio_index(sys.argv[1], 20480, "pad", False, 16000, False, "train")
+reader = SpanReader(idx)
+seg = make_segments(torch.from_numpy(reader.starts), torch.from_numpy(idx.num_samples),
+                    torch.from_numpy(idx.speaker.astype(np.int64)), pack=False,
+                    speakers=idx.speakers)
+start, length = WindowPlan(seg, 20480, 8, 0).epoch_plan(0)
+reader.read_spans(start[0].numpy(), length[0].numpy(), 20480)
+print(time.perf_counter() - t)
+"""
+
+
+def data_startup(d: Path) -> float:
+    """Seconds from a cached index to the first batch read: index tables, plan of the
+    first epoch, one batch of audio (what grows with the corpus in a restart)."""
+    out = subprocess.run([sys.executable, "-c", DATA_STARTUP, str(d)], env=_env(1),
+                         check=True, capture_output=True, text=True).stdout
+    return float(out.split()[-1])
+
+
 def train_args(d: Path, out: Path, steps: int) -> list[str]:
     return ["train", "model.encoder=tiny", f"data.train={d}", "data.dev=null",
             "data.batch_size=8", "data.window=20480", "data.num_workers=2",
@@ -206,20 +234,21 @@ def main() -> None:
     ap.add_argument("--no-loader", action="store_true", help="skip the loader speed rows")
     args = ap.parse_args()
     files = real_files(args.out / "audio")
-    print("| listed hours | utterances | index build | index RSS | restart to step 1 | "
+    print("| listed hours | utterances | index build | index RSS | data start-up | restart to step 1 | "
           "peak RSS, 50 steps, 1 rank | per rank, 2 ranks | loader workers' RSS |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|")
     for hours in args.hours:
         d = synthetic_dir(args.out, hours, files["flac"])
         n = sum(1 for _ in open(d / "wav.scp"))
         build_s, build_rss = index_build(d)
+        startup = data_startup(d)
         restart = run_rss(train_args(d, args.out / "run", 1), 1)[0]
         one = run_rss(train_args(d, args.out / "run", args.steps), 1)[0]
         two = ("–" if args.no_ranks2 else " / ".join(
             f"{r['rss_mib']:.0f}" for r in run_rss(train_args(d, args.out / "run2",
                                                                args.steps), 2)) + " MiB")
         print(f"| {hours:g} | {n:,} | {build_s:.1f} s | {build_rss:.0f} MiB | "
-              f"{restart['process_wall_s']:.1f} s | {one['rss_mib']:.0f} MiB | {two} | "
+              f"{startup:.1f} s | {restart['process_wall_s']:.1f} s | {one['rss_mib']:.0f} MiB | {two} | "
               f"{one['workers_rss_mib']:.0f} MiB |", flush=True)
     if not args.no_loader:
         step = step_rate()
