@@ -10,7 +10,11 @@ input that caused it.
 Parsers: a Kaldi data dir (``wav.scp``, ``segments``, ``utt2spk``, ``spk2utt``,
 ``text`` via ``load_data_dir``), frame labels with a phone table, config overrides
 (``key=value`` and YAML files), ZeroSpeech ``.item`` files, feature scps (random bytes
-and mutated lines pointing into a real ark).
+and mutated lines pointing into a real ark), item ids given to the feature writers
+(``npy:`` and ``ark,scp``: nothing may land outside the output folder, and what is
+written reads back under its id), YAML files with duplicated keys (refused naming both
+lines), float WAVs with huge finite samples (read, resampled, normalised and turned into
+MFCCs without overflowing) and TextGrids with hostile spans (bounded, or refused).
 
     python benchmarks/fuzz.py                      # 10,000 cases per parser
     python benchmarks/fuzz.py --cases 500 --only labels,item
@@ -140,7 +144,11 @@ def fuzz_data_dir(work: Path, cases: int, c: Counter) -> Callable[[], None]:
 
 
 def fuzz_labels(work: Path, cases: int, c: Counter) -> Callable[[], None]:
-    from cpc_seq.audio.data.kaldi import phone_table_from_labels, read_frame_labels, read_phone_table
+    from cpc_seq.audio.data.kaldi import (
+        phone_table_from_labels,
+        read_frame_labels,
+        read_phone_table,
+    )
 
     lp, pp = work / "labels.txt", work / "phones.txt"
 
@@ -277,8 +285,209 @@ def fuzz_feature_scp(work: Path, cases: int, c: Counter) -> Callable[[], None]:
     return prop
 
 
+_ID_PIECES = ["a", "U-1", "/", "\\", ".", "..", "../", " ", "\t", "\n", "\x00", "\x7f", "é",
+              "\u2028", "\udc80", "\ud800", "x" * 120, "sub/", ".npy", "-", "~", "$HOME", "*"]
+
+
+def fuzz_ids(work: Path, cases: int, c: Counter) -> Callable[[], None]:
+    """Ids into the npy and ark,scp writers: refused with a DataError naming the id, or
+    written inside the output folder and read back under the same id."""
+    from cpc_seq.io.features import FeatureWriter, parse_wspecifier, read_features
+
+    root = work / "out" / "deep"
+    ids = st.one_of(st.lists(st.sampled_from(_ID_PIECES), min_size=0, max_size=6).map("".join),
+                    st.text(max_size=20))
+
+    def outside() -> list[str]:
+        return sorted(str(p.relative_to(work)) for p in work.rglob("*")
+                      if p.is_file() and root not in p.parents)
+
+    @settings(max_examples=cases, deadline=None, database=None,
+              suppress_health_check=list(HealthCheck))
+    @given(utt=ids, kind=st.sampled_from(["npy", "ark_scp"]))
+    def prop(utt: str, kind: str) -> None:
+        c.cases += 1
+        shutil.rmtree(work / "out", ignore_errors=True)
+        d = root / "feats"
+        spec = parse_wspecifier(f"npy:{d}" if kind == "npy" else f"ark,scp:{d}.ark,{d}.scp")
+        feats = np.arange(6, dtype=np.float32).reshape(3, 2)
+        try:
+            writer = FeatureWriter(spec, resume=False)
+            try:
+                writer.write_batch([(utt, feats)])
+            finally:
+                writer.close(complete=True)
+        except CpcSeqError as e:
+            c.errors += 1
+            assert repr(utt) in str(e) and "\n" not in str(e), (utt, str(e))
+            assert not outside(), (utt, outside())
+            return
+        c.ok += 1
+        assert not outside(), (utt, outside())
+        back = read_features(f"npy:{d}" if kind == "npy" else f"scp:{d}.scp")
+        assert list(back) == [utt], (utt, list(back))
+        assert np.array_equal(back[utt].numpy(), feats), utt
+
+    return prop
+
+
+_YAML_KEYS = ["steps", "lr", "a", "b", "<<"]
+
+
+def fuzz_yaml_duplicates(work: Path, cases: int, c: Counter) -> Callable[[], None]:
+    """YAML mappings (nested, block or flow style, with anchors and merges) whose keys may
+    repeat: a repeated key is a ConfigError naming the file, the key and both lines (each
+    line holds that key); otherwise the file loads as written (later keys of a merge
+    override)."""
+    import yaml
+
+    from cpc_seq.config import load_yaml
+
+    path = work / "dup.yaml"
+    leaf = st.tuples(st.sampled_from(_YAML_KEYS[:4]), st.integers(-3, 3))
+    section = st.tuples(st.sampled_from(_YAML_KEYS[:4]),
+                        st.lists(st.one_of(leaf, st.just(("<<", "*base"))), max_size=4),
+                        st.booleans())
+
+    @settings(max_examples=cases, deadline=None, database=None,
+              suppress_health_check=list(HealthCheck))
+    @given(items=st.lists(st.one_of(leaf, section), min_size=1, max_size=6))
+    def prop(items: list[tuple]) -> None:
+        c.cases += 1
+        lines = ["base: &base {a: 1, steps: 2}"]
+        for item in items:
+            if len(item) == 2:
+                lines.append(f"{item[0]}: {item[1]}")
+                continue
+            key, body, flow = item
+            if flow:
+                lines.append(f"{key}: {{{', '.join(f'{k}: {v}' for k, v in body)}}}")
+            else:
+                lines.append(f"{key}:" if body else f"{key}: {{}}")
+                lines += [f"  {k}: {v}" for k, v in body]
+        text = "\n".join(lines) + "\n"
+        path.write_text(text)
+        try:
+            got = load_yaml(path)
+        except ConfigError as e:
+            msg = str(e)
+            _one_line(e, "dup.yaml")
+            if "duplicated key" not in msg:  # e.g. a merge of a non-mapping: plain YAML error
+                c.errors += 1
+                yaml.safe_load(text) if "invalid YAML" not in msg else None
+                return
+            c.errors += 1
+            key = msg.split("duplicated key ")[1].split(" (first")[0].strip("'")
+            second = int(msg.split(":")[1])
+            first = int(msg.split("first at line ")[1].split(")")[0])
+            assert first <= second, msg
+            for n in (first, second):
+                assert f"{key}:" in text.splitlines()[n - 1], (msg, text)
+            return
+        c.ok += 1
+        assert got == yaml.safe_load(text), text
+
+    return prop
+
+
+def fuzz_huge_samples(work: Path, cases: int, c: Counter) -> Callable[[], None]:
+    """Float WAVs of any finite samples (up to float32's 3.4e38, down to subnormals) at
+    several rates: read at 16 kHz, normalised per window and turned into MFCCs, all
+    finite; or a DataError naming the file."""
+    import soundfile as sf
+
+    from cpc_seq.audio.data.wav import read_audio
+    from cpc_seq.audio.data.windows import normalize_windows
+    from cpc_seq.audio.mfcc import mfcc_deltas
+
+    path = work / "h.wav"
+    import torch
+
+    @settings(max_examples=cases, deadline=None, database=None,
+              suppress_health_check=list(HealthCheck))
+    @given(seed=st.integers(0, 2**31), n=st.integers(1, 6000),
+           scale=st.sampled_from([3.4028235e38, 1.35e38, 1e30, 1e19, 1e10, 1.0, 1e-20, 1e-40,
+                                  1e-45, 0.0]),
+           shape=st.sampled_from(["noise", "sine", "constant", "impulse", "square"]),
+           sr=st.sampled_from([8000, 16000, 22050, 44100]), channels=st.sampled_from([1, 2]))
+    def prop(seed: int, n: int, scale: float, shape: str, sr: int, channels: int) -> None:
+        c.cases += 1
+        rng = np.random.default_rng(seed)
+        t = np.arange(n)
+        base = {"noise": rng.uniform(-1, 1, n), "sine": np.sin(t * 0.3),
+                "constant": np.ones(n), "impulse": (t % 97 == 0) * 1.0,
+                "square": np.sign(np.sin(t * 0.05))}[shape]
+        x = np.clip(base * scale, -3.4028235e38, 3.4028235e38).astype(np.float32)
+        x = np.repeat(x[:, None], channels, axis=1) * np.array([1.0, -1.0][:channels],
+                                                                  dtype=np.float32)
+        sf.write(path, x, sr, subtype="FLOAT")
+        try:
+            w = read_audio(path, 16000)
+        except CpcSeqError as e:
+            c.errors += 1
+            _one_line(e, "h.wav")
+            return
+        c.ok += 1
+        assert w.dtype == np.float32 and np.isfinite(w).all(), (scale, shape, sr)
+        if len(w) >= 160:  # one frame: what every command that reads audio asks for
+            x = torch.from_numpy(w)[None]
+            assert bool(torch.isfinite(normalize_windows(x)).all()), (scale, shape, sr)
+            assert bool(torch.isfinite(normalize_windows(
+                x, lengths=torch.tensor([len(w) // 2 + 1]))).all()), (scale, shape, sr)
+            for cmvn in (True, False):
+                f = mfcc_deltas(w, cmvn=cmvn)
+                assert bool(torch.isfinite(f).all()), (scale, shape, sr, cmvn)
+
+    return prop
+
+
+def fuzz_textgrid_spans(work: Path, cases: int, c: Counter) -> Callable[[], None]:
+    """TextGrids with hostile xmin/xmax and interval spans (huge, negative, reversed,
+    overlapping, non-numbers): one label per 10 ms frame up to the bound, or a DataError
+    naming the file; never a MemoryError or a traceback."""
+    from cpc_seq.audio.textgrid import textgrid_frame_labels
+
+    path = work / "t.TextGrid"
+    # Praat writes plain decimals (praatio does not read 1e8): huge spans are spelt out
+    num = st.one_of(st.sampled_from(["0", "0.05", "100000000", "1" + "0" * 310, "-1", "nan",
+                                     "inf", "-0", "0.015", "3", "x", "3600.01", "59.999"]),
+                    st.floats(0, 10, allow_nan=False).map(lambda v: f"{v:.4f}"),
+                    st.floats(0, 1e12, allow_nan=False).map(lambda v: f"{v:.3f}"))
+    interval = st.tuples(num, num, st.sampled_from(["a", "b", "", "sil", "a b", "\u00e9"]))
+
+    @settings(max_examples=cases, deadline=None, database=None,
+              suppress_health_check=list(HealthCheck))
+    @given(xmax=num, xmin=st.sampled_from(["0", "0", "0", "0.5", "-1"]),
+           intervals=st.lists(interval, max_size=5), limit=st.sampled_from([1.0, 60.0, 3600.0]))
+    def prop(xmax: str, xmin: str, intervals: list[tuple[str, str, str]], limit: float) -> None:
+        c.cases += 1
+        lines = ['File type = "ooTextFile"', 'Object class = "TextGrid"', "",
+                 f"xmin = {xmin}", f"xmax = {xmax}", "tiers? <exists>", "size = 1", "item []:",
+                 "    item [1]:", '        class = "IntervalTier"', '        name = "phones"',
+                 f"        xmin = {xmin}", f"        xmax = {xmax}",
+                 f"        intervals: size = {len(intervals)}"]
+        for j, (a, b, lab) in enumerate(intervals, start=1):
+            lines += [f"        intervals [{j}]:", f"            xmin = {a}",
+                      f"            xmax = {b}", f'            text = "{lab}"']
+        path.write_text("\n".join(lines) + "\n")
+        try:
+            labels = textgrid_frame_labels(path, max_seconds=limit)
+        except CpcSeqError as e:
+            c.errors += 1
+            _one_line(e, "t.TextGrid")
+            return
+        c.ok += 1
+        assert len(labels) <= limit * 100 + 1, (xmax, len(labels))
+        allowed = {lab for _, _, lab in intervals} | {"SIL"}
+        assert set(labels) <= allowed, (labels[:5], intervals)
+
+    return prop
+
+
 PARSERS = {"datadir": fuzz_data_dir, "labels": fuzz_labels, "config": fuzz_config,
-           "item": fuzz_item, "scp": fuzz_feature_scp}
+           "item": fuzz_item, "scp": fuzz_feature_scp, "ids": fuzz_ids,
+           "yamldup": fuzz_yaml_duplicates, "samples": fuzz_huge_samples,
+           "textgrid": fuzz_textgrid_spans}
 
 
 def main(argv: list[str] | None = None) -> int:

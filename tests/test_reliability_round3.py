@@ -510,3 +510,31 @@ def test_huge_finite_samples_resample_and_give_finite_mfccs(tmp_path: Path) -> N
             assert f.dtype == torch.float32 and bool(torch.isfinite(f).all()), (peak, cmvn)
     small = (np.sin(np.arange(4000) * 0.1) * 0.5).astype(np.float32)
     assert mfcc_deltas(small).dtype == torch.float32  # ordinary audio keeps float32
+
+
+def test_feature_writers_refuse_ids_that_are_not_valid_unicode(tmp_path: Path) -> None:
+    """Found by benchmarks/fuzz.py: a lone surrogate (a JSON "\\ud800" escape in a lhotse
+    manifest) raised UnicodeEncodeError in the npy and ark writers."""
+    from cpc_seq.io.features import FeatureWriter, parse_wspecifier
+
+    for spec in (f"npy:{tmp_path / 'n'}", f"ark,scp:{tmp_path}/f.ark,{tmp_path}/f.scp"):
+        w = FeatureWriter(parse_wspecifier(spec), resume=False)
+        with pytest.raises(DataError, match="lone surrogate"):
+            w.write_batch([("a\ud800", np.zeros((2, 2), np.float32))])
+        w.close(complete=False)
+
+
+@pytest.mark.parametrize("name", ["ids", "yamldup", "samples", "textgrid"])
+def test_fuzz_properties_of_the_new_input_classes(tmp_path: Path, name: str) -> None:
+    """benchmarks/fuzz.py's new properties with a few cases (the benchmark runs 10,000)."""
+    import importlib.util
+
+    pytest.importorskip("hypothesis")
+    if name == "textgrid":
+        pytest.importorskip("praatio")
+    spec = importlib.util.spec_from_file_location("cpc_fuzz", ROOT / "benchmarks" / "fuzz.py")
+    fuzz = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(fuzz)
+    counter = fuzz.Counter()
+    fuzz.PARSERS[name](tmp_path, 25, counter)()
+    assert counter.cases >= 25

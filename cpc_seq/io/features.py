@@ -125,12 +125,16 @@ def item_id_problem(utt: object, kind: str) -> str | None:
         return "an id must be a non-empty string"
     if any(c.isspace() or ord(c) < 32 or ord(c) == 127 for c in utt):
         return "an id may not contain whitespace or control characters"
+    try:
+        size = len(utt.encode("utf-8"))
+    except UnicodeEncodeError:  # a lone surrogate, e.g. from a JSON "\\ud800" escape
+        return "an id must be valid Unicode (it holds a lone surrogate)"
     if kind == "npy":
         if "/" in utt or "\\" in utt:
             return "an id may not contain '/' or '\\' in npy: output (it names the file DIR/<id>.npy)"
         if utt in (".", ".."):
             return "an id may not be '.' or '..' in npy: output"
-        if len(utt.encode("utf-8", "surrogatepass")) > MAX_NPY_ID_BYTES:
+        if size > MAX_NPY_ID_BYTES:
             return (f"an id may not be longer than {MAX_NPY_ID_BYTES} bytes in npy: output "
                     "(file name limit)")
     return None
