@@ -27,14 +27,61 @@ __all__ = ["register", "cmd_mi_bench", "cmd_mi_estimate", "register_mi_estimate"
 DEFAULT_STEPS, FULL_STEPS = 800, 3000
 
 
+def cmd_beyond_normal(args: argparse.Namespace) -> int:
+    """``--suite beyond-normal``: score every estimator, print the table."""
+    from cpc_seq.mibench.beyond_normal import beyond_normal_tasks
+    from cpc_seq.mibench.bn_run import format_bn_table, run_beyond_normal, summarise
+    from cpc_seq.mibench.estimate import ESTIMATORS, CriticConfig
+    from cpc_seq.mibench.mienf import MienfConfig
+
+    names = [v.strip() for v in args.estimators.split(",") if v.strip()] or list(ESTIMATORS)
+    bad = [n for n in names if n not in ESTIMATORS]
+    if bad:
+        raise ConfigError(f"estimators: choose from {', '.join(ESTIMATORS)} (got {bad[0]})")
+    try:
+        ns = [int(v) for v in args.ns.split(",") if v.strip()]
+    except ValueError:
+        raise ConfigError(f"--ns: a comma list of sample sizes, got {args.ns!r}") from None
+    if not ns or min(ns) < 20 or args.seeds < 1 or args.mienf_steps < 1:
+        raise ConfigError("--ns: sizes >= 20; --seeds and --mienf-steps: >= 1")
+    tasks = beyond_normal_tasks()
+    if args.tasks:
+        wanted = [w.strip().lower() for w in args.tasks.split(",") if w.strip()]
+        tasks = [t for t in tasks if any(w in t.name.lower() for w in wanted)]
+        if not tasks:
+            raise ConfigError(f"--tasks {args.tasks!r} matches no task")
+    if args.max_tasks:
+        tasks = tasks[: args.max_tasks]
+    rows = run_beyond_normal(
+        tasks, names, ns, args.seeds, args.out,
+        mienf=MienfConfig(steps=args.mienf_steps),
+        critic=CriticConfig(steps=args.steps or 1000, batch_size=args.batch_size, lr=args.lr,
+                            hidden=args.hidden, embed=args.embed, smile_tau=args.smile_tau,
+                            mine_rate=args.mine_rate),
+        progress=not args.no_progress)
+    print(format_bn_table(summarise(rows)), end="")
+    print(f"wrote {args.out}/table.md, results.csv, rows.jsonl, heatmap.png", file=sys.stderr)
+    return 0
+
+
 def cmd_mi_bench(args: argparse.Namespace) -> int:
     """Run the benchmark and print the markdown table."""
-    from cpc_seq.mibench.run import BenchConfig, default_tasks, full_tasks, run_bench
+    from cpc_seq.mibench.run import (
+        BENCH_ESTIMATORS,
+        BenchConfig,
+        default_tasks,
+        full_tasks,
+        run_bench,
+    )
 
     if args.threads < 0:
         raise ConfigError(f"--threads must be >= 0, got {args.threads}")
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.suite == "beyond-normal":
+        return cmd_beyond_normal(args)
+    if not args.estimators:
+        args.estimators = ",".join(BENCH_ESTIMATORS)
     steps = args.steps or (FULL_STEPS if args.full else DEFAULT_STEPS)
     names = [v.strip() for v in args.estimators.split(",") if v.strip()]
     cfg = BenchConfig(estimators=names, batch_size=args.batch_size, steps=steps,
@@ -123,10 +170,10 @@ def register_mi_estimate(subparsers: argparse._SubParsersAction) -> argparse.Arg
 def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Add ``mi-bench`` and ``mi-estimate`` to an ``add_subparsers()`` object; returns the
     ``mi-bench`` parser (``func`` = :func:`cmd_mi_bench`)."""
-    register_mi_estimate(subparsers)
     from cpc_seq.mibench.critics import CRITICS
     from cpc_seq.mibench.run import BENCH_ESTIMATORS
 
+    register_mi_estimate(subparsers)
     p = subparsers.add_parser(
         "mi-bench", help="check the MI estimators against tasks with known MI",
         description="Train one small critic per estimator x task (correlated Gaussians "
@@ -136,12 +183,26 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("--out", default="exp/mi_bench", help="output directory")
+    p.add_argument("--suite", choices=("gaussian", "beyond-normal"), default="gaussian",
+                   help="gaussian: fresh-batch critics on correlated Gaussians and their "
+                   "transforms; beyond-normal: the 40 tasks of Czyz et al. 2023, every "
+                   "estimator on fixed samples of N pairs (table.md, heatmap.png)")
     p.add_argument("--full", action="store_true",
                    help="full grid: 4 transforms x dim {2, 5} x MI {0..10 step 2}")
-    p.add_argument("--estimators", default=",".join(BENCH_ESTIMATORS),
-                   help="comma list of estimators")
+    p.add_argument("--estimators", default="",
+                   help=f"comma list of estimators (default: {','.join(BENCH_ESTIMATORS)}; "
+                   "with --suite beyond-normal every estimator of mi-estimate)")
     p.add_argument("--steps", type=int, default=0,
-                   help=f"critic training steps (0 = {DEFAULT_STEPS}, {FULL_STEPS} with --full)")
+                   help=f"critic training steps (0 = {DEFAULT_STEPS}, {FULL_STEPS} with --full, "
+                   "1000 with --suite beyond-normal)")
+    p.add_argument("--ns", default="1000,5000,10000",
+                   help="beyond-normal: comma list of sample sizes N")
+    p.add_argument("--seeds", type=int, default=1, help="beyond-normal: samples per task and N")
+    p.add_argument("--tasks", default="",
+                   help="beyond-normal: comma list of substrings; run the tasks whose name "
+                   "contains one (case-insensitive)")
+    p.add_argument("--mienf-steps", type=int, default=1500,
+                   help="beyond-normal: MIENF training steps (at most; early stopping)")
     p.add_argument("--batch-size", type=int, default=128,
                    help="pairs per batch N (InfoNCE is capped at log N)")
     p.add_argument("--eval-batches", type=int, default=20,

@@ -9,8 +9,13 @@ each variable: the MI is unchanged), as the "Beyond Normal" benchmark rescales i
 - ``cca``: Gaussian closed form (:func:`~cpc_seq.mibench.baselines.cca_mi`);
 - ``infonce``, ``dv``, ``nwj``, ``mine``, ``smile``, ``jsd``: variational bounds of the
   loss core with a separable critic (:mod:`~cpc_seq.mibench.critics`) trained on random
-  minibatches of the sample; the estimate is the bound's mean over the sample cut into
-  disjoint batches. ``jsd`` trains the critic with the Jensen-Shannon loss and reports
+  minibatches of half of the sample; the estimate is the bound's mean over the other,
+  held-out half cut into disjoint batches, taken every ``eval_every`` steps; the
+  estimate is the highest held-out value (early stopping: training stops after
+  ``patience`` evaluations without a higher one). A critic scored on its own training
+  pairs overfits (on 1000 pairs of the 25 x 25 dense Gaussian, 1.29 nats, InfoNCE read
+  3.2), and one trained 1000 steps on 500 pairs and scored on held-out pairs read
+  below zero. ``jsd`` trains the critic with the Jensen-Shannon loss and reports
   the Donsker-Varadhan value of that critic (the JS loss is not an MI in nats);
   ``smile`` reports the clipped DV value (``tau = 5``) of a JS-trained critic; InfoNCE
   cannot exceed ``log(batch)``.
@@ -18,6 +23,7 @@ each variable: the MI is unchanged), as the "Beyond Normal" benchmark rescales i
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -50,6 +56,9 @@ class CriticConfig:
     embed: int = 32
     smile_tau: float = 5.0
     mine_rate: float = 0.01
+    test_fraction: float = 0.5  # held-out pairs the bound is evaluated on
+    eval_every: int = 50  # steps between held-out evaluations
+    patience: int = 5  # evaluations without a higher held-out value before stopping
     seed: int = 0
 
 
@@ -83,27 +92,39 @@ def critic_mi(name: str, x: np.ndarray, y: np.ndarray, cfg: CriticConfig | None 
     torch.manual_seed(cfg.seed)
     tx = torch.from_numpy(np.asarray(x, dtype=np.float32))
     ty = torch.from_numpy(np.asarray(y, dtype=np.float32))
-    n = tx.shape[0]
-    bs = min(cfg.batch_size, n)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    perm = torch.randperm(tx.shape[0], generator=gen)
+    n_test = max(2, int(round(cfg.test_fraction * tx.shape[0]))) if cfg.test_fraction else 0
+    test = perm[:n_test] if n_test else perm
+    train = perm[n_test:] if n_test else perm
+    bs = min(cfg.batch_size, train.numel(), test.numel())
     critic = build_critic("separable", tx.shape[1], ty.shape[1], cfg.hidden, cfg.embed)
     opt = torch.optim.Adam(critic.parameters(), lr=cfg.lr)
-    train, report = _train_eval(name, cfg)
+    objective, report = _train_eval(name, cfg)
     pos = torch.eye(bs, dtype=torch.bool)
-    gen = torch.Generator().manual_seed(cfg.seed)
-    for _ in range(cfg.steps):
-        idx = torch.randperm(n, generator=gen)[:bs]
-        out: EstimatorOutput = train(critic(tx[idx], ty[idx]), pos)
+
+    @torch.no_grad()
+    def held_out() -> float:
+        values = [float(report(critic(tx[test[i:i + bs]], ty[test[i:i + bs]]), pos).mi)
+                  for i in range(0, test.numel() - bs + 1, bs)]
+        return float(np.mean(values))
+
+    best, bad = -math.inf, 0
+    for step in range(1, cfg.steps + 1):
+        idx = train[torch.randperm(train.numel(), generator=gen)[:bs]]
+        out: EstimatorOutput = objective(critic(tx[idx], ty[idx]), pos)
         opt.zero_grad(set_to_none=True)
         out.loss.backward()
         opt.step()
-    critic.eval()
-    perm = torch.randperm(n, generator=gen)
-    values = []
-    with torch.no_grad():
-        for i in range(0, n - bs + 1, bs):
-            idx = perm[i:i + bs]
-            values.append(float(report(critic(tx[idx], ty[idx]), pos).mi))
-    return float(np.mean(values))
+        if step % cfg.eval_every == 0 or step == cfg.steps:
+            v = held_out()
+            if v > best:
+                best, bad = v, 0
+            else:
+                bad += 1
+                if bad >= cfg.patience:
+                    break
+    return best
 
 
 def estimate_mi(name: str, x: np.ndarray, y: np.ndarray, seed: int = 0,
