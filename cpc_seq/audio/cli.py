@@ -157,6 +157,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     _add_probe(sub)
     _add_validate(sub)
     _add_abx(sub)
+    from cpc_seq.audio.data.split import register as add_split_commands
+
+    add_split_commands(sub)  # split-data, combine-scp
     from cpc_seq.audio.import_cpc_audio import register as add_import_command
 
     add_import_command(sub)
