@@ -20,11 +20,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import numpy as np
 import torch
 
 from cpc_seq.cliutil import add_train_command, print_metrics, train_overrides
@@ -72,6 +70,9 @@ def _add_extract(sub: argparse._SubParsersAction) -> None:
                    help="padded audio per batch, seconds (default: 60 on CPU, where the "
                    "encoder takes it in groups of at most 10 s, since its first layers' "
                    "outputs outgrow the caches, and the GRU takes it whole; 120 on CUDA)")
+    p.add_argument("--chunk-seconds", type=float, default=60.0,
+                   help="an utterance longer than this is read and computed in spans of "
+                   "this length, in memory that does not grow with its duration (default 60)")
     p.add_argument("--device", default="cpu",
                    help="cpu, cuda, cuda:N or auto (CUDA when available); default cpu")
     p.add_argument("--threads", type=int, default=0)
@@ -186,70 +187,29 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _data_dir_of(rspec: str) -> Path:
-    if rspec.startswith("scp:"):
-        path = Path(rspec[4:])
-        if path.name != "wav.scp":
-            raise CpcSeqError(f"{rspec}: expected scp:DATA_DIR/wav.scp")
-        return path.parent
-    return Path(rspec)
-
-
 def cmd_extract(args: argparse.Namespace) -> int:
-    from cpc_seq.audio.extract import mfcc_featurizer, model_featurizer
-    from cpc_seq.audio.data.kaldi import load_data_dir
-    from cpc_seq.audio.upstream import KINDS, audio_model_from_state
-    from cpc_seq.audio.data.wav import AudioNotes
-    from cpc_seq.engine.device import resolve_device, use_bf16
+    """``cpc-seq extract``: :func:`cpc_seq.extract` on a data dir, written to WSPEC."""
+    from cpc_seq.audio.extract_pipeline import ExtractSummary, extract
     from cpc_seq.kernels.memory import keep_freed_memory
-    from cpc_seq.io.checkpoint import load_checkpoint
-    from cpc_seq.io.features import check_outputs, extract_to
 
     if args.threads < 0:
         raise CpcSeqError(f"--threads must be >= 0 (0 = torch default), got {args.threads}")
     if args.threads:
         torch.set_num_threads(args.threads)
     keep_freed_memory()  # batches reuse the memory freed by the last (cpc_seq/kernels/memory.py)
-    if args.batch_seconds < 0:
-        raise CpcSeqError(f"--batch-seconds must be positive (0 = default), got {args.batch_seconds}")
-    device = torch.device("cpu") if args.mfcc else resolve_device(args.device, "--device")
-    check_outputs(args.wspecifier, args.write_num_frames)  # before any work
-    state = None
-    if not args.mfcc:
-        state = load_checkpoint(args.ckpt, kinds=KINDS, purpose="cpc-seq extract reads audio "
-                                "(use text-extract for text, image-probe for images)")
-    dd = load_data_dir(_data_dir_of(args.rspecifier), allow_pipes=args.allow_pipes)
-    if args.mfcc:
-        sr, featurize, desc = 16000, mfcc_featurizer(16000, not args.no_cmvn), "extract mfcc"
-        hop = 160
-    else:
-        assert state is not None
-        model = audio_model_from_state(state, args.ckpt, random_init=args.random_init,
-                                       seed=args.seed)
-        model.to(device)
-        bf16 = use_bf16(args.precision, device)
-        sr, hop = model.sample_rate, model.downsample_rate
-        featurize = model_featurizer(model, args.layer, device=device, bf16=bf16)
-        desc = f"extract {args.layer}" + (" (random init)" if args.random_init else "")
-    notes = AudioNotes()
-    batch_seconds = args.batch_seconds or (120.0 if device.type == "cuda" else 60.0)
-    loaded = [0]  # samples read, for the real-time factor
-
-    def load(utt: str) -> np.ndarray:
-        wav = dd.load_audio(utt, target_sr=sr, allow_pipes=args.allow_pipes, notes=notes)
-        loaded[0] += len(wav)
-        return wav
-
-    t0 = time.perf_counter()
-    written = extract_to(
-        featurize, load, dd.utts, args.wspecifier, skip_existing=args.skip_existing,
-        max_batch_samples=int(batch_seconds * sr), num_frames_path=args.write_num_frames,
-        progress=not args.no_progress, skip_bad=args.skip_bad, desc=desc, min_samples=hop,
-    )
-    for line in notes.summary():
+    summary = extract(
+        args.rspecifier, None if args.mfcc else args.ckpt, layer=args.layer,
+        output=args.wspecifier, mfcc=args.mfcc, cmvn=not args.no_cmvn, device=args.device,
+        precision=args.precision, batch_seconds=args.batch_seconds,
+        chunk_seconds=args.chunk_seconds, num_frames=args.write_num_frames,
+        skip_existing=args.skip_existing, skip_bad=args.skip_bad,
+        allow_pipes=args.allow_pipes, progress=not args.no_progress,
+        random_init=args.random_init, seed=args.seed)
+    assert isinstance(summary, ExtractSummary)
+    for line in summary.notes:
         print(f"note: {line}", file=sys.stderr)
-    secs, audio = time.perf_counter() - t0, loaded[0] / sr
-    print(f"wrote {len(written)} utterances ({sum(written.values())} frames) to "
+    secs, audio = summary.wall_seconds, summary.audio_seconds
+    print(f"wrote {len(summary.frames)} utterances ({sum(summary.frames.values())} frames) to "
           f"{args.wspecifier}; {audio:.0f} s of audio in {secs:.1f} s "
           f"({audio / max(secs, 1e-9):.0f}x real time)", file=sys.stderr)
     return 0

@@ -14,7 +14,9 @@ Contract (s3prl's upstream interface):
   layer name (``"z"``, ``"c"``).
 * ``get_downsample_rates(key)`` -> 160 for every key (one frame per 10 ms).
 
-Built on :func:`cpc_seq.load` (``extract_features``); features are computed without
+Built on :func:`cpc_seq.load` (``extract_features``, which runs the library's
+extraction, :func:`cpc_seq.extract`: a waveform longer than 60 s is computed in spans in
+bounded memory, and non-finite features are an error); features are computed without
 gradients (frozen-upstream use, as in SUPERB); fine-tuning through this expert is not
 supported.  ``hidden_states`` holds ``z`` and ``c`` when they have the same width,
 otherwise only ``c``; choose with ``layers="c"`` or ``layers="z,c"``.

@@ -16,10 +16,10 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from cpc_seq.audio.extract import run_layers
+from cpc_seq.audio.extract_pipeline import check_waves, features_of_waves
 from cpc_seq.audio.model import CPCModel, ModelConfig, build_model
 from cpc_seq.config import from_dict
-from cpc_seq.errors import CheckpointError, ConfigError, DataError
+from cpc_seq.errors import CheckpointError, ConfigError
 
 KINDS = ("audio_cpc",)
 
@@ -57,7 +57,8 @@ class Upstream(nn.Module):
 
     @torch.no_grad()
     def extract_features(self, wavs: list[Tensor | np.ndarray]) -> dict[str, Any]:
-        """Features of 1-D waveforms at ``sample_rate`` (16 kHz for the presets).
+        """Features of 1-D waveforms at ``sample_rate`` (16 kHz for the presets), by
+        :func:`cpc_seq.extract` (a waveform longer than 60 s is computed in spans).
 
         Returns ``{"hidden_states": [z (B, T, D_z), c (B, T, D_c)], "lengths": (B,) frames,
         "downsample_rate": 160, "names": ["z", "c"], "last_hidden_state": c}``. Frames past
@@ -69,9 +70,9 @@ class Upstream(nn.Module):
                 stereo array is refused, not flattened: downmix it first), holds NaN/Inf
                 or non-numbers, or is shorter than one frame (``downsample_rate``
                 samples); also for an empty list or a bare array instead of a list.
+            CpcSeqError: non-finite features (naming the item).
         """
-        waves = self.check_waves(wavs)
-        feats = run_layers(self.model, waves, self.hidden_state_names)
+        feats = features_of_waves(self.model, wavs, self.hidden_state_names)
         lengths = torch.tensor([f["z"].shape[0] for f in feats], dtype=torch.long)
         t_max = int(lengths.max()) if len(lengths) else 0
         hidden = []
@@ -79,7 +80,7 @@ class Upstream(nn.Module):
             dim = feats[0][name].shape[1]
             h = torch.zeros(len(feats), t_max, dim)
             for i, f in enumerate(feats):
-                h[i, : f[name].shape[0]] = f[name]
+                h[i, : f[name].shape[0]] = torch.from_numpy(f[name])
             hidden.append(h)
         return {
             "hidden_states": hidden,
@@ -92,39 +93,7 @@ class Upstream(nn.Module):
     def check_waves(self, wavs: list[Tensor | np.ndarray]) -> list[Tensor]:
         """The checks of :meth:`extract_features` (the command line's, for API input):
         ``wavs`` as float32 (N,) tensors."""
-        if isinstance(wavs, (Tensor, np.ndarray, str, bytes)):
-            raise DataError("extract_features takes a list of 1-D waveforms, not one "
-                            f"{type(wavs).__name__}; for a (B, N) batch pass list(batch)")
-        wavs = list(wavs)
-        if not wavs:
-            raise DataError("extract_features: no waveforms")
-        out = []
-        for i, w in enumerate(wavs):
-            if isinstance(w, Tensor):
-                w = w.detach().cpu()
-                if w.is_complex() or w.dtype == torch.bool:
-                    raise DataError(f"waveform {i}: dtype {w.dtype} is not real audio samples")
-                t = w.to(torch.float32)
-            else:
-                try:
-                    a = np.asarray(w)
-                    if a.dtype.kind not in "fiu":
-                        raise ValueError(f"dtype {a.dtype}")
-                    t = torch.from_numpy(np.array(a, dtype=np.float32))
-                except (TypeError, ValueError) as e:
-                    raise DataError(f"waveform {i}: not an array of samples ({e})") from None
-            if t.dim() != 1:
-                raise DataError(f"waveform {i}: shape {tuple(t.shape)}, expected 1-D (N,) "
-                                "mono samples; downmix multichannel audio first (e.g. "
-                                "w.mean(0))")
-            if len(t) < self.downsample_rate:
-                raise DataError(f"waveform {i}: {len(t)} samples is shorter than one frame "
-                                f"({self.downsample_rate} samples)")
-            if not bool(torch.isfinite(t).all()):
-                bad = int((~torch.isfinite(t)).sum())
-                raise DataError(f"waveform {i}: {bad} NaN/Inf samples")
-            out.append(t)
-        return out
+        return check_waves(wavs, self.downsample_rate)
 
     def forward(self, wavs: list[Tensor | np.ndarray]) -> dict[str, Any]:
         return self.extract_features(wavs)
