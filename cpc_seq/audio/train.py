@@ -245,6 +245,9 @@ class AudioCPCTask(KStepTask):
     def step_module(self) -> nn.Module:
         return _TrainStep(self.model)
 
+    def close(self) -> None:
+        self.batches.close()  # the reader workers (they hold the run's open files)
+
     def check_resume(self, state: dict[str, Any], path: Path) -> None:
         super().check_resume(state, path)
         # keys added to ModelConfig since the checkpoint was written take their defaults

@@ -164,6 +164,10 @@ class Task:
     def on_start(self, out_dir: Path) -> None:
         """Called on rank 0 before the first step (e.g. to write a tokenizer file)."""
 
+    def close(self) -> None:
+        """Called when training ends (also on an error): stop what the task started,
+        e.g. data-reading worker processes, before the run's lock is released."""
+
 
 class Engine:
     """Runs a :class:`Task` as configured by ``optim`` and ``run``; ``run()`` trains.
@@ -357,6 +361,7 @@ class Engine:
         try:
             return self._run()
         finally:
+            self.task.close()
             self._lock.release()
             distributed.shutdown()
 
