@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections import ChainMap
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -27,7 +28,9 @@ import torch
 
 from cpc_seq.cliutil import add_train_command, print_metrics, train_overrides
 from cpc_seq.errors import CpcSeqError, DataError
+from cpc_seq.io.feature_index import open_features
 from cpc_seq.io.features import read_features
+from cpc_seq.probes.stream import DEFAULT_BUFFER_FRAMES
 
 if TYPE_CHECKING:
     from cpc_seq.audio.data.kaldi import DataDir
@@ -101,6 +104,10 @@ def _probe_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True, help="output dir (result.json, confusion.csv/png)")
     p.add_argument("--name", default=None, help="row name in tables")
+    p.add_argument("--buffer-frames", type=int, default=DEFAULT_BUFFER_FRAMES,
+                   help="feature frames held in memory: a larger training set is read from "
+                   "disk in utterance-shuffled minibatches through a shuffle buffer of this "
+                   "many frames (500000 = 0.5 GB of 256-dim features)")
     p.add_argument("--no-progress", action="store_true")
 
 
@@ -223,7 +230,7 @@ def _probe_sets(args: argparse.Namespace, utt2spk: dict[str, str] | None
     if args.feats:
         if args.train_feats or args.test_feats:
             raise CpcSeqError("give --feats, or --train-feats with --test-feats, not both")
-        feats = read_features(args.feats)
+        feats = open_features(args.feats)
         tr_split = read_split(args.train_split) if args.train_split else None
         te_split = read_split(args.test_split) if args.test_split else None
         train_utts, test_utts, missing = choose_split(sorted(feats), tr_split, te_split, utt2spk)
@@ -237,7 +244,7 @@ def _probe_sets(args: argparse.Namespace, utt2spk: dict[str, str] | None
         return feats, feats, train_utts, test_utts
     if not (args.train_feats and args.test_feats):
         raise CpcSeqError("give --feats, or both --train-feats and --test-feats")
-    train_f, test_f = read_features(args.train_feats), read_features(args.test_feats)
+    train_f, test_f = open_features(args.train_feats), open_features(args.test_feats)
     shared = sorted(set(train_f) & set(test_f))
     if shared:
         print(f"warning: {len(shared)} utterances (first {shared[0]}) are in both "
@@ -277,13 +284,13 @@ def cmd_probe(args: argparse.Namespace) -> int:
                 print(f"note: {path}: {len(stray)} labelled utterances have no features "
                       f"(first {stray[0]}); left out", file=sys.stderr)
         d = phone_probe(train_f, test_f, train_lab, test_lab, phones, args.out, name, opts,
-                        train_utts, test_utts, args.tolerance)
+                        train_utts, test_utts, args.tolerance, args.buffer_frames)
         what = f"phone accuracy on {d['n']} test frames"
     else:
         if utt2spk is None:
             raise CpcSeqError("probe speaker needs --utt2spk")
         if train_f is not test_f:
-            merged = {**train_f, **test_f}
+            merged = ChainMap(test_f, train_f)  # lazy: nothing is read here
             train_f = test_f = merged
         stray = sorted(set(utt2spk) - set(train_f))
         if stray:

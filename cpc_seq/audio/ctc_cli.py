@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Mapping
 from pathlib import Path
 
 import torch
@@ -15,10 +16,11 @@ from cpc_seq.probes.ctc import MODELS, CTCOptions, ctc_probe, ctc_table
 # -------------------------------------------------------------------- commands
 
 
-def _read_features(rspec: str) -> dict[str, torch.Tensor]:
-    from cpc_seq.io.features import read_features
+def _read_features(rspec: str) -> Mapping[str, torch.Tensor]:
+    """A lazy index of the features: each utterance is read when the probe needs it."""
+    from cpc_seq.io.feature_index import open_features
 
-    return read_features(rspec)
+    return open_features(rspec)
 
 
 def cmd_ctc_probe(args: argparse.Namespace) -> int:
@@ -60,7 +62,7 @@ def cmd_ctc_probe(args: argparse.Namespace) -> int:
     name = args.name or Path(args.out).name
     r = ctc_probe(train_f, test_f, labels, phones, args.out, name, opts, train_utts, test_utts,
                   ignore=ignore, tolerance=args.tolerance, labels_path=args.labels,
-                  test_labels=test_labels)
+                  test_labels=test_labels, buffer_frames=args.buffer_frames)
     print(f"{name}: PER {100 * r['per']:.1f}% on {r['n_test']} test utterances "
           f"({r['n_ref_phones']} phones; train PER {100 * r['train_per']:.1f}%, "
           f"{r['feature_dim']}-dim, {r['probe']})")
@@ -104,6 +106,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the init and batch order")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch default)")
     p.add_argument("--tolerance", type=int, default=2, help="label/feature frame slack")
+    p.add_argument("--buffer-frames", type=int, default=500_000,
+                   help="a training set of at most this many frames is held in memory; a "
+                   "larger one is read from disk one batch at a time")
     p.add_argument("--out", required=True, help="output dir (result.json)")
     p.add_argument("--name", default=None, help="row name in tables (default: --out's name)")
     p.add_argument("--no-progress", action="store_true", help="no per-epoch loss lines")

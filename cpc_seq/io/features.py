@@ -409,65 +409,15 @@ def write_num_frames(path: str | Path, writer: FeatureWriter, now: dict[str, int
 
 
 def read_features(rspec: str) -> dict[str, torch.Tensor]:
-    """``scp:F.scp`` (Kaldi matrices via kaldiio) or ``npy:DIR`` -> {utt: (T, D) float32}.
+    """``scp:F.scp`` (Kaldi matrices via kaldiio) or ``npy:DIR`` -> {utt: (T, D) float32},
+    all read into memory (:func:`cpc_seq.io.feature_index.open_features` reads them one
+    utterance at a time instead).
 
     Every problem (undecodable line, missing/truncated ark entry, wrong shape) is a
     DataError naming the scp file and line. Piped entries (``cmd |``), which kaldiio
     would run in a shell, are refused.
     """
-    import kaldiio
+    from cpc_seq.io.feature_index import open_features
 
-    if rspec.startswith("scp:"):
-        path = Path(rspec[4:])
-        try:
-            raw = path.read_bytes()
-        except OSError as e:
-            raise DataError(f"{path}: cannot read feature scp ({e.strerror or e})") from None
-        feats: dict[str, torch.Tensor] = {}
-        for n, line in enumerate(raw.split(b"\n"), start=1):
-            try:
-                text = line.decode("utf-8").strip()
-            except UnicodeDecodeError:
-                raise DataError(f"{path}:{n}: not UTF-8 text") from None
-            if n == 1:  # a UTF-8 byte-order mark is not part of the first key
-                text = text.removeprefix("\ufeff")
-            if not text:
-                continue
-            parts = text.split(maxsplit=1)
-            if len(parts) != 2:
-                raise DataError(f"{path}:{n}: expected 'utt ark:offset', got {text[:60]!r}")
-            utt, value = parts
-            if utt in feats:
-                raise DataError(f"{path}:{n}: duplicate utterance {utt!r}")
-            if "|" in value or value.split(":")[0].strip() == "-":
-                # kaldiio would run "cmd |" (also "cmd |:offset") in a shell, or read stdin
-                raise DataError(f"{path}:{n}: piped entry {value[:60]!r} refused in a feature "
-                                "scp (it would run a shell); write the features to an ark")
-            try:
-                mat = np.array(kaldiio.load_mat(value), dtype=np.float32)
-            except Exception as e:  # kaldiio raises many types for bad entries
-                raise DataError(f"{path}:{n}: cannot load {value!r} "
-                                f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})"
-                                ) from None
-            if mat.ndim != 2:
-                raise DataError(f"{path}:{n}: {utt} is not a matrix (shape {mat.shape})")
-            feats[utt] = torch.from_numpy(mat)
-        if not feats:
-            raise DataError(f"{path}: no features listed")
-        return feats
-    if rspec.startswith("npy:"):
-        d = Path(rspec[4:])
-        files = sorted(d.glob("*.npy")) if d.is_dir() else []
-        if not files:
-            raise DataError(f"{d}: no .npy feature files")
-        out = {}
-        for p in files:
-            try:
-                arr = np.load(p, allow_pickle=False).astype(np.float32)
-            except (OSError, ValueError) as e:
-                raise DataError(f"{p}: cannot read ({e})") from None
-            if arr.ndim != 2:
-                raise DataError(f"{p}: expected a (T, D) array, got shape {arr.shape}")
-            out[p.stem] = torch.from_numpy(arr)
-        return out
-    raise CpcSeqError(f"{rspec}: expected scp:FEATS.scp or npy:DIR")
+    index = open_features(rspec)
+    return {utt: index[utt] for utt in index}

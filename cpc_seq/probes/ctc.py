@@ -35,7 +35,7 @@ import torch
 from torch import nn
 
 from cpc_seq.config import check
-from cpc_seq.errors import DataError
+from cpc_seq.errors import ConfigError, DataError
 from cpc_seq.probes.frames import check_label_length
 
 __all__ = ["CTCOptions", "CTCRecognizer", "collapse_targets", "edit_distance", "greedy_decode",
@@ -167,13 +167,24 @@ def _batches(lengths: Sequence[int], batch_size: int, rng: np.random.Generator |
     return groups
 
 
+def _lengths(feats: Sequence[torch.Tensor]) -> list[int]:
+    """Frames of each utterance; from ``feats.lengths`` when the sequence reads its
+    features lazily (:class:`cpc_seq.probes.stream.UtteranceFeatures`)."""
+    known = getattr(feats, "lengths", None)
+    return list(known) if known is not None else [f.shape[0] for f in feats]
+
+
 def train_ctc(
     feats: Sequence[torch.Tensor], targets: Sequence[Sequence[int]], n_classes: int,
-    opts: CTCOptions,
+    opts: CTCOptions, stats: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> tuple[CTCRecognizer, list[float]]:
     """Train a recogniser on ``(T_i, D)`` features and non-empty target sequences
     (class ids ``1 .. n_classes - 1``).  Returns the model (eval mode) and the mean loss
-    of each epoch."""
+    of each epoch.
+
+    ``feats`` may read each utterance from disk when indexed (one batch is held at a
+    time); its input normalisation is then ``stats`` = (mean, std) ``(D,)`` computed in
+    a streaming pass, else it is computed here from all frames in memory."""
     opts.validate()
     if not feats:
         raise DataError("CTC probe: no training utterance")
@@ -181,10 +192,13 @@ def train_ctc(
         torch.set_num_threads(opts.threads)
     torch.manual_seed(opts.seed)
     rng = np.random.default_rng(opts.seed)
-    allf = torch.cat([f.float() for f in feats])
-    mean, std = allf.mean(0), allf.std(0).clamp_min(1e-5)
-    model = CTCRecognizer(allf.shape[1], n_classes, opts, mean, std)
-    del allf
+    if stats is None:
+        allf = torch.cat([f.float() for f in feats])
+        stats = allf.mean(0), allf.std(0).clamp_min(1e-5)
+        del allf
+    mean, std = stats
+    model = CTCRecognizer(mean.shape[0], n_classes, opts, mean, std)
+    lengths_all = _lengths(feats)
     optim = torch.optim.Adam(model.parameters(), lr=opts.lr)
     ctc = nn.CTCLoss(blank=0, reduction="mean", zero_infinity=True)
     tgt = [torch.tensor(t, dtype=torch.long) for t in targets]
@@ -192,7 +206,7 @@ def train_ctc(
     model.train()
     for epoch in range(opts.epochs):
         t0, total, n = time.perf_counter(), 0.0, 0
-        for idx in _batches([f.shape[0] for f in feats], opts.batch_size, rng):
+        for idx in _batches(lengths_all, opts.batch_size, rng):
             x, lengths = _pad([feats[i].float() for i in idx])
             y = torch.cat([tgt[i] for i in idx])
             y_len = torch.tensor([len(tgt[i]) for i in idx], dtype=torch.long)
@@ -219,7 +233,7 @@ def phone_error_rate(
     """Corpus PER of greedy decoding: ``(per, edits, reference phones, hypotheses)``."""
     model.eval()
     hyps: list[list[int]] = [[] for _ in feats]
-    for idx in _batches([f.shape[0] for f in feats], batch_size, None):
+    for idx in _batches(_lengths(feats), batch_size, None):
         x, lengths = _pad([feats[i].float() for i in idx])
         logp = model(x, lengths)
         for row, i in enumerate(idx):
@@ -234,25 +248,73 @@ def phone_error_rate(
 
 def _sets(
     feats: Mapping[str, torch.Tensor], labels: Mapping[str, np.ndarray], utts: Sequence[str],
-    class_of: Mapping[int, int], ignore: set[int], tolerance: int, where: str,
-) -> tuple[list[torch.Tensor], list[list[int]], dict[str, int]]:
-    xs, ys = [], []
+    class_of: Mapping[int, int], ignore: set[int], tolerance: int, where: str, *,
+    full: bool = False, hold_frames: int = 0, progress: bool = False, desc: str = "scan",
+) -> tuple[Sequence[torch.Tensor], list[list[int]], dict[str, int],
+           tuple[torch.Tensor, torch.Tensor] | None]:
+    """The utterances with labels and a non-empty target, their targets and the counts
+    of those left out, in one pass that reads feature lengths only (from headers where
+    ``feats`` can).
+
+    With ``full``, the kept utterances are read too: the float64 sums give the input
+    normalisation (mean, unbiased std), returned unless all frames fit in
+    ``hold_frames``, in which case the features themselves are returned (a list in
+    memory, normalised from it as before). Otherwise the features come back as a
+    sequence that reads each utterance when indexed."""
+    from tqdm.auto import tqdm
+
+    from cpc_seq.probes.stream import UtteranceFeatures, num_frames_of
+
+    kept: list[str] = []
+    lengths: list[int] = []
+    ys: list[list[int]] = []
+    held: list[torch.Tensor] | None = [] if full else None
+    n_held = 0
+    s1 = s2 = None
     counts = {"no_labels": 0, "empty_target": 0, "too_short": 0}
-    for utt in utts:
+    for utt in tqdm(utts, desc=desc, unit="utt", disable=not progress, leave=False):
         if utt not in labels:
             counts["no_labels"] += 1
             continue
-        f = torch.as_tensor(feats[utt])
-        check_label_length(utt, len(labels[utt]), f.shape[0], tolerance, path=where)
+        if utt not in feats:
+            raise DataError(f"utterance {utt!r} has no features")
+        t = num_frames_of(feats, utt)
+        check_label_length(utt, len(labels[utt]), t, tolerance, path=where)
         target = [class_of[p] for p in collapse_targets(labels[utt], ignore)]
         if not target:
             counts["empty_target"] += 1
             continue
-        if f.shape[0] < len(target):
+        if t < len(target):
             counts["too_short"] += 1
-        xs.append(f)
+        if full:
+            f = torch.as_tensor(feats[utt])
+            f64 = f.to(torch.float64)
+            if s1 is None:
+                s1 = torch.zeros(f.shape[1], dtype=torch.float64)
+                s2 = torch.zeros(f.shape[1], dtype=torch.float64)
+            elif f.shape[1] != s1.shape[0]:
+                raise DataError(f"features of utterance {utt!r} have {f.shape[1]} dims, "
+                                f"earlier ones {s1.shape[0]}")
+            s1 += f64.sum(0)
+            s2 += (f64 * f64).sum(0)
+            del f64
+            if held is not None and n_held + t <= hold_frames:
+                held.append(f)
+                n_held += t
+            else:
+                held = None
+        kept.append(utt)
+        lengths.append(t)
         ys.append(target)
-    return xs, ys, counts
+    if held is not None and full:
+        return held, ys, counts, None
+    stats = None
+    if s1 is not None and s2 is not None:
+        n = sum(lengths)
+        mean = s1 / n
+        var = ((s2 - n * mean * mean) / max(n - 1, 1)).clamp_min(0.0)
+        stats = mean.float(), var.sqrt().float().clamp_min(1e-5)
+    return UtteranceFeatures(feats, kept, lengths), ys, counts, stats
 
 
 def ctc_probe(
@@ -260,7 +322,7 @@ def ctc_probe(
     labels: Mapping[str, np.ndarray], phones: Mapping[str, int], out: str | Path, name: str,
     opts: CTCOptions, train_utts: Sequence[str], test_utts: Sequence[str],
     ignore: Iterable[str] = (), tolerance: int = 2, labels_path: str = "labels",
-    test_labels: Mapping[str, np.ndarray] | None = None,
+    test_labels: Mapping[str, np.ndarray] | None = None, buffer_frames: int = 500_000,
 ) -> dict[str, Any]:
     """Train on ``train_utts``, score PER on ``test_utts``, write ``out/result.json``.
 
@@ -270,6 +332,10 @@ def ctc_probe(
             for the test utterances when they come from another file.
         phones: symbol -> id (``phones.txt``); ``ignore``: symbols left out of targets.
         tolerance: allowed difference between label and feature frame counts.
+        buffer_frames: a training set of at most this many frames is held in memory;
+            a larger one (and the test set) is read from ``train_feats`` (which may be a
+            lazy :class:`~cpc_seq.io.feature_index.FeatureIndex`) one batch at a time,
+            normalised with statistics from a streaming pass.
 
     Returns:
         The result dict (also in ``result.json``): ``per``, ``train_per``, ``edits``,
@@ -280,6 +346,8 @@ def ctc_probe(
             train/test utterance with a non-empty target.
     """
     opts.validate()
+    if isinstance(buffer_frames, bool) or not isinstance(buffer_frames, int) or buffer_frames < 1:
+        raise ConfigError(f"buffer_frames must be an integer >= 1, got {buffer_frames!r}")
     unknown = [s for s in ignore if s not in phones]
     if unknown:
         raise DataError(f"--ignore {unknown[0]!r}: not a symbol of the phone table")
@@ -287,15 +355,18 @@ def ctc_probe(
     kept = sorted(i for i in set(phones.values()) if i not in ignore_ids)
     class_of = {pid: k + 1 for k, pid in enumerate(kept)}  # 0 = blank
     test_labels = labels if test_labels is None else test_labels
-    tr_x, tr_y, tr_counts = _sets(train_feats, labels, train_utts, class_of, ignore_ids,
-                                  tolerance, labels_path)
-    te_x, te_y, te_counts = _sets(test_feats, test_labels, test_utts, class_of, ignore_ids,
-                                  tolerance, labels_path)
+    te_x, te_y, te_counts, _ = _sets(test_feats, test_labels, test_utts, class_of, ignore_ids,
+                                     tolerance, labels_path, progress=opts.progress,
+                                     desc="check test")
+    tr_x, tr_y, tr_counts, stats = _sets(train_feats, labels, train_utts, class_of, ignore_ids,
+                                         tolerance, labels_path, full=True,
+                                         hold_frames=buffer_frames, progress=opts.progress,
+                                         desc="read train")
     if not tr_x or not te_x:
         raise DataError(f"CTC probe: {len(tr_x)} train and {len(te_x)} test utterances with "
                         f"features and a non-empty target (labels: {labels_path})")
     t0 = time.process_time()
-    model, losses = train_ctc(tr_x, tr_y, len(kept) + 1, opts)
+    model, losses = train_ctc(tr_x, tr_y, len(kept) + 1, opts, stats)
     per, edits, n_ref, _ = phone_error_rate(model, te_x, te_y)
     train_per = phone_error_rate(model, tr_x, tr_y)[0]
     cpu = time.process_time() - t0
@@ -311,7 +382,8 @@ def ctc_probe(
         "n_test": len(te_x),
         "n_classes": len(kept),
         "ignored": sorted(ignore),
-        "feature_dim": int(tr_x[0].shape[1]),
+        "feature_dim": int(model.mean.shape[0]),
+        "streamed": stats is not None,
         "losses": [round(v, 4) for v in losses],
         "skipped": {"train": tr_counts, "test": te_counts},
         "options": asdict(opts),

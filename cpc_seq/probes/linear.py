@@ -20,7 +20,7 @@ import csv
 import io
 import math
 import os
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -41,6 +41,13 @@ __all__ = [
     "result_to_dict",
     "frames_to_dataset",
     "pool_utterances",
+    "check_train_options",
+    "new_probe",
+    "fit_probe",
+    "confusion_counts",
+    "result_from_confusion",
+    "label_tensor",
+    "paired_length",
 ]
 
 _STD_FLOOR = 1e-6
@@ -193,16 +200,8 @@ def train_linear_probe(
         ConfigError: a non-positive ``epochs``/``lr``/``batch_size``, negative
             ``hidden``/``weight_decay``.
     """
-    num_classes = _check_num_classes(num_classes)
-    hidden = _check_int("hidden", hidden, 0)
-    epochs = _check_int("epochs", epochs, 1)
-    batch_size = _check_int("batch_size", batch_size, 1)
-    if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
-        raise ConfigError(f"lr must be a positive number, got {lr!r}")
-    if not (
-        isinstance(weight_decay, (int, float)) and math.isfinite(weight_decay) and weight_decay >= 0
-    ):
-        raise ConfigError(f"weight_decay must be a number >= 0, got {weight_decay!r}")
+    num_classes, hidden, epochs, batch_size = check_train_options(
+        num_classes, hidden, epochs, batch_size, lr, weight_decay)
 
     x = _check_features(train_x, "train_x").cpu()
     n, dim = x.shape
@@ -222,44 +221,106 @@ def train_linear_probe(
     if not (torch.isfinite(s1).all() and torch.isfinite(s2).all()):
         raise DataError("train_x contains NaN or infinite values")
 
+    probe = new_probe(dim, num_classes, hidden, seed,
+                      (s1, s2, n) if standardize else None)
+    gen = torch.Generator().manual_seed(seed)
+
+    def epoch_batches() -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        perm = torch.randperm(n, generator=gen)
+        for i in range(0, n, batch_size):
+            idx = perm[i : i + batch_size]
+            yield x.index_select(0, idx), y.index_select(0, idx)
+
+    fit_probe(probe, epoch_batches, epochs=epochs, n=n, lr=lr, weight_decay=weight_decay,
+              progress=progress)
+    return probe
+
+
+def check_train_options(num_classes: int, hidden: int, epochs: int, batch_size: int,
+                        lr: float, weight_decay: float) -> tuple[int, int, int, int]:
+    """Validate the options of :func:`train_linear_probe`; returns them as ints
+    ``(num_classes, hidden, epochs, batch_size)``.
+
+    Raises:
+        ConfigError: naming the first bad option.
+    """
+    num_classes = _check_num_classes(num_classes)
+    hidden = _check_int("hidden", hidden, 0)
+    epochs = _check_int("epochs", epochs, 1)
+    batch_size = _check_int("batch_size", batch_size, 1)
+    if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
+        raise ConfigError(f"lr must be a positive number, got {lr!r}")
+    if not (
+        isinstance(weight_decay, (int, float)) and math.isfinite(weight_decay) and weight_decay >= 0
+    ):
+        raise ConfigError(f"weight_decay must be a number >= 0, got {weight_decay!r}")
+    return num_classes, hidden, epochs, batch_size
+
+
+def new_probe(dim: int, num_classes: int, hidden: int, seed: int,
+              sums: tuple[torch.Tensor, torch.Tensor, int] | None) -> Probe:
+    """An untrained probe seeded with ``seed`` (the global RNG is left alone).
+
+    ``sums`` = (sum of x, sum of x**2, count) over the training frames, float64 ``(D,)``
+    each, sets the standardisation (population std; constant features get std 1);
+    None leaves it the identity.
+    """
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         probe = Probe(dim, num_classes, hidden)
-    if standardize:
+    if sums is not None:
+        s1, s2, n = sums
         mean = s1 / n
         var = (s2 / n - mean * mean).clamp_min(0.0)
         std = var.sqrt()
         std = torch.where(std > _STD_FLOOR * (1.0 + mean.abs()), std, torch.ones_like(std))
         probe.mean.copy_(mean.float())
         probe.std.copy_(std.float())
+    return probe
 
-    gen = torch.Generator().manual_seed(seed)
+
+def fit_probe(
+    probe: Probe,
+    epoch_batches: Callable[[], Iterable[tuple[torch.Tensor, torch.Tensor]]],
+    *,
+    epochs: int,
+    n: int,
+    lr: float,
+    weight_decay: float,
+    progress: bool,
+    frame_bar: bool = False,
+) -> Probe:
+    """Train ``probe`` in place with Adam and cross-entropy; ``epoch_batches()`` yields
+    one epoch's minibatches ``(x (B, D), y (B,))``, ``n`` items in all.
+
+    ``progress`` shows a tqdm bar over epochs, or with ``frame_bar`` over the items of
+    all epochs (for passes long enough to want one), with the epoch's mean loss.
+    Leaves the probe in eval mode.
+    """
     opt = torch.optim.Adam(probe.parameters(), lr=float(lr), weight_decay=float(weight_decay))
     loss_fn = nn.CrossEntropyLoss()
-
-    epoch_iter: Iterator[int] | Sequence[int] = range(epochs)
     bar = None
     if progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(epoch_iter, desc="probe", unit="epoch")
-        epoch_iter = bar
-
+        bar = (tqdm(total=epochs * n, desc="probe", unit="frame", unit_scale=True)
+               if frame_bar else tqdm(total=epochs, desc="probe", unit="epoch"))
     probe.train()
-    for _ in epoch_iter:
-        perm = torch.randperm(n, generator=gen)
-        total = 0.0
-        for i in range(0, n, batch_size):
-            idx = perm[i : i + batch_size]
-            xb = x.index_select(0, idx)
-            yb = y.index_select(0, idx)
+    for epoch in range(epochs):
+        total, seen = 0.0, 0
+        for xb, yb in epoch_batches():
             loss = loss_fn(probe(xb), yb)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            total += float(loss.detach()) * len(idx)
+            total += float(loss.detach()) * len(yb)
+            seen += len(yb)
+            if bar is not None and frame_bar:
+                bar.update(len(yb))
         if bar is not None:
-            bar.set_postfix(loss=f"{total / n:.4f}")
+            if not frame_bar:
+                bar.update(1)
+            bar.set_postfix(epoch=epoch + 1, loss=f"{total / max(seen, 1):.4f}")
     if bar is not None:
         bar.close()
     probe.eval()
@@ -296,13 +357,27 @@ def evaluate_probe(probe: Probe, x: torch.Tensor, y: torch.Tensor, num_classes: 
     n = int(y.shape[0])
     if n == 0:
         raise DataError("cannot evaluate a probe on an empty set")
+    return result_from_confusion(confusion_counts(probe, x, y, num_classes))
+
+
+def confusion_counts(probe: Probe, x: torch.Tensor, y: torch.Tensor, num_classes: int
+                     ) -> np.ndarray:
+    """``(C, C)`` int64 counts of (true ``y``, predicted) over the rows of ``x`` ``(N, D)``;
+    sums over chunks of a set give the set's confusion."""
     pred = probe.predict(x)
-    if int(pred.max()) >= num_classes:
+    if len(pred) and int(pred.max()) >= num_classes:
         raise ConfigError(f"probe predicts class {int(pred.max())} but num_classes={num_classes}")
     yy = y.numpy()
     pp = pred.numpy()
     confusion = np.bincount(yy * num_classes + pp, minlength=num_classes * num_classes)
-    confusion = confusion.reshape(num_classes, num_classes).astype(np.int64)
+    return confusion.reshape(num_classes, num_classes).astype(np.int64)
+
+
+def result_from_confusion(confusion: np.ndarray) -> ProbeResult:
+    """The :class:`ProbeResult` of a ``(C, C)`` confusion matrix of counts."""
+    n = int(confusion.sum())
+    if n == 0:
+        raise DataError("cannot evaluate a probe on an empty set")
     counts = confusion.sum(axis=1)
     diag = np.diag(confusion)
     per_class = {int(c): float(diag[c] / counts[c]) for c in np.flatnonzero(counts)}
@@ -444,6 +519,37 @@ def _as_tensor_2d(value: object, utt: str) -> torch.Tensor:
     return t.detach()
 
 
+def label_tensor(lab: object, utt: str) -> torch.Tensor:
+    """The frame labels of ``utt`` as a 1-D integer tensor (not copied when possible).
+
+    Raises:
+        DataError: not 1-D, or not integers, naming the utterance.
+    """
+    lab_t = lab if isinstance(lab, torch.Tensor) else torch.as_tensor(np.asarray(lab))
+    if lab_t.dim() != 1:
+        raise DataError(
+            f"labels of utterance {utt!r} must have shape (T,), got {tuple(lab_t.shape)}"
+        )
+    if lab_t.is_floating_point() or lab_t.is_complex() or lab_t.dtype == torch.bool:
+        raise DataError(f"labels of utterance {utt!r} must be integers, got {lab_t.dtype}")
+    return lab_t
+
+
+def paired_length(utt: str, t_feat: int, t_lab: int, tolerance: int) -> int:
+    """Frames kept of an utterance with ``t_feat`` feature and ``t_lab`` label frames:
+    the shorter length, when they differ by at most ``tolerance``.
+
+    Raises:
+        DataError: a larger difference, naming the utterance and both lengths.
+    """
+    if abs(t_feat - t_lab) > tolerance:
+        raise DataError(
+            f"utterance {utt!r}: {t_feat} feature frames but {t_lab} label frames "
+            f"(difference {abs(t_feat - t_lab)} > tolerance {tolerance})"
+        )
+    return min(t_feat, t_lab)
+
+
 def frames_to_dataset(
     features: Mapping[str, torch.Tensor],
     labels: Mapping[str, np.ndarray],
@@ -483,21 +589,9 @@ def frames_to_dataset(
             raise DataError(
                 f"features of utterance {utt!r} have {feat.shape[1]} dims, earlier ones {dim}"
             )
-        lab = labels[utt]
-        lab_t = torch.as_tensor(np.asarray(lab)) if not isinstance(lab, torch.Tensor) else lab
-        if lab_t.dim() != 1:
-            raise DataError(
-                f"labels of utterance {utt!r} must have shape (T,), got {tuple(lab_t.shape)}"
-            )
-        if lab_t.is_floating_point() or lab_t.is_complex() or lab_t.dtype == torch.bool:
-            raise DataError(f"labels of utterance {utt!r} must be integers, got {lab_t.dtype}")
+        lab_t = label_tensor(labels[utt], utt)
         t_feat, t_lab = feat.shape[0], lab_t.shape[0]
-        if abs(t_feat - t_lab) > tolerance:
-            raise DataError(
-                f"utterance {utt!r}: {t_feat} feature frames but {t_lab} label frames "
-                f"(difference {abs(t_feat - t_lab)} > tolerance {tolerance})"
-            )
-        t = min(t_feat, t_lab)
+        t = paired_length(utt, t_feat, t_lab, tolerance)
         trimmed += (t_feat - t) + (t_lab - t)
         xs.append(feat[:t])
         ys.append(lab_t[:t].to(torch.long))
@@ -512,12 +606,15 @@ def frames_to_dataset(
 
 
 def pool_utterances(
-    features: Mapping[str, torch.Tensor], utts: Sequence[str], how: str = "mean"
+    features: Mapping[str, torch.Tensor], utts: Sequence[str], how: str = "mean",
+    progress: bool = False,
 ) -> torch.Tensor:
     """One vector per utterance, for utterance-level (speaker) probes.
 
     ``how`` is ``"mean"`` or ``"max"`` over frames (``(U, D)``), or ``"meanstd"``: the
-    mean and population std concatenated (``(U, 2 D)``).  Rows follow ``utts``.
+    mean and population std concatenated (``(U, 2 D)``).  Rows follow ``utts``. Each
+    utterance is looked up once, so a lazy mapping (features read from disk on lookup)
+    is pooled holding one utterance at a time; ``progress`` shows a bar.
     """
     if how not in ("mean", "max", "meanstd"):
         raise ConfigError(f"how must be 'mean', 'max' or 'meanstd', got {how!r}")
@@ -525,7 +622,9 @@ def pool_utterances(
         raise DataError("no utterances to pool")
     rows = []
     dim: int | None = None
-    for utt in utts:
+    from tqdm.auto import tqdm
+
+    for utt in tqdm(utts, desc=f"pool ({how})", unit="utt", disable=not progress, leave=False):
         if utt not in features:
             raise DataError(f"utterance {utt!r} has no features")
         feat = _as_tensor_2d(features[utt], utt)

@@ -30,12 +30,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from cpc_seq.errors import DataError
+from cpc_seq.errors import ConfigError, DataError
 from cpc_seq.io.atomic import atomic_write
 from cpc_seq.probes.linear import (
     ProbeResult,
     evaluate_probe,
-    frames_to_dataset,
     pool_utterances,
     result_to_dict,
     save_confusion_csv,
@@ -43,6 +42,12 @@ from cpc_seq.probes.linear import (
     train_linear_probe,
 )
 from cpc_seq.probes.options import ProbeOptions
+from cpc_seq.probes.stream import (
+    DEFAULT_BUFFER_FRAMES,
+    evaluate_stream,
+    scan_frames,
+    train_probe_on,
+)
 
 
 def default_split(utts: Sequence[str], utt2spk: Mapping[str, str] | None = None,
@@ -115,39 +120,57 @@ def phone_probe(
     train_labels: Mapping[str, np.ndarray], test_labels: Mapping[str, np.ndarray],
     phones: Mapping[str, int], out: str | Path, name: str, opts: ProbeOptions,
     train_utts: Sequence[str] | None = None, test_utts: Sequence[str] | None = None,
-    tolerance: int = 2,
+    tolerance: int = 2, buffer_frames: int = DEFAULT_BUFFER_FRAMES,
 ) -> dict[str, Any]:
-    """Frame-level phone probe; writes result.json, confusion.csv/png under ``out``."""
+    """Frame-level phone probe; writes result.json, confusion.csv/png under ``out``.
+
+    The features may be lazy mappings (:func:`cpc_seq.io.feature_index.open_features`):
+    at most ``buffer_frames`` training frames are held in memory (:mod:`cpc_seq.probes.
+    stream`); a training set that fits is trained on in memory, exactly as before.
+    """
     train_utts = sorted(train_feats) if train_utts is None else list(train_utts)
     test_utts = sorted(test_feats) if test_utts is None else list(test_utts)
     if not train_utts or not test_utts:
         raise DataError(f"phone probe: {len(train_utts)} train and {len(test_utts)} test "
                         "utterances; both are needed")
-    tr = frames_to_dataset(train_feats, train_labels, train_utts, tolerance)
-    te = frames_to_dataset(test_feats, test_labels, test_utts, tolerance)
+    if isinstance(buffer_frames, bool) or not isinstance(buffer_frames, int) or buffer_frames < 1:
+        raise ConfigError(f"buffer_frames must be an integer >= 1, got {buffer_frames!r}")
     num_classes = max(phones.values()) + 1
-    probe = train_linear_probe(
-        tr.x, tr.y, num_classes=num_classes, hidden=opts.hidden, epochs=opts.epochs, lr=opts.lr,
+    te = scan_frames(test_feats, test_labels, test_utts, tolerance, full=False,
+                     num_classes=num_classes, progress=opts.progress, desc="check test")
+    tr = scan_frames(train_feats, train_labels, train_utts, tolerance, hold_frames=buffer_frames,
+                     num_classes=num_classes, progress=opts.progress, desc="read train")
+    probe = train_probe_on(
+        tr, num_classes=num_classes, hidden=opts.hidden, epochs=opts.epochs, lr=opts.lr,
         batch_size=opts.batch_size, seed=opts.seed, progress=opts.progress,
+        buffer_frames=buffer_frames,
     )
-    res = evaluate_probe(probe, te.x, te.y, num_classes)
+    res = evaluate_stream(probe, te, num_classes, opts.progress, "evaluate test")
     names = [""] * num_classes
     for sym, i in phones.items():
         names[i] = sym
     return _write_outputs(Path(out), res, names, {
         "name": name, "task": "phone", "probe": "mlp" if opts.hidden else "linear",
-        "train_accuracy": evaluate_probe(probe, tr.x, tr.y, num_classes).accuracy,
-        "train_frames": int(tr.x.shape[0]), "train_utterances": len(tr.utts),
-        "test_utterances": len(te.utts), "feature_dim": int(tr.x.shape[1]),
-        "skipped_unlabelled": tr.n_skipped + te.n_skipped,
+        "train_accuracy": evaluate_stream(probe, tr, num_classes, opts.progress,
+                                          "evaluate train").accuracy,
+        "train_frames": tr.n_frames, "train_utterances": len(tr.utts),
+        "test_utterances": len(te.utts), "feature_dim": int(tr.dim or 0),
+        "skipped_unlabelled": len(tr.skipped) + len(te.skipped),
+        "streamed": tr.held is None,
     })
 
 
-def window_vectors(feats: Mapping[str, torch.Tensor], utts: Sequence[str], window_frames: int
-                   ) -> tuple[torch.Tensor, list[str]]:
-    """The feature at the last frame of each full window: (W, D) and the utterance of each."""
+def window_vectors(feats: Mapping[str, torch.Tensor], utts: Sequence[str], window_frames: int,
+                   progress: bool = False) -> tuple[torch.Tensor, list[str]]:
+    """The feature at the last frame of each full window: (W, D) and the utterance of each.
+
+    Each utterance is looked up once and only its window rows are kept, so a lazy
+    mapping holds one utterance at a time (W is the frame count / ``window_frames``).
+    """
+    from tqdm.auto import tqdm
+
     rows, owners = [], []
-    for u in utts:
+    for u in tqdm(utts, desc="windows", unit="utt", disable=not progress, leave=False):
         f = feats[u]
         idx = torch.arange(window_frames - 1, f.shape[0], window_frames)
         if len(idx) == 0:  # shorter than one window: use its last frame
@@ -175,10 +198,10 @@ def speaker_probe(
 
     def build(utts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
         if level == "utterance":
-            x = pool_utterances(feats, utts, how="mean")
+            x = pool_utterances(feats, utts, how="mean", progress=opts.progress)
             owners = list(utts)
         elif level == "window":
-            x, owners = window_vectors(feats, utts, window_frames)
+            x, owners = window_vectors(feats, utts, window_frames, opts.progress)
         else:
             raise DataError(f"speaker probe level {level!r}: utterance or window")
         y = torch.tensor([spk_id[utt2spk[u]] for u in owners], dtype=torch.long)
