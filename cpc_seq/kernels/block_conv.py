@@ -5,7 +5,9 @@ as one im2col matmul whose weight gradient is computed in the BLAS-friendly orie
 :class:`BlockConv` is a convolution whose kernel is a multiple of its stride as one
 matmul over stride-sized blocks of the input (no im2col copy), forward and backward.
 Together with :mod:`.winograd` they let the encoder run without ``conv1d`` and without a
-transpose between layers (:mod:`.encoder`); what that buys is measured there.
+transpose between layers (:mod:`.encoder`); what that buys is measured there. The
+waveform layer's weight gradient in :class:`NarrowLinear`'s orientation saved about 14 ms
+of the fp32 step when it landed (docs/speed.md).
 """
 
 from __future__ import annotations

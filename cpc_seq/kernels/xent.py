@@ -8,15 +8,19 @@ dtype (bf16 under autocast) a block of rows at a time that stays in cache, keeps
 the (R,) log-normalisers for the backward, finds the hit with ``amax`` (argmax only for
 rows with ties), and writes the gradient straight in the scores' dtype.
 
-What it buys, measured (``benchmarks/bench_kernels.py``): see :data:`MEASURED`.
+What it buys, measured (``OMP_NUM_THREADS=2 python benchmarks/bench_kernels.py --threads 2 --reps 5 --inner 3``,
+small-preset step shapes, forward + backward, 5 alternating rounds, on a 2-core machine
+shared at load average 8-13, so ranges are wide: re-measure on a quiet machine): the whole k-step loss ran at 0.47x
+(cross_batch, fp32; range 0.34-0.55), 0.65x (bf16), 0.29x (all, fp32 and bf16) the speed
+of the plain path - slower: its many per-chunk ops suffer most on a contended machine.
+The 1.3-1.5x step gains recorded in docs/speed.md when it landed (with the other kernels,
+on a quiet machine) need this re-measured before ``auto`` keeps it.
 """
 
 from __future__ import annotations
 
 import torch
 from torch import Tensor
-
-MEASURED = ""
 
 #: Scores converted to float32 at once: about 1 MiB on the CPU (stays in cache).
 CHUNK_ELEMENTS = 1 << 18

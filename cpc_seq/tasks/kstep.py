@@ -5,16 +5,19 @@ dev evaluation over fixed windows, and the negatives' generator.
 A subclass sets ``self.model`` (with ``predict``), ``self.cfg`` (``loss``, ``data.window``,
 ``data.batch_size``, ``train.eval_windows``, optionally ``model.kernels``),
 ``self.batches`` and optionally ``self.dev_store`` in :meth:`setup`, calls
-:meth:`init_negatives`, and provides :meth:`dev_batch` (a batch of fixed dev windows) and
+:meth:`init_loss`, and provides :meth:`dev_batch` (a batch of fixed dev windows) and
 :meth:`step_module`.
 """
 
 from __future__ import annotations
 
+import math
+import sys
 from typing import Any
 
 import torch
 from torch import Tensor, nn
+from tqdm import tqdm
 
 from cpc_seq.engine import distributed
 from cpc_seq.engine.log import kstep_metrics
@@ -31,6 +34,15 @@ class KStepTask(Task):
     ctx: Context
     batches: Any
     dev_store: Any = None
+    #: The at-chance warning: once ``chance_check_fraction`` of ``train.steps`` have run,
+    #: if the InfoNCE accuracy averaged over the last ``chance_window`` steps is below
+    #: ``chance_factor`` x chance (1 / candidates, averaged over the same steps), the
+    #: log says so, once (a model that has not left chance by then rarely does).
+    chance_check_fraction: float = 0.2
+    chance_factor: float = 2.0
+    chance_window: int = 50
+    _steps_seen: int = 0
+    _chance_recent: list[tuple[float, float]] | None = None
 
     def check_batch_split(self, ctx: Context) -> None:
         """The global batch must divide by the processes."""
@@ -72,6 +84,42 @@ class KStepTask(Task):
     def metrics(self, out: StepOutput) -> dict[str, float]:
         return kstep_metrics(out.extra)
 
+    def after_step(self, out: StepOutput) -> dict[str, float]:
+        self.watch_chance(out.extra)
+        return {}
+
+    def watch_chance(self, out: KStepOutput) -> str | None:
+        """Count a training step and, at the check step (``chance_check_fraction`` of
+        ``train.steps``, at least ``chance_window`` steps in), warn on the main process
+        when the accuracy of the last ``chance_window`` steps is still at chance. Returns
+        the warning (None when there is none)."""
+        self._steps_seen += 1
+        if self._chance_recent is None:
+            self._chance_recent = []
+        total = int(self.cfg.train.steps)
+        at = max(math.ceil(self.chance_check_fraction * total), min(self.chance_window, total))
+        if self._steps_seen > at:
+            return None
+        if self._steps_seen > at - self.chance_window:
+            self._chance_recent.append((float(out.step_acc.float().mean()),
+                                        1.0 / max(int(out.num_candidates), 1)))
+        if self._steps_seen < at or not self._chance_recent:
+            return None
+        acc = sum(a for a, _ in self._chance_recent) / len(self._chance_recent)
+        chance = sum(c for _, c in self._chance_recent) / len(self._chance_recent)
+        self._chance_recent = []
+        if acc >= self.chance_factor * chance:
+            return None
+        msg = (f"warning: after {at} of {total} steps the InfoNCE accuracy is "
+               f"{100 * acc:.2f} % (mean of the last {self.chance_window} steps), still at "
+               f"chance: 1/candidates = 1/{round(1 / chance)} = {100 * chance:.2f} % "
+               f"(warned below {self.chance_factor:g}x chance). The model is not learning "
+               f"the contrastive task; more steps rarely change that (check the learning "
+               f"rate and the score scale; docs/text.md, 'At chance').")
+        if self.ctx.dist.is_main:
+            tqdm.write(msg, file=sys.stderr)
+        return msg
+
     def postfix(self, metrics: dict[str, float]) -> dict[str, str]:
         return {"loss": f"{metrics['train/loss']:.3f}", "acc": f"{metrics['train/acc']:.3f}"}
 
@@ -98,9 +146,12 @@ class KStepTask(Task):
         return {"dev/loss": sum(losses) / len(losses), "dev/acc": sum(accs) / len(accs)}
 
     def state_dict(self) -> dict[str, Any]:
-        return {"batches": self.batches.state_dict(), "rng_neg": self.neg_gen.get_state()}
+        return {"batches": self.batches.state_dict(), "rng_neg": self.neg_gen.get_state(),
+                "steps_seen": self._steps_seen}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.batches.load_state_dict(state["batches"])
+        # the at-chance check counts steps across resumes (older checkpoints: from here)
+        self._steps_seen = int(state.get("steps_seen", 0))
         rng = state["rng_neg"]
         self.neg_gen.set_state(rng.cpu() if self.ctx.device.type == "cpu" else rng)
