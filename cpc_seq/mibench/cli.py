@@ -1,14 +1,16 @@
-"""``cpc-seq mi-bench``: MI estimators against known MI; a table, CSV/JSON and a PNG.
-``cpc-seq mi-estimate``: every estimator on a given sample of pairs.
+"""``cpc-seq mi bench``: MI estimators against known MI; a table, CSV/JSON and a PNG.
+``cpc-seq mi estimate``: every estimator on a given sample of pairs.
 
 Examples::
 
-    cpc-seq mi-bench --out exp/mi_bench                  # quick grid, a few CPU-minutes
-    cpc-seq mi-bench --out exp/mi_bench_full --full      # every transform x dim x MI
-    cpc-seq mi-bench --estimators infonce,nwj --steps 200 --out /tmp/mb
-    cpc-seq mi-estimate npy:x.npy npy:y.npy              # one line per estimator
-    cpc-seq mi-estimate --estimator mienf --estimator ksg --shift 2 \
+    cpc-seq mi bench --out exp/mi_bench                  # quick grid, a few CPU-minutes
+    cpc-seq mi bench --out exp/mi_bench_full --full      # every transform x dim x MI
+    cpc-seq mi bench --estimators infonce,nwj --steps 200 --out /tmp/mb
+    cpc-seq mi estimate npy:x.npy npy:y.npy              # one line per estimator
+    cpc-seq mi estimate --estimator mienf --estimator ksg --shift 2 \
         scp:exp/c/feats.scp scp:exp/z/feats.scp          # I(c_t; z_{t+2})
+    cpc-seq mi info-plane --out exp/ip_fmnist            # noisy convnet, Fashion-MNIST
+    cpc-seq mi info-plane --model exp/run/last.pt --data data/tiny/dev --out exp/ip_cpc
 
 ``cpc_seq.cli`` registers the commands with :func:`register`.
 """
@@ -22,7 +24,8 @@ import torch
 
 from cpc_seq.errors import ConfigError
 
-__all__ = ["register", "cmd_mi_bench", "cmd_mi_estimate", "register_mi_estimate"]
+__all__ = ["register", "cmd_mi_bench", "cmd_mi_estimate", "register_mi_estimate",
+           "cmd_info_plane", "register_info_plane"]
 
 DEFAULT_STEPS, FULL_STEPS = 800, 3000
 
@@ -167,13 +170,128 @@ def register_mi_estimate(subparsers: argparse._SubParsersAction) -> argparse.Arg
     return p
 
 
+def cmd_info_plane(args: argparse.Namespace) -> int:
+    """Synthetic check, then the information plane of the convnet or of CPC checkpoints;
+    writes ``info_plane.json`` and ``info_plane.png`` under ``--out``."""
+    import json
+    from pathlib import Path
+
+    from cpc_seq.io.atomic import atomic_write
+    from cpc_seq.mibench.info_plane import (
+        ConvnetRun,
+        InfoPlaneConfig,
+        convnet_info_plane,
+        cpc_info_plane,
+        curves_json,
+        plot_info_plane,
+        synthetic_check,
+    )
+
+    cfg = InfoPlaneConfig(dim=args.dim, k=args.k, compression=args.compression,
+                          estimator=args.estimator, noise_sigma=args.noise_sigma,
+                          smooth=args.smooth, seed=args.seed)
+    cfg.validate()
+    if args.threads < 0 or args.check_size < 8 * args.k:
+        raise ConfigError(f"--threads must be >= 0 and --check-size >= {8 * args.k}")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    check = synthetic_check(n=args.check_size, dim=cfg.dim, k=cfg.k, seed=cfg.seed)
+    print(f"synthetic check (N = {args.check_size}): true vs estimate, nats")
+    for r in check:
+        print(f"  {r['check']}: {r['true']:.3f} vs {r['estimate']:.3f}")
+
+    def say(line: str) -> None:
+        print(line, flush=True)
+
+    if args.model:
+        curves = cpc_info_plane(args.model, args.data, cfg, labels=args.labels,
+                                phones=args.phones, n_frames=args.frames,
+                                layers=[v for v in args.layers.split(",") if v] or None,
+                                with_init=not args.no_init, progress=say)
+        title = f"CPC layers vs phone labels, {curves.extra['frames']} frames of {args.data}"
+    else:
+        run = ConvnetRun(data_root=args.data_root, train_size=args.train_size,
+                         eval_size=args.eval_size, epochs=args.epochs,
+                         evals_per_epoch=args.evals_per_epoch, batch_size=args.batch_size,
+                         lr=args.lr)
+        curves = convnet_info_plane(run, cfg, progress=say)
+        title = (f"noisy convnet on Fashion-MNIST ({run.train_size} train, "
+                 f"{run.eval_size} test images)")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    with atomic_write(out / "info_plane.json", "w") as f:
+        json.dump(curves_json(curves, cfg, check), f, indent=1)
+    plot_info_plane(curves, cfg, out / "info_plane.png", title=title)
+    print(f"wrote {out}/info_plane.json, info_plane.png", file=sys.stderr)
+    return 0
+
+
+def register_info_plane(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Add ``info-plane`` (``func`` = :func:`cmd_info_plane`)."""
+    from cpc_seq.mibench.info_plane import COMPRESSORS, MI_ESTIMATORS
+
+    p = subparsers.add_parser(
+        "info-plane", help="information-plane analysis of a network's layers by lossy "
+        "compression",
+        description="Information-plane analysis by lossy compression (Butakov et al. "
+        "2024): noisy layer outputs, input and layers compressed to a few dimensions, "
+        "I(X; L) and I(L; Y) per layer from weighted Kozachenko-Leonenko (or KSG) k-NN "
+        "entropies, smoothed curves. Runs a check on Gaussians / uniforms with known "
+        "entropy and MI first. Without --model: a small noisy convnet trained on "
+        "Fashion-MNIST, a point per layer a few times per epoch. With --model: a CPC audio "
+        "model's layers (conv1..convL, c) against frame phone labels, a point per layer "
+        "per checkpoint. Writes info_plane.json and info_plane.png under --out.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--out", default="exp/info_plane", help="output directory")
+    p.add_argument("--model", action="append", metavar="CKPT",
+                   help="audio CPC checkpoint (repeat for a trajectory, in order); "
+                   "without it the Fashion-MNIST convnet is analysed")
+    p.add_argument("--dim", type=int, default=4, help="dimensions of each compressed variable")
+    p.add_argument("--k", type=int, default=5, help="neighbours of the k-NN estimators")
+    p.add_argument("--compression", choices=COMPRESSORS, default="pca",
+                   help="pca (whitened, scikit-learn) or ae (small MLP autoencoder)")
+    p.add_argument("--estimator", choices=MI_ESTIMATORS, default="wkl",
+                   help="I(X; L) from weighted Kozachenko-Leonenko entropies or KSG")
+    p.add_argument("--noise-sigma", type=float, default=1e-3,
+                   help="std of the additive Gaussian noise on layer outputs (and input)")
+    p.add_argument("--smooth", type=float, default=1.0,
+                   help="Gaussian smoothing width of the curves, in points (0 = none)")
+    p.add_argument("--check-size", type=int, default=2000,
+                   help="samples of the synthetic check at known entropy / MI")
+    p.add_argument("--seed", type=int, default=0, help="seed of subsets, noise and training")
+    p.add_argument("--threads", type=int, default=1, help="torch threads (0 = torch default)")
+    g = p.add_argument_group("convnet on Fashion-MNIST (without --model)")
+    g.add_argument("--data-root", default="/usr/share/datasets/fashion-mnist",
+                   help="Fashion-MNIST IDX files")
+    g.add_argument("--train-size", type=int, default=10000, help="training images")
+    g.add_argument("--eval-size", type=int, default=2000,
+                   help="test images the MI is estimated on")
+    g.add_argument("--epochs", type=int, default=8, help="training epochs")
+    g.add_argument("--evals-per-epoch", type=int, default=2, help="points per epoch")
+    g.add_argument("--batch-size", type=int, default=100, help="training batch size")
+    g.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
+    g = p.add_argument_group("CPC audio model (with --model)")
+    g.add_argument("--data", default="data/tiny/dev", help="Kaldi data dir")
+    g.add_argument("--labels", help="frame labels (default DATA/phone_frames.txt)")
+    g.add_argument("--phones", help="phone table (default DATA/phones.txt or its parent's)")
+    g.add_argument("--frames", type=int, default=4000, help="random frames analysed")
+    g.add_argument("--layers", default="",
+                   help="comma list of layers (default every conv layer and c)")
+    g.add_argument("--no-init", action="store_true",
+                   help="leave out the randomly initialised model at step 0")
+    p.set_defaults(func=cmd_info_plane)
+    return p
+
+
 def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    """Add ``mi-bench`` and ``mi-estimate`` to an ``add_subparsers()`` object; returns the
+    """Add ``mi-bench``, ``mi-estimate`` and ``info-plane`` to an ``add_subparsers()`` object; returns the
     ``mi-bench`` parser (``func`` = :func:`cmd_mi_bench`)."""
     from cpc_seq.mibench.critics import CRITICS
     from cpc_seq.mibench.run import BENCH_ESTIMATORS
 
     register_mi_estimate(subparsers)
+    register_info_plane(subparsers)
     p = subparsers.add_parser(
         "mi-bench", help="check the MI estimators against tasks with known MI",
         description="Train one small critic per estimator x task (correlated Gaussians "
