@@ -8,7 +8,7 @@ prints one row per size:
 - index build time (headers read, ``utt2num_samples`` written) and its peak RSS;
 - data start-up: from the cached index to the first batch read (index tables, the first
   epoch's plan, one batch of audio): the part of a restart that grows with the corpus;
-- restart-to-first-step: wall time of ``cpc-seq train ... train.steps=1`` on the cached
+- restart-to-first-step: wall time of ``cpc-seq audio train ... train.steps=1`` on the cached
   index (the whole process: Python and torch start-up, model construction, one step);
 - peak RSS of 50 training steps (tiny encoder, batch 8 x 20480 samples, 2 loader
   workers) at 1 rank, and per rank at 2 ranks under torchrun (gloo);

@@ -5,13 +5,13 @@
         --ref-batch-seconds 10
     python benchmarks/bench_extract.py --preset paper --precision fp32 --profile
 
-Runs what ``cpc-seq extract`` runs per batch (utterances sorted by length, grouped into
+Runs what ``cpc-seq audio extract`` runs per batch (utterances sorted by length, grouped into
 padded batches of at most ``--batch-seconds`` of audio, per-utterance normalisation,
 the model under no_grad - the encoder in groups of at most 10 s, the GRU once per batch -
 features copied out per utterance) on random 16 kHz
 utterances of 2-15 s, and prints audio seconds per wall second (x real time) and per
 CPU second of the process. Reading audio and writing the ark are not included
-(``cpc-seq extract`` reports its own rate).
+(``cpc-seq audio extract`` reports its own rate).
 
 ``--vs REF`` times the same thing with another commit's ``cpc_seq`` (a temporary git
 worktree, removed afterwards) in alternating subprocesses, ``--reps`` pairs, and prints
@@ -64,7 +64,7 @@ def _runner(model, waves, layer: str, prec: str, batch_seconds: float):
     except ImportError:  # older trees
         from cpc_seq.audio.extract import length_batches
 
-    memory_as_the_cli_runs()  # as cpc-seq extract runs
+    memory_as_the_cli_runs()  # as cpc-seq audio extract runs
     featurize = model_featurizer(model, layer, bf16=prec == "bf16")
     batches = list(length_batches({u: len(w) for u, w in waves.items()},
                                   int(batch_seconds * 16000)))
@@ -138,9 +138,9 @@ def main() -> None:
     ap.add_argument("--layer", default="c")
     ap.add_argument("--precision", default="fp32,bf16")
     ap.add_argument("--batch-seconds", default="60",
-                    help="comma-separated padded-batch sizes to try (cpc-seq extract: 60 on CPU)")
+                    help="comma-separated padded-batch sizes to try (cpc-seq audio extract: 60 on CPU)")
     ap.add_argument("--ref-batch-seconds",
-                    help="--vs: the reference tree's batch size, if its cpc-seq extract used "
+                    help="--vs: the reference tree's batch size, if its cpc-seq audio extract used "
                     "another default (10 before the encoder took batches in 10 s groups)")
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--threads", type=int, default=torch.get_num_threads())

@@ -5,7 +5,7 @@ features. This writes a feature set of that shape cheaply: a few real utterances
 (random 256-dim float32 matrices of 8-16 s at 100 frames per second) in one ark, and an
 scp with as many entries as N hours need, each pointing at one of those ark offsets
 under its own utterance id, with matching frame labels (41 classes). The probe then runs
-in a subprocess (``cpc-seq probe phone``, its own shuffle buffer) and its peak RSS is
+in a subprocess (``cpc-seq audio probe phone``, its own shuffle buffer) and its peak RSS is
 read from the kernel's accounting of that process (``wait4``).
 
     python benchmarks/bench_probe_memory.py 10 100       # hours; prints a table
@@ -73,9 +73,9 @@ def write_features(out: Path, hours: float, name: str = "train", dim: int = DIM,
 def probe_peak_rss(train: dict, test: dict, out: Path, epochs: int = 1,
                    batch_size: int = 4096, buffer_frames: int | None = None,
                    threads: int = 1) -> dict[str, float]:
-    """Run ``cpc-seq probe phone`` on the written sets in a subprocess; returns its peak
+    """Run ``cpc-seq audio probe phone`` on the written sets in a subprocess; returns its peak
     RSS in MiB, wall seconds and exit status."""
-    cmd = [sys.executable, "-m", "cpc_seq", "probe", "phone", "--no-progress",
+    cmd = [sys.executable, "-m", "cpc_seq", "audio", "probe", "phone", "--no-progress",
            "--train-feats", f"scp:{train['scp']}", "--test-feats", f"scp:{test['scp']}",
            "--labels", str(train["labels"]), "--test-labels", str(test["labels"]),
            "--phones", str(train["phones"]), "--epochs", str(epochs),

@@ -57,7 +57,7 @@ def make_step(preset: str, negatives: str, n_neg: int, bf16: bool, batch: int, w
               n_steps: int, losses: list[float] | None = None):
     """One training step (forward, k-step InfoNCE, backward, clip, Adam) as a closure,
     with the tree's own optimizer, in a process whose CPU memory is handled as
-    ``cpc-seq train`` handles it.
+    ``cpc-seq audio train`` handles it.
 
     Seeded: the same model init, input and negatives in every tree. If ``losses`` is
     given, every step appends its loss to it.

@@ -20,7 +20,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 
 def memory_as_the_cli_runs() -> bool:
-    """Apply the tree's own CPU-memory policy, as ``cpc-seq train`` / ``extract`` do
+    """Apply the tree's own CPU-memory policy, as ``cpc-seq audio train`` / ``extract`` do
     (``train.cpu_memory: keep``; see ``cpc_seq/kernels/memory.py``, before that
     ``cpc_seq/engine/memory.py``). Trees without one (older commits) run with the C
     library's default. Returns whether memory is kept."""

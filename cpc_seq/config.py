@@ -4,7 +4,7 @@
   values of the wrong type with a :class:`~cpc_seq.errors.ConfigError` that names the key
   (``model.dim_c: expected int, got 'abc'``).
 - :func:`apply_overrides` applies ``key=value`` strings (dotted keys, values parsed as
-  YAML scalars), as in ``cpc-seq train --config c.yaml train.steps=100 model.context=lstm``.
+  YAML scalars), as in ``cpc-seq audio train --config c.yaml train.steps=100 model.context=lstm``.
 - :func:`to_dict` gives the plain dict stored in checkpoints.
 
 Range checks live in each dataclass's ``validate()`` (called by :func:`from_dict`).
@@ -112,6 +112,15 @@ def from_dict(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:
     if validate is not None:
         validate()
     return obj
+
+
+def load_config(cls: type[T], path: str | Path | None, overrides: list[str] | None = None
+                ) -> T:
+    """The one config loader: a YAML file (optional) plus ``key=value`` overrides, as the
+    validated dataclass ``cls`` (every modality's ``load_config`` is this with its class)."""
+    data = load_yaml(path) if path is not None else {}
+    data = apply_overrides(data, overrides or [])
+    return from_dict(cls, data)
 
 
 def to_dict(obj: Any) -> Any:

@@ -98,11 +98,11 @@ def test_run_writes_table_heatmap_and_resumes(tmp_path: Path) -> None:
 
 
 def test_cli_beyond_normal(tmp_path: Path, capsys) -> None:
-    rc = main(["mi-bench", "--suite", "beyond-normal", "--tasks", "bivariate", "--ns", "200",
+    rc = main(["mi", "bench", "--suite", "beyond-normal", "--tasks", "bivariate", "--ns", "200",
                "--estimators", "cca", "--out", str(tmp_path), "--no-progress"])
     assert rc == 0
     assert "| Bivariate normal 1x1 | 0.413 |" in capsys.readouterr().out
-    rc = main(["mi-bench", "--suite", "beyond-normal", "--tasks", "nothing-like-this",
+    rc = main(["mi", "bench", "--suite", "beyond-normal", "--tasks", "nothing-like-this",
                "--out", str(tmp_path), "--no-progress"])
     assert rc == 2 and "matches no task" in capsys.readouterr().err
 

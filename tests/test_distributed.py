@@ -32,12 +32,12 @@ def _args(out: Path, *extra: str) -> list[str]:
 
 def test_two_gloo_processes_match_one(tmp_path: Path) -> None:
     env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
-    one = subprocess.run([sys.executable, "-m", "cpc_seq", "train", *_args(tmp_path / "one")],
+    one = subprocess.run([sys.executable, "-m", "cpc_seq", "audio", "train", *_args(tmp_path / "one")],
                          env=env, capture_output=True, text=True)
     assert one.returncode == 0, one.stderr[-2000:]
     two = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
-         "--master-port", str(_free_port()), "-m", "cpc_seq", "train", *_args(tmp_path / "two")],
+         "--master-port", str(_free_port()), "-m", "cpc_seq", "audio", "train", *_args(tmp_path / "two")],
         env=env, capture_output=True, text=True)
     assert two.returncode == 0, two.stderr[-3000:]
     a = load_checkpoint(tmp_path / "one" / "last.pt")["model"]
@@ -49,7 +49,7 @@ def test_two_gloo_processes_match_one(tmp_path: Path) -> None:
     # so the result must differ: the comparison above is not vacuous
     three = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
-         "--master-port", str(_free_port()), "-m", "cpc_seq", "train",
+         "--master-port", str(_free_port()), "-m", "cpc_seq", "audio", "train",
          *_args(tmp_path / "three", "loss.cross_rank=false")],
         env=env, capture_output=True, text=True)
     assert three.returncode == 0, three.stderr[-3000:]

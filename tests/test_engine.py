@@ -220,6 +220,6 @@ def test_every_help_shows_the_defaults(capsys: pytest.CaptureFixture[str]) -> No
     from cpc_seq.cli import main
 
     with pytest.raises(SystemExit):
-        main(["probe", "phone", "--help"])
+        main(["audio", "probe", "phone", "--help"])
     out = " ".join(capsys.readouterr().out.split())
     assert "--epochs EPOCHS (default: 20)" in out and "--lr LR (default: 0.001)" in out

@@ -120,16 +120,16 @@ def test_long_file_is_streamed_in_spans_to_the_same_features(tmp_path: Path,
 
     for src in (d, seg):
         ref = tmp_path / f"ref_{src.name}"
-        assert main(["extract", "--ckpt", str(ckpt), "--no-progress", "--chunk-seconds", "100",
+        assert main(["audio", "extract", "--ckpt", str(ckpt), "--no-progress", "--chunk-seconds", "100",
                      f"scp:{src}/wav.scp", f"ark,scp:{ref}.ark,{ref}.scp"]) == 0
         whole = dict(kaldiio.load_scp(f"{ref}.scp"))
         decoded.clear()
         monkeypatch.setattr(DataDir, "load_audio", spy)
         out = tmp_path / f"out_{src.name}"
-        assert main(["extract", "--ckpt", str(ckpt), "--no-progress", "--chunk-seconds", "0.4",
+        assert main(["audio", "extract", "--ckpt", str(ckpt), "--no-progress", "--chunk-seconds", "0.4",
                      "--write-num-frames", f"ark,t:{out}/utt2num_frames",
                      f"scp:{src}/wav.scp", f"ark,scp:{out}/c.ark,{out}/c.scp"]) == 0
-        assert main(["extract", "--ckpt", str(ckpt), "--no-progress", "--chunk-seconds", "0.4",
+        assert main(["audio", "extract", "--ckpt", str(ckpt), "--no-progress", "--chunk-seconds", "0.4",
                      f"scp:{src}/wav.scp", f"npy:{out}/npy"]) == 0
         monkeypatch.setattr(DataDir, "load_audio", real_load)
         assert set(decoded) <= {"b_short"}  # the long ones were never decoded whole
@@ -179,7 +179,7 @@ def test_memory_does_not_grow_with_the_recording(tmp_path: Path, monkeypatch) ->
         seen.clear()
         d = _data_dir(tmp_path / f"d{seconds}", {"x": _speech(seconds)})
         out = tmp_path / f"o{seconds}"
-        assert main(["extract", "--ckpt", str(ckpt), "--no-progress", "--chunk-seconds", "0.25",
+        assert main(["audio", "extract", "--ckpt", str(ckpt), "--no-progress", "--chunk-seconds", "0.25",
                      f"scp:{d}/wav.scp", f"ark,scp:{out}.ark,{out}.scp"]) == 0
         assert kaldiio.load_mat(f"{out}.ark:2").shape[0] == int(seconds * 100)
         peaks.append(dict(seen))
@@ -233,7 +233,7 @@ def test_huge_finite_samples_normalise_without_overflow(tmp_path: Path) -> None:
     d = _data_dir(tmp_path / "d", {"huge": huge, "plain": speech}, subtype="FLOAT")
     out = tmp_path / "f"
     for i, chunk in enumerate([[], ["--chunk-seconds", "0.5"]]):  # whole, and in spans
-        assert main(["extract", "--ckpt", str(ckpt), "--no-progress", *chunk,
+        assert main(["audio", "extract", "--ckpt", str(ckpt), "--no-progress", *chunk,
                      f"scp:{d}/wav.scp", f"ark,scp:{out}{i}.ark,{out}{i}.scp"]) == 0
         feats = dict(kaldiio.load_scp(f"{out}{i}.scp"))
         assert np.isfinite(feats["huge"]).all()
@@ -250,7 +250,7 @@ def test_overflowing_checkpoint_is_an_error_with_nothing_written(tmp_path: Path,
     out = tmp_path / "f"
     target = f"ark,scp:{out}.ark,{out}.scp" if wspec == "ark,scp" else f"npy:{out}"
     for chunk in ([], ["--chunk-seconds", "0.3"]):  # whole, and in spans
-        rc = main(["extract", "--ckpt", str(ckpt), "--no-progress", *chunk,
+        rc = main(["audio", "extract", "--ckpt", str(ckpt), "--no-progress", *chunk,
                    f"scp:{d}/wav.scp", target])
         err = capsys.readouterr().err
         assert rc == 2, err
@@ -277,7 +277,7 @@ def test_long_recording_at_another_rate_is_decoded_then_computed_in_spans(
     feats = []
     for chunk in ("60", "0.4"):
         out = tmp_path / f"o{chunk}"
-        assert main(["extract", "--ckpt", str(ckpt), "--no-progress", "--chunk-seconds", chunk,
+        assert main(["audio", "extract", "--ckpt", str(ckpt), "--no-progress", "--chunk-seconds", chunk,
                      f"scp:{d}/wav.scp", f"npy:{out}"]) == 0
         feats.append(np.load(out / "r.npy"))
     assert feats[0].shape == (300, 16)

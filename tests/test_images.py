@@ -488,11 +488,11 @@ def test_dim_training_checkpoint_and_exact_resume(tmp_path: Path) -> None:
 
 def test_cli_train_and_probe_table(tmp_path: Path, capsys) -> None:
     root = fake_fashion_mnist(tmp_path / "fm")
-    assert image_main(["image-train", *_tiny_overrides(tmp_path, "amdim", root)]) == 0
+    assert image_main(["image", "train", *_tiny_overrides(tmp_path, "amdim", root)]) == 0
     ckpt = tmp_path / "amdim" / "last.pt"
     assert load_checkpoint(ckpt)["kind"] == "amdim"
     capsys.readouterr()
-    rc = image_main(["image-probe", "--ckpt", str(ckpt), "--out", str(tmp_path / "probe"),
+    rc = image_main(["image", "probe", "--ckpt", str(ckpt), "--out", str(tmp_path / "probe"),
                      "--epochs", "2", "--no-progress", "--threads", "1"])
     assert rc == 0
     table = capsys.readouterr().out
@@ -516,15 +516,15 @@ def test_amdim_trains_on_small_local_cifar_files(tmp_path: Path) -> None:
 
 
 def test_cli_user_errors_exit_2(tmp_path: Path, capsys) -> None:
-    rc = image_main(["image-train", "kind=dim", f"data.root={tmp_path / 'missing'}",
+    rc = image_main(["image", "train", "kind=dim", f"data.root={tmp_path / 'missing'}",
                      f"train.out_dir={tmp_path / 'o'}", "train.progress=false"])
     err = capsys.readouterr().err
     assert rc == 2 and "missing: data set directory does not exist" in err
     assert "train-images-idx3-ubyte" in err
-    assert image_main(["image-train", "kind=vae"]) == 2
+    assert image_main(["image", "train", "kind=vae"]) == 2
     assert "kind: one of ('dim', 'amdim')" in capsys.readouterr().err
     (tmp_path / "x.pt").write_bytes(b"junk")
-    assert image_main(["image-probe", "--ckpt", str(tmp_path / "x.pt"), "--out",
+    assert image_main(["image", "probe", "--ckpt", str(tmp_path / "x.pt"), "--out",
                        str(tmp_path / "p")]) == 2
     assert "not a cpc_seq checkpoint (a text file" in capsys.readouterr().err
     assert issubclass(DataError, CpcSeqError)

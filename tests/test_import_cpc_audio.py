@@ -46,7 +46,7 @@ def _close(got: torch.Tensor | np.ndarray, ref: np.ndarray) -> None:
 def imported(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     out = tmp_path_factory.mktemp("imported")
     paths = {"A": out / "a.pt", "B": out / "b.pt", "B1": out / "b1.pt"}
-    assert main(["import-checkpoint", "--from", "cpc_audio", str(A / "checkpoint_0.pt"),
+    assert main(["audio", "import-checkpoint", "--from", "cpc_audio", str(A / "checkpoint_0.pt"),
                  str(paths["A"])]) == 0
     import_cpc_audio(B / "checkpoint_0.pt", paths["B"])
     import_cpc_audio(B / "checkpoint_0.pt", paths["B1"], ar_level=1)
@@ -125,10 +125,10 @@ def test_downstream_load_upstream_and_extract(imported: dict[str, Path], tmp_pat
     data.mkdir()
     (data / "wav.scp").write_text(f"utt1 {FIX / 'input' / 'wave_1p6s_16k.wav'}\n")
     for layer, ref in (("c", "ref_c.npy"), ("z", "ref_z.npy")):
-        assert main(["extract", "--ckpt", str(imported["B"]), "--layer", layer,
+        assert main(["audio", "extract", "--ckpt", str(imported["B"]), "--layer", layer,
                      "--no-progress", f"scp:{data}/wav.scp", f"npy:{tmp_path / layer}"]) == 0
         _close(np.load(tmp_path / layer / "utt1.npy"), np.load(B / ref))
-    assert main(["extract", "--ckpt", str(imported["A"]), "--layer", "conv3", "--no-progress",
+    assert main(["audio", "extract", "--ckpt", str(imported["A"]), "--layer", "conv3", "--no-progress",
                  f"scp:{data}/wav.scp",
                  f"ark,scp:{tmp_path}/c3.ark,{tmp_path}/c3.scp"]) == 0
     import kaldiio
@@ -159,7 +159,7 @@ def _fails(argv: list[str], capsys: pytest.CaptureFixture[str], out: Path, *word
 def test_bad_input_is_one_line_and_writes_nothing(tmp_path: Path,
                                                   capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "out" / "x.pt"
-    cmd = ["import-checkpoint", "--from", "cpc_audio"]
+    cmd = ["audio", "import-checkpoint", "--from", "cpc_audio"]
     trunc = tmp_path / "t" / "checkpoint_0.pt"
     trunc.parent.mkdir()
     trunc.write_bytes((A / "checkpoint_0.pt").read_bytes()[:100_000])
@@ -220,7 +220,7 @@ def _train_args(out: Path) -> list[str]:
 def test_train_init_from_imported(imported: dict[str, Path], tmp_path: Path,
                                   capsys: pytest.CaptureFixture[str]) -> None:
     run = tmp_path / "ft"
-    assert main(["train", "--init-from", str(imported["A"]), *_train_args(run)]) == 0
+    assert main(["audio", "train", "--init-from", str(imported["A"]), *_train_args(run)]) == 0
     err = capsys.readouterr().err
     assert "prediction heads from the checkpoint" in err
     start = load_checkpoint(imported["A"])["model"]
@@ -230,12 +230,12 @@ def test_train_init_from_imported(imported: dict[str, Path], tmp_path: Path,
         diff = (tuned["model"][key] - start[key]).abs().max()
         assert 0 < diff < 0.05, key  # started there and moved
     run2 = tmp_path / "ft2"
-    assert main(["train", "--init-from", str(imported["A"]), *_train_args(run2),
+    assert main(["audio", "train", "--init-from", str(imported["A"]), *_train_args(run2),
                  "model.predictor=linear"]) == 0
     assert "fresh prediction heads" in capsys.readouterr().err
     assert tuned["model"]["encoder.norms.0.weight"].shape == (32,)
     run3 = tmp_path / "ft3"
-    assert main(["train", "--init-from", str(imported["A"]), *_train_args(run3),
+    assert main(["audio", "train", "--init-from", str(imported["A"]), *_train_args(run3),
                  "model.context=gru"]) == 2
     err = capsys.readouterr().err.strip()
     assert "model.context" in err and "\n" not in err and not run3.exists()

@@ -1,4 +1,4 @@
-"""MI bounds (NWJ, MINE, SMILE) and ``cpc-seq mi-bench`` against known MI."""
+"""MI bounds (NWJ, MINE, SMILE) and ``cpc-seq mi bench`` against known MI."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 import torch
 
-from cpc_seq.cliutil import run_command
 from cpc_seq.losses import (
     MineEstimator,
     MineState,
@@ -20,7 +19,6 @@ from cpc_seq.losses import (
     nwj,
     smile,
 )
-from cpc_seq.mibench.cli import register
 from cpc_seq.mibench.critics import build_critic
 from cpc_seq.mibench.run import BenchConfig, run_one
 from cpc_seq.mibench.tasks import TRANSFORMS, Task, gaussian_mi, rho_for_mi
@@ -196,18 +194,15 @@ def test_critics_score_every_pair() -> None:
 
 
 def cli_main(argv: list[str]) -> int:
-    """``cpc-seq mi-bench ...`` through :func:`register` (what ``cpc_seq.cli`` calls)."""
-    import argparse
+    """``cpc-seq mi bench ...`` as the command line runs it."""
+    from cpc_seq.cli import main
 
-    parser = argparse.ArgumentParser(prog="cpc-seq")
-    register(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    return run_command(args.func, args)
+    return main(argv)
 
 
 def test_cli_mi_bench_writes_table_csv_json_png(tmp_path: Path, capsys) -> None:
     out = tmp_path / "mb"
-    rc = cli_main(["mi-bench", "--out", str(out), "--max-tasks", "2", "--steps", "5",
+    rc = cli_main(["mi", "bench", "--out", str(out), "--max-tasks", "2", "--steps", "5",
                    "--eval-batches", "2", "--estimators", "infonce,mine", "--batch-size", "16",
                    "--no-progress"])
     assert rc == 0
@@ -218,13 +213,13 @@ def test_cli_mi_bench_writes_table_csv_json_png(tmp_path: Path, capsys) -> None:
     assert {r["estimator"] for r in data["rows"]} == {"infonce", "mine"}
     assert (out / "results.csv").read_text().startswith("task,transform,dim,true_mi,estimator")
     assert (out / "mi_bench.png").read_bytes()[:4] == b"\x89PNG"
-    assert cli_main(["mi-bench", "--estimators", "jsd", "--out", str(out)]) == 2
+    assert cli_main(["mi", "bench", "--estimators", "jsd", "--out", str(out)]) == 2
     assert "estimators: choose from" in capsys.readouterr().err
 
 
 def test_cli_mi_bench_help_shows_defaults(capsys) -> None:
     with pytest.raises(SystemExit):
-        cli_main(["mi-bench", "--help"])
+        cli_main(["mi", "bench", "--help"])
     text = capsys.readouterr().out
     for opt in ("--out", "--steps", "--batch-size", "--estimators", "--critic", "--seed",
                 "--threads", "--smile-tau", "--mine-rate"):

@@ -1,4 +1,4 @@
-"""MIENF, KSG and CCA against known MI, and ``cpc-seq mi-estimate``."""
+"""MIENF, KSG and CCA against known MI, and ``cpc-seq mi estimate``."""
 
 from __future__ import annotations
 
@@ -118,7 +118,7 @@ def test_cli_mi_estimate_npy(tmp_path: Path, capsys) -> None:
     x, y = _pairs(500, 0.75)
     np.save(tmp_path / "x.npy", x[:, 0])  # (N,) reads as (N, 1)
     np.save(tmp_path / "y.npy", y)
-    rc = main(["mi-estimate", "--estimator", "cca", "--estimator", "ksg",
+    rc = main(["mi", "estimate", "--estimator", "cca", "--estimator", "ksg",
                f"npy:{tmp_path / 'x.npy'}", f"npy:{tmp_path / 'y.npy'}"])
     assert rc == 0
     lines = capsys.readouterr().out.splitlines()
@@ -133,7 +133,7 @@ def test_cli_mi_estimate_bad_input_is_one_line(tmp_path: Path, capsys) -> None:
     np.save(tmp_path / "short.npy", np.zeros((19, 2)))
     for xs, ys, msg in (("bad.npy", "y.npy", "bad.npy: cannot read"),
                         ("y.npy", "short.npy", "short.npy: 19 rows")):
-        rc = main(["mi-estimate", "--estimator", "cca", f"npy:{tmp_path / xs}",
+        rc = main(["mi", "estimate", "--estimator", "cca", f"npy:{tmp_path / xs}",
                    f"npy:{tmp_path / ys}"])
         err = capsys.readouterr().err.strip().splitlines()
         assert rc == 2 and len(err) == 1 and msg in err[0], err

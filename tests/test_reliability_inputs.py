@@ -36,7 +36,7 @@ def _one_thread():
 @pytest.fixture(scope="module")
 def ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("ckpt") / "run"
-    assert main(["train", *TINY, "train.steps=2", f"train.out_dir={out}"]) == 0
+    assert main(["audio", "train", *TINY, "train.steps=2", f"train.out_dir={out}"]) == 0
     return out / "last.pt"
 
 
@@ -62,7 +62,7 @@ def test_probe_default_split_never_tests_on_training_data(tmp_path: Path, capsys
     _npy_feats(tmp_path / "f", utts)
     _labels(tmp_path / "lab", utts)
     (tmp_path / "u2s").write_text("".join(f"{u} s1\n" for u in utts))
-    rc = main(["probe", "phone", "--no-progress", "--epochs", "1", "--feats",
+    rc = main(["audio", "probe", "phone", "--no-progress", "--epochs", "1", "--feats",
                f"npy:{tmp_path / 'f'}", "--labels", str(tmp_path / "lab"), "--utt2spk",
                str(tmp_path / "u2s"), "--out", str(tmp_path / "p")])
     err = capsys.readouterr().err
@@ -76,7 +76,7 @@ def test_probe_default_split_small_speakers_train_only(tmp_path: Path, capsys) -
     _npy_feats(tmp_path / "f", big + small)
     _labels(tmp_path / "lab", big + small + ["s9-stray"])
     (tmp_path / "u2s").write_text("".join(f"{u} {u[:2]}\n" for u in big + small))
-    rc = main(["probe", "phone", "--no-progress", "--epochs", "1", "--feats",
+    rc = main(["audio", "probe", "phone", "--no-progress", "--epochs", "1", "--feats",
                f"npy:{tmp_path / 'f'}", "--labels", str(tmp_path / "lab"), "--utt2spk",
                str(tmp_path / "u2s"), "--out", str(tmp_path / "p")])
     err = capsys.readouterr().err
@@ -214,7 +214,7 @@ def test_wav_cut_in_half_is_an_error_naming_the_file(tmp_path: Path, capsys) -> 
     with pytest.raises(DataError, match=r"spk-1\.wav is truncated: its header declares 8000 "
                        r"frames but the file holds 39\d\d"):
         load_data_dir(d).load_audio(utts[1])
-    rc = main(["extract", "--mfcc", "--no-progress", str(d), f"npy:{tmp_path / 'o'}"])
+    rc = main(["audio", "extract", "--mfcc", "--no-progress", str(d), f"npy:{tmp_path / 'o'}"])
     err = capsys.readouterr().err
     assert rc == 2 and "spk-1.wav is truncated" in err
     # a streamed WAV whose header leaves the size unset is read as it is
@@ -231,11 +231,11 @@ def test_validate_data_reads_what_extract_reads(tmp_path: Path, capsys) -> None:
     bad = np.zeros(8000, dtype=np.float32)
     bad[10] = np.nan
     sf.write(d / f"{utts[0]}.wav", bad, 16000, subtype="FLOAT")
-    assert main(["validate-data", str(d)]) == 2
+    assert main(["audio", "validate", str(d)]) == 2
     err = capsys.readouterr().err
     assert "spk-0" in err and "NaN/Inf" in err and err.count("\n") == 1
     # --headers-only keeps the old quick check
-    assert main(["validate-data", "--headers-only", str(d)]) == 0
+    assert main(["audio", "validate", "--headers-only", str(d)]) == 0
     capsys.readouterr()
 
     d = tmp_path / "flac"
@@ -243,10 +243,10 @@ def test_validate_data_reads_what_extract_reads(tmp_path: Path, capsys) -> None:
     for u in utts:  # both truncated: the count is reported
         p = d / f"{u}.flac"
         p.write_bytes(p.read_bytes()[: p.stat().st_size // 2])
-    assert main(["validate-data", str(d)]) == 2
+    assert main(["audio", "validate", str(d)]) == 2
     err = capsys.readouterr().err
     assert "spk-0" in err and "2 of 2 utterances cannot be read" in err
-    assert main(["extract", "--mfcc", "--no-progress", str(d), f"npy:{tmp_path / 'o'}"]) == 2
+    assert main(["audio", "extract", "--mfcc", "--no-progress", str(d), f"npy:{tmp_path / 'o'}"]) == 2
 
 
 def test_validate_data_notes_labels_without_audio(tmp_path: Path, capsys) -> None:
@@ -254,7 +254,7 @@ def test_validate_data_notes_labels_without_audio(tmp_path: Path, capsys) -> Non
     utts = _data_dir(d)
     lab = tmp_path / "lab"
     lab.write_text("".join(f"{u} {' '.join(['1'] * 50)}\n" for u in [*utts, "zz-9"]))
-    assert main(["validate-data", str(d), "--labels", str(lab)]) == 0
+    assert main(["audio", "validate", str(d), "--labels", str(lab)]) == 0
     cap = capsys.readouterr()
     assert "1 labelled utterances are not in" in cap.err and "zz-9" in cap.err
     assert "labels for 2" in cap.out
@@ -264,7 +264,7 @@ def test_speaker_probe_notes_utt2spk_without_features(tmp_path: Path, capsys) ->
     utts = [f"s{s}-{i}" for s in (1, 2) for i in range(5)]
     _npy_feats(tmp_path / "f", utts)
     (tmp_path / "u2s").write_text("".join(f"{u} {u[:2]}\n" for u in [*utts, "s3-0"]))
-    rc = main(["probe", "speaker", "--no-progress", "--epochs", "1", "--feats",
+    rc = main(["audio", "probe", "speaker", "--no-progress", "--epochs", "1", "--feats",
                f"npy:{tmp_path / 'f'}", "--utt2spk", str(tmp_path / "u2s"),
                "--out", str(tmp_path / "p")])
     err = capsys.readouterr().err
@@ -272,7 +272,7 @@ def test_speaker_probe_notes_utt2spk_without_features(tmp_path: Path, capsys) ->
 
 
 def test_validate_data_passes_the_tiny_dev_set_in_full(capsys) -> None:
-    assert main(["validate-data", str(DEV), "--labels", str(DEV / "phone_frames.txt"),
+    assert main(["audio", "validate", str(DEV), "--labels", str(DEV / "phone_frames.txt"),
                  "--phones", str(DEV.parent / "phones.txt")]) == 0
     assert "agree with the audio" in capsys.readouterr().out
 

@@ -171,7 +171,7 @@ def text_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_checkpoint_of_the_wrong_kind_is_an_error(text_ckpt: Path, tmp_path: Path,
                                                   capsys) -> None:
     capsys.readouterr()
-    assert main(["extract", "--ckpt", str(text_ckpt), "--no-progress", str(DEV),
+    assert main(["audio", "extract", "--ckpt", str(text_ckpt), "--no-progress", str(DEV),
                  f"ark,scp:{tmp_path}/f.ark,{tmp_path}/f.scp"]) == 2
     err = _err(capsys)
     assert "text_token checkpoint" in err and "audio_cpc" in err
@@ -201,7 +201,7 @@ def test_files_that_are_not_checkpoints(tmp_path: Path, capsys) -> None:
               "adir": "is a directory; give the checkpoint file",
               "new.pt": "written by a newer cpc_seq (checkpoint version 99"}
     for name, want in expect.items():
-        assert main(["extract", "--ckpt", str(tmp_path / name), str(DEV),
+        assert main(["audio", "extract", "--ckpt", str(tmp_path / name), str(DEV),
                      f"npy:{tmp_path / 'o'}"]) == 2
         err = _err(capsys)
         assert f"{tmp_path / name}: {want}" in err, err
@@ -253,7 +253,7 @@ def test_outputs_honour_the_umask(tmp_path: Path, umask: int) -> None:
     try:
         out = tmp_path / "run"
         assert main(_argv("audio", out, Path("unused"), "train.steps=1")) == 0
-        assert main(["extract", "--mfcc", "--no-progress", "--write-num-frames",
+        assert main(["audio", "extract", "--mfcc", "--no-progress", "--write-num-frames",
                      f"ark,t:{tmp_path}/u2nf", str(DEV),
                      f"ark,scp:{tmp_path}/f.ark,{tmp_path}/f.scp"]) == 0
     finally:

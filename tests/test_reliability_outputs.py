@@ -50,7 +50,7 @@ def _err(capsys: pytest.CaptureFixture[str]) -> str:
 
 
 def _mfcc(*args: str) -> int:
-    return main(["extract", "--mfcc", "--no-progress", *args])
+    return main(["audio", "extract", "--mfcc", "--no-progress", *args])
 
 
 # ------------------------------------------------------------ outputs checked first
@@ -212,7 +212,7 @@ def test_torch_save_failing_on_a_full_disk(tmp_path: Path, monkeypatch, capsys) 
         save_checkpoint({"kind": "audio_cpc", "config": {}, "model": {}}, tmp_path / "x.pt")
     assert list(tmp_path.iterdir()) == []  # no temporary file left
     out = tmp_path / "run"
-    assert main(["train", *TINY, "train.steps=2", f"train.out_dir={out}"]) == 2
+    assert main(["audio", "train", *TINY, "train.steps=2", f"train.out_dir={out}"]) == 2
     err = _err(capsys)
     assert f"{out / 'last.pt'}: cannot write" in err and not (out / "last.pt").exists()
 
@@ -234,9 +234,9 @@ def test_a_real_full_filesystem(tmp_path: Path) -> None:
     py = sys.executable
     script = (
         f"mount -t tmpfs -o size=64k tmpfs {mnt} && "
-        f"{py} -m cpc_seq extract --mfcc --no-progress {DEV} "
+        f"{py} -m cpc_seq audio extract --mfcc --no-progress {DEV} "
         f"ark,scp:{mnt}/f.ark,{mnt}/f.scp 2> {tmp_path}/extract.err; echo $? > {tmp_path}/extract.rc; "
-        f"rm -f {mnt}/*; {py} -m cpc_seq train {' '.join(TINY)} train.steps=2 "
+        f"rm -f {mnt}/*; {py} -m cpc_seq audio train {' '.join(TINY)} train.steps=2 "
         f"train.out_dir={mnt}/run 2> {tmp_path}/train.err; echo $? > {tmp_path}/train.rc"
     )
     env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
@@ -274,7 +274,7 @@ def test_directory_where_a_file_is_expected_and_vice_versa(tmp_path: Path, capsy
     assert f"{out / 'result.json'}: is a directory" in _err(capsys)
     cfg = tmp_path / "conf"
     cfg.mkdir()
-    assert main(["train", "--config", str(cfg)]) == 2
+    assert main(["audio", "train", "--config", str(cfg)]) == 2
     assert f"{cfg}: cannot read config" in _err(capsys)
 
 
@@ -327,7 +327,7 @@ def test_negative_threads_refused_by_every_command(capsys) -> None:
 
     commands = _commands_with_threads()
     names = [n for n, _ in commands]
-    assert {"extract", "text-extract", "text-probe", "image-probe"} <= set(names), names
+    assert {"audio extract", "text extract", "text probe", "image probe"} <= set(names), names
     for name, parser in commands:
         ns = argparse.Namespace(**{a.dest: a.default for a in parser._actions
                                    if a.dest != "help"})
@@ -339,10 +339,10 @@ def test_negative_threads_refused_by_every_command(capsys) -> None:
 
 
 def test_negative_threads_on_the_command_line(tmp_path: Path, capsys) -> None:
-    assert main(["text-extract", "--threads", "-3", "--ckpt", str(tmp_path / "x.pt"),
+    assert main(["text", "extract", "--threads", "-3", "--ckpt", str(tmp_path / "x.pt"),
                  f"text:{tmp_path / 't'}", f"npy:{tmp_path / 'o'}"]) == 2
     assert "--threads must be >= 0" in _err(capsys)
-    assert main(["image-probe", "--threads", "-3", "--ckpt", str(tmp_path / "x.pt"),
+    assert main(["image", "probe", "--threads", "-3", "--ckpt", str(tmp_path / "x.pt"),
                  "--out", str(tmp_path / "o")]) == 2
     assert "--threads must be >= 0" in _err(capsys)
 

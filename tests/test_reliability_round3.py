@@ -6,7 +6,6 @@ checkpoints that are finite on a probe batch."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -61,10 +60,10 @@ def _abx_case(d: Path, nan_file: str | None) -> tuple[Path, Path]:
 def test_abx_refuses_non_finite_features_naming_the_file(tmp_path: Path, capsys) -> None:
     """All-NaN features scored 0.00 % error with exit 0."""
     d, item = _abx_case(tmp_path / "ok", None)
-    assert main(["abx", "--feats", f"npy:{d}", "--item", str(item)]) == 0
+    assert main(["audio", "abx", "--feats", f"npy:{d}", "--item", str(item)]) == 0
     capsys.readouterr()
     d, item = _abx_case(tmp_path / "nan", "f3")
-    assert main(["abx", "--feats", f"npy:{d}", "--item", str(item)]) == 2
+    assert main(["audio", "abx", "--feats", f"npy:{d}", "--item", str(item)]) == 2
     err = _err(capsys)
     assert "'f3'" in err and "not finite" in err and "x.item:5" in err, err
 
@@ -80,7 +79,7 @@ def test_yaml_duplicated_key_is_an_error_naming_both_lines(tmp_path: Path, capsy
     conf.write_text("train:\n  steps: 2\n  log_every: 1\n  steps: 3000000\n")
     with pytest.raises(ConfigError, match=r"c\.yaml:4: duplicated key 'steps' \(first at line 2\)"):
         load_yaml(conf)
-    assert main(["train", "--config", str(conf), f"train.out_dir={tmp_path / 'o'}"]) == 2
+    assert main(["audio", "train", "--config", str(conf), f"train.out_dir={tmp_path / 'o'}"]) == 2
     assert "c.yaml:4" in _err(capsys)
     assert not (tmp_path / "o").exists()
     # a merge (<<: *base) may still override a key it brought in
@@ -99,7 +98,7 @@ def test_huge_seed_is_a_config_error(tmp_path: Path, capsys) -> None:
         assert main([*cmd, "train.seed=99999999999999999999999",
                      f"train.out_dir={tmp_path / cmd[0]}"]) == 2, cmd
         assert "train.seed" in _err(capsys)
-    assert main(["probe", "phone", "--feats", "npy:x", "--labels", "l", "--out", "o",
+    assert main(["audio", "probe", "phone", "--feats", "npy:x", "--labels", "l", "--out", "o",
                  "--seed", "-1"]) == 2
     assert "--seed" in _err(capsys)
 
@@ -132,12 +131,12 @@ def test_audio_ids_cannot_write_outside_the_npy_folder(tmp_path: Path, capsys, b
     """``../../x`` in wav.scp wrote ``x.npy`` two folders up; ``sub/dir`` a subfolder."""
     dd = _wav_dir(tmp_path / "a" / "b" / "data", ["ok-1", bad])
     out = tmp_path / "a" / "b" / "npy"
-    rc = main(["extract", "--mfcc", "--no-progress", str(dd), f"npy:{out}"])
+    rc = main(["audio", "extract", "--mfcc", "--no-progress", str(dd), f"npy:{out}"])
     assert rc == 2
     assert repr(bad) in _err(capsys)
     assert sorted(p.name for p in tmp_path.rglob("*.npy")) == []
     # the same ids are fine in an ark (only npy makes them file names)
-    rc = main(["extract", "--mfcc", "--no-progress", str(dd),
+    rc = main(["audio", "extract", "--mfcc", "--no-progress", str(dd),
                f"ark,scp:{tmp_path}/f.ark,{tmp_path}/f.scp"])
     assert rc == 0
     capsys.readouterr()
@@ -148,7 +147,7 @@ def test_text_ids_cannot_write_outside_the_npy_folder(tmp_path: Path, capsys,
     items = tmp_path / "items.txt"
     items.write_text("good in the beginning\n../../evil and the earth\n")
     out = tmp_path / "o" / "p" / "npy"
-    assert main(["text-extract", "--ckpt", str(text_ckpt), "--layer", "z", f"text:{items}",
+    assert main(["text", "extract", "--ckpt", str(text_ckpt), "--layer", "z", f"text:{items}",
                  f"npy:{out}"]) == 2
     assert "'../../evil'" in _err(capsys)
     assert list(tmp_path.rglob("*.npy")) == []
@@ -204,16 +203,16 @@ def test_textgrid_span_is_bounded(tmp_path: Path, capsys) -> None:
     pytest.importorskip("praatio")
     _textgrid(tmp_path / "big.TextGrid", 1e8, [(0, 0.05, "a"), (0.05, 1e8, "b")])
     out = tmp_path / "labels.txt"
-    assert main(["labels-from-textgrid", str(tmp_path), "--out", str(out)]) == 2
+    assert main(["audio", "labels-from-textgrid", str(tmp_path), "--out", str(out)]) == 2
     err = _err(capsys)
     assert "big.TextGrid" in err and "xmax 1e+08 s" in err and "--max-seconds" in err, err
     assert not out.exists()
     (tmp_path / "big.TextGrid").unlink()
     _textgrid(tmp_path / "ok.TextGrid", 0.05, [(0, 0.05, "a")])
-    assert main(["labels-from-textgrid", str(tmp_path), "--out", str(out),
+    assert main(["audio", "labels-from-textgrid", str(tmp_path), "--out", str(out),
                  "--max-seconds", "0.04"]) == 2
     assert "ok.TextGrid" in _err(capsys)
-    assert main(["labels-from-textgrid", str(tmp_path), "--out", str(out)]) == 0
+    assert main(["audio", "labels-from-textgrid", str(tmp_path), "--out", str(out)]) == 0
     assert out.read_text() == "ok a a a a a\n"
 
 
@@ -230,14 +229,14 @@ def test_validate_data_refuses_what_extract_refuses_shorter_than_a_frame(tmp_pat
         d.mkdir()
         sf.write(d / "a.wav", np.full(n, 0.1, np.float32), 16000)
         (d / "wav.scp").write_text(f"u1 {d / 'a.wav'}\n")
-        assert main(["extract", "--mfcc", "--no-progress", str(d), f"npy:{d / 'o'}"]) == 2
+        assert main(["audio", "extract", "--mfcc", "--no-progress", str(d), f"npy:{d / 'o'}"]) == 2
         capsys.readouterr()
         for extra in ([], ["--headers-only"]):
-            assert main(["validate-data", str(d), *extra]) == 2, (n, extra)
+            assert main(["audio", "validate", str(d), *extra]) == 2, (n, extra)
             err = _err(capsys)
             assert "u1" in err and f"{n} samples" in err and "one frame" in err, err
     sf.write(tmp_path / "d1" / "a.wav", np.full(160, 0.1, np.float32), 16000)
-    assert main(["validate-data", str(tmp_path / "d1")]) == 0
+    assert main(["audio", "validate", str(tmp_path / "d1")]) == 0
 
 
 def test_truncated_mp3_is_an_error_in_validate_and_extract(tmp_path: Path, capsys) -> None:
@@ -253,22 +252,22 @@ def test_truncated_mp3_is_an_error_in_validate_and_extract(tmp_path: Path, capsy
     d.mkdir()
     (d / "a.mp3").write_bytes(raw[: len(raw) * 4 // 10])
     (d / "wav.scp").write_text(f"u1 {d / 'a.mp3'}\n")
-    assert main(["validate-data", str(d)]) == 2
+    assert main(["audio", "validate", str(d)]) == 2
     err = _err(capsys)
     assert "a.mp3 is truncated" in err and "u1" in err, err
-    assert main(["extract", "--mfcc", "--no-progress", str(d), f"npy:{d / 'o'}"]) == 2
+    assert main(["audio", "extract", "--mfcc", "--no-progress", str(d), f"npy:{d / 'o'}"]) == 2
     assert "a.mp3 is truncated" in _err(capsys)
     assert list((d / "o").glob("*.npy")) == []
     # a segment inside the decodable part is fine, one past it is not
     (d / "segments").write_text("u1 r 0 0.2\n")
     (d / "wav.scp").write_text(f"r {d / 'a.mp3'}\n")
-    assert main(["validate-data", str(d)]) == 0
+    assert main(["audio", "validate", str(d)]) == 0
     (d / "segments").write_text("u1 r 0 1.5\n")
-    assert main(["validate-data", str(d)]) == 2
+    assert main(["audio", "validate", str(d)]) == 2
     assert "truncated" in _err(capsys)
     (d / "segments").unlink()
     (d / "wav.scp").write_text(f"u1 {tmp_path / 'full.mp3'}\n")
-    assert main(["validate-data", str(d)]) == 0
+    assert main(["audio", "validate", str(d)]) == 0
 
 
 # ------------------------------------------------------------ 10, 11: image data sets
@@ -375,7 +374,7 @@ def test_npy_write_past_the_file_size_limit_says_file_too_large(tmp_path: Path, 
     """NumPy's short write read ``21372 requested and 10208 written``."""
     out = tmp_path / "npy"
     with _FileSizeLimit(40_000):
-        rc = main(["extract", "--mfcc", "--no-progress", str(DEV), f"npy:{out}"])
+        rc = main(["audio", "extract", "--mfcc", "--no-progress", str(DEV), f"npy:{out}"])
     assert rc == 2
     err = _err(capsys)
     assert "cannot write (File too large" in err and "--skip-existing" in err, err
@@ -423,18 +422,23 @@ def test_the_checkpoint_probe_changes_nothing_in_the_run(tmp_path: Path) -> None
 
 def test_second_training_into_a_busy_out_dir_is_refused(tmp_path: Path, capsys) -> None:
     """Two trainings into one out_dir at once both wrote last.pt and log.jsonl."""
-    from cpc_seq.engine.lock import RunLock
+    import subprocess
+    import sys
 
     out = tmp_path / "run"
     out.mkdir()
-    other = RunLock(out).acquire()  # another run holds the directory
+    hold = ("import sys; from cpc_seq.engine.lock import RunLock; "
+            f"lock = RunLock({str(out)!r}).acquire(); print('held', flush=True); sys.stdin.read()")
+    other = subprocess.Popen([sys.executable, "-c", hold], stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, text=True)  # another run's process
     try:
+        assert other.stdout is not None and other.stdout.readline().strip() == "held"
         for extra in ([], ["--resume"], ["--overwrite"]):
             assert main([*AUDIO, "train.steps=1", f"train.out_dir={out}", *extra]) == 2
             err = _err(capsys)
-            assert "another training is running" in err and str(os.getpid()) in err, err
+            assert "another training is running" in err and str(other.pid) in err, err
     finally:
-        other.release()
+        other.communicate("")
     assert not (out / "log.jsonl").exists()
     assert main([*AUDIO, "train.steps=1", f"train.out_dir={out}"]) == 0  # lock released
     assert main([*AUDIO, "train.steps=2", f"train.out_dir={out}", "--resume"]) == 0
@@ -484,7 +488,7 @@ def test_hostile_lhotse_manifests_are_one_line_errors(tmp_path: Path, capsys, ca
     path = tmp_path / "x_cuts.jsonl"
     path.write_text("".join(json.dumps(c) + "\n" for c in cuts)
                     + ("{not json\n" if case == "bad line" else ""))
-    assert main(["validate-data", str(path)]) == 2
+    assert main(["audio", "validate", str(path)]) == 2
     err = _err(capsys)
     assert str(path) in err and want in err, err
 

@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="module")
 def ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("s3prl") / "run"
-    rc = main(["train", f"data.train={ROOT / 'data/tiny/dev'}", "data.dev=null",
+    rc = main(["audio", "train", f"data.train={ROOT / 'data/tiny/dev'}", "data.dev=null",
                "data.window=3200", "data.batch_size=4", "model.encoder=tiny",
                "model.encoder_channels=16", "model.dim_c=16", "model.n_steps=3",
                "train.steps=2", "train.progress=false", "train.threads=1",

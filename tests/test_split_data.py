@@ -120,9 +120,9 @@ def test_split_with_segments_keeps_the_recordings_used(tmp_path: Path) -> None:
 
 def test_split_data_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     d = _data_dir(tmp_path, {"spkA": 2, "spkB": 2})
-    assert main(["split-data", str(d), "2"]) == 0
+    assert main(["audio", "split-data", str(d), "2"]) == 0
     assert (d / "split2" / "2" / "wav.scp").is_file()
-    assert main(["split-data", str(d), "9"]) == 2
+    assert main(["audio", "split-data", str(d), "9"]) == 2
     assert "only 2 speakers" in capsys.readouterr().err
 
 
@@ -133,7 +133,7 @@ def test_combine_scp(tmp_path: Path) -> None:
     kaldiio.save_ark(str(tmp_path / "f2.ark"), {"u2": np.full((1, 3), 2, np.float32)},
                      scp=str(b))
     out = tmp_path / "feats.scp"
-    assert main(["combine-scp", str(out), str(a), str(b)]) == 0
+    assert main(["audio", "combine-scp", str(out), str(a), str(b)]) == 0
     lines = out.read_text().splitlines()
     assert [x.split()[0] for x in lines] == ["u1", "u2", "u3"]
     assert out.read_text().endswith("\n")

@@ -222,13 +222,13 @@ def test_probe_commands_stream_from_ark(tmp_path: Path, capsys: pytest.CaptureFi
     lab.write_text("".join(f"{u} {' '.join('abc'[i] for i in labels[u])}\n" for u in utts))
     common = ["--train-feats", f"scp:{tr}", "--test-feats", f"scp:{te}", "--epochs", "3",
               "--no-progress", "--lr", "0.01", "--batch-size", "16"]
-    assert main(["probe", "phone", *common, "--labels", str(lab), "--buffer-frames", "80",
+    assert main(["audio", "probe", "phone", *common, "--labels", str(lab), "--buffer-frames", "80",
                  "--out", str(tmp_path / "p")]) == 0
     result = json.loads((tmp_path / "p" / "result.json").read_text())
     assert result["streamed"] is True and result["accuracy"] > 0.7
     u2s = tmp_path / "utt2spk"
     u2s.write_text("".join(f"{u} s{int(u[1:]) % 3}\n" for u in utts))
-    assert main(["probe", "speaker", *common, "--utt2spk", str(u2s),
+    assert main(["audio", "probe", "speaker", *common, "--utt2spk", str(u2s),
                  "--out", str(tmp_path / "s")]) == 0
     assert "speaker accuracy" in capsys.readouterr().out
 

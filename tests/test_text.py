@@ -418,7 +418,7 @@ def test_sentence_training_checkpoint_and_extraction(tmp_path: Path) -> None:
     items.write_text("".join(f"s{i:03d} {s}\n" for i, s in enumerate(sents)))
     labels.write_text("".join(f"s{i:03d} {'ab'[i % 2]}\n" for i in range(len(sents))))
     ark, scp = tmp_path / "f.ark", tmp_path / "f.scp"
-    assert text_main(["text-extract", "--ckpt", str(out / "last.pt"), "--layer", "z",
+    assert text_main(["text", "extract", "--ckpt", str(out / "last.pt"), "--layer", "z",
                       "--pool", "mean", "--no-progress", f"text:{items}",
                       f"ark,scp:{ark},{scp}"]) == 0
     feats = kaldiio.load_scp(str(scp))
@@ -431,7 +431,7 @@ def test_sentence_training_checkpoint_and_extraction(tmp_path: Path) -> None:
     again = kaldiio.load_scp(str(scp))
     assert len(again) == len(sents) + 1
     np.testing.assert_array_equal(again["s000"], feats["s000"])
-    assert text_main(["text-extract", "--ckpt", str(out / "last.pt"), "--random-init",
+    assert text_main(["text", "extract", "--ckpt", str(out / "last.pt"), "--random-init",
                       "--unit", "document", "--no-progress", str(KJV_DEV / "01-genesis.txt"),
                       f"npy:{tmp_path / 'npy'}"]) == 0
     doc = np.load(tmp_path / "npy" / "01-genesis.npy")
@@ -439,23 +439,23 @@ def test_sentence_training_checkpoint_and_extraction(tmp_path: Path) -> None:
     for args in (["--train-feats", f"scp:{scp}", "--test-feats", f"scp:{scp}"],
                  ["--bow", "--train-text", str(items), "--test-text", f"text:{items}"]):
         name = "bow" if "--bow" in args else "cpc"
-        assert text_main(["text-probe", *args, "--train-labels", str(labels), "--test-labels",
+        assert text_main(["text", "probe", *args, "--train-labels", str(labels), "--test-labels",
                           str(labels), "--epochs", "2", "--out", str(tmp_path / name)]) == 0
         r = json.loads((tmp_path / name / "result.json").read_text())
         assert r["n"] == len(sents) and 0.0 <= r["accuracy"] <= 1.0
-    assert text_main(["text-table", str(tmp_path / "cpc" / "result.json"),
+    assert text_main(["table", str(tmp_path / "cpc" / "result.json"),
                       str(tmp_path / "bow" / "result.json")]) == 0
 
 
 def test_cli_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    rc = text_main(["text-train", *TOKEN, "train.bogus=1"])
+    rc = text_main(["text", "train", *TOKEN, "train.bogus=1"])
     assert rc == 2 and capsys.readouterr().err.strip().startswith(
         "error: unknown config key train.bogus")
-    rc = text_main(["text-train", *TOKEN, "data.window=8"])
+    rc = text_main(["text", "train", *TOKEN, "data.window=8"])
     assert rc == 2 and "too few for 3 prediction steps" in capsys.readouterr().err
     bad = tmp_path / "bad"
     bad.mkdir()
     (bad / "x.txt").write_bytes(b"ok\n\xc3(\n")
-    rc = text_main(["text-train", *TOKEN, f"data.train={bad}", f"train.out_dir={tmp_path}/o"])
+    rc = text_main(["text", "train", *TOKEN, f"data.train={bad}", f"train.out_dir={tmp_path}/o"])
     err = capsys.readouterr().err.strip()
     assert rc == 2 and "x.txt: invalid UTF-8 at byte offset 3" in err and "\n" not in err

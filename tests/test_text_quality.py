@@ -92,12 +92,12 @@ def test_text_probe_cli_bow_majority_and_concatenated_features(
     _write_set(tmp_path / "te", te, yte)
     lab = ["--train-labels", str(tmp_path / "tr" / "utt2label"),
            "--test-labels", str(tmp_path / "te" / "utt2label")]
-    assert text_main(["text-probe", "--bow", "--train-text", str(tmp_path / "tr" / "text"),
+    assert text_main(["text", "probe", "--bow", "--train-text", str(tmp_path / "tr" / "text"),
                       "--test-text", f"text:{tmp_path / 'te' / 'text'}", *lab,
                       "--out", str(tmp_path / "bow")]) == 0
     assert "C=" in capsys.readouterr().out
     assert json.loads((tmp_path / "bow" / "result.json").read_text())["accuracy"] == 1.0
-    assert text_main(["text-probe", "--majority", *lab, "--out", str(tmp_path / "maj")]) == 0
+    assert text_main(["text", "probe", "--majority", *lab, "--out", str(tmp_path / "maj")]) == 0
     assert json.loads((tmp_path / "maj" / "result.json").read_text())["probe"] == "majority"
     # two feature sets (npy dirs) are concatenated per item: 3 + 2 dims
     g = np.random.default_rng(0)
@@ -107,7 +107,7 @@ def test_text_probe_cli_bow_majority_and_concatenated_features(
             d.mkdir()
             for k, v in enumerate(y):
                 np.save(d / f"i{k:03d}.npy", (g.normal(size=(1, dim)) + 4 * v).astype(np.float32))
-    assert text_main(["text-probe", "--train-feats", f"npy:{tmp_path / 'f1_tr'}",
+    assert text_main(["text", "probe", "--train-feats", f"npy:{tmp_path / 'f1_tr'}",
                       "--test-feats", f"npy:{tmp_path / 'f1_te'}",
                       "--train-feats", f"npy:{tmp_path / 'f2_tr'}",
                       "--test-feats", f"npy:{tmp_path / 'f2_te'}", *lab,
@@ -115,16 +115,16 @@ def test_text_probe_cli_bow_majority_and_concatenated_features(
     r = json.loads((tmp_path / "cat" / "result.json").read_text())
     assert r["feature_dim"] == 5 and r["accuracy"] == 1.0
     # bad input: one line, exit 2
-    assert text_main(["text-probe", "--bow", *lab, "--out", str(tmp_path / "x")]) == 2
+    assert text_main(["text", "probe", "--bow", *lab, "--out", str(tmp_path / "x")]) == 2
     assert "--bow needs --train-text" in capsys.readouterr().err
-    assert text_main(["text-probe", "--majority", *lab, "--C-grid", "a,b",
+    assert text_main(["text", "probe", "--majority", *lab, "--C-grid", "a,b",
                       "--out", str(tmp_path / "x")]) == 2
     assert "--C-grid" in capsys.readouterr().err
 
 
 def test_text_probe_help_shows_defaults(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit):
-        text_main(["text-probe", "--help"])
+        text_main(["text", "probe", "--help"])
     out = " ".join(capsys.readouterr().out.split())
     assert "(default: logreg)" in out and "(default: 0.1)" in out and "1000)" in out
 
@@ -255,7 +255,7 @@ def test_bow_item_without_text_is_a_one_line_error(
     tr, ytr = _texts(10)
     _write_set(tmp_path / "tr", tr, ytr)
     (tmp_path / "short").write_text("i000 only one\n")
-    rc = text_main(["text-probe", "--bow", "--train-text", str(tmp_path / "short"),
+    rc = text_main(["text", "probe", "--bow", "--train-text", str(tmp_path / "short"),
                     "--test-text", str(tmp_path / "tr" / "text"),
                     "--train-labels", str(tmp_path / "tr" / "utt2label"),
                     "--test-labels", str(tmp_path / "tr" / "utt2label"),

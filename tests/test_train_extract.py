@@ -75,11 +75,11 @@ def test_config_errors_name_the_key(tmp_path: Path) -> None:
 
 
 def test_cli_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    rc = main(["train", *TINY, "train.bogus=1"])
+    rc = main(["audio", "train", *TINY, "train.bogus=1"])
     err = capsys.readouterr().err.strip()
     assert rc == 2 and err.startswith("error: unknown config key train.bogus")
     assert "\n" not in err
-    rc = main(["train", *TINY, f"train.out_dir={tmp_path}", "data.window=80000",
+    rc = main(["audio", "train", *TINY, f"train.out_dir={tmp_path}", "data.window=80000",
                "data.short_utterances=error"])
     err = capsys.readouterr().err.strip()
     assert rc == 2 and "shorter than the training window" in err and "utterance" in err
@@ -92,7 +92,7 @@ def test_missing_audio_file_is_named(tmp_path: Path, capsys: pytest.CaptureFixtu
     utt = wav[0].split()[0]
     wav[0] = f"{utt} /nonexistent/{utt}.flac"
     (d / "wav.scp").write_text("\n".join(wav) + "\n")
-    rc = main(["train", *TINY, f"data.train={d}", f"train.out_dir={tmp_path / 'r'}"])
+    rc = main(["audio", "train", *TINY, f"data.train={d}", f"train.out_dir={tmp_path / 'r'}"])
     err = capsys.readouterr().err
     assert rc == 2 and utt in err and "nonexistent" in err
 
@@ -106,7 +106,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_extract_ark_scp_matches_api_and_labels(trained: Path, tmp_path: Path) -> None:
     out = tmp_path / "feats"
-    rc = main(["extract", "--ckpt", str(trained), "--layer", "c", "--no-progress",
+    rc = main(["audio", "extract", "--ckpt", str(trained), "--layer", "c", "--no-progress",
                "--batch-seconds", "8",
                "--write-num-frames", f"ark,t:{out}/utt2num_frames",
                f"scp:{DEV}/wav.scp", f"ark,scp:{out}/c.ark,{out}/c.scp"])
@@ -180,7 +180,7 @@ def test_extract_resumes_after_partial_run(trained: Path, tmp_path: Path) -> Non
 
 def test_extract_npy_and_random_init(trained: Path, tmp_path: Path) -> None:
     out = tmp_path / "npy"
-    assert main(["extract", "--ckpt", str(trained), "--random-init", "--layer", "z",
+    assert main(["audio", "extract", "--ckpt", str(trained), "--random-init", "--layer", "z",
                  "--no-progress", f"scp:{DEV}/wav.scp", f"npy:{out}"]) == 0
     files = sorted(out.glob("*.npy"))
     assert len(files) == len(list((DEV / "wav.scp").read_text().splitlines()))
@@ -214,10 +214,10 @@ def test_checkpoint_with_code_is_refused(tmp_path: Path) -> None:
 
 def test_probe_and_table_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     feats = tmp_path / "mfcc"
-    assert main(["extract", "--mfcc", "--no-progress", f"scp:{DEV}/wav.scp",
+    assert main(["audio", "extract", "--mfcc", "--no-progress", f"scp:{DEV}/wav.scp",
                  f"ark,scp:{feats}.ark,{feats}.scp"]) == 0
     out = tmp_path / "probe"
-    rc = main(["probe", "phone", "--no-progress", "--epochs", "5", "--batch-size", "128",
+    rc = main(["audio", "probe", "phone", "--no-progress", "--epochs", "5", "--batch-size", "128",
                "--train-feats", f"scp:{feats}.scp", "--test-feats", f"scp:{feats}.scp",
                "--labels", str(DEV / "phone_frames.txt"),
                "--phones", str(DEV.parent / "phones.txt"), "--out", str(out), "--name", "MFCC"])
@@ -228,3 +228,12 @@ def test_probe_and_table_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     capsys.readouterr()
     assert main(["table", str(out / "result.json")]) == 0
     assert "| MFCC |" in capsys.readouterr().out
+
+
+def test_resume_may_switch_kernels_but_not_the_model(tmp_path: Path) -> None:
+    make_engine(_cfg(tmp_path, "train.steps=2")).run()
+    again = make_engine(_cfg(tmp_path, "train.steps=3", "model.kernels=reference"), resume=True)
+    assert again.step == 2
+    again.run()
+    with pytest.raises(ConfigError, match=r"model.dim_c is 8 here but"):
+        make_engine(_cfg(tmp_path, "train.steps=4", "model.dim_c=8"), resume=True)

@@ -3,12 +3,12 @@ import-checkpoint (:mod:`cpc_seq.audio.import_cpc_audio`).
 
 Examples::
 
-    cpc-seq train --config recipes/tiny/conf/cpc.yaml train.steps=500 model.context=lstm
-    cpc-seq train --config recipes/tiny/conf/cpc.yaml --resume
-    cpc-seq extract --ckpt exp/cpc/last.pt --layer c \\
+    cpc-seq audio train --config recipes/tiny/conf/cpc.yaml train.steps=500 model.context=lstm
+    cpc-seq audio train --config recipes/tiny/conf/cpc.yaml --resume
+    cpc-seq audio extract --ckpt exp/cpc/last.pt --layer c \\
         scp:data/tiny/test/wav.scp ark,scp:exp/feats/c_test.ark,exp/feats/c_test.scp
-    cpc-seq extract --mfcc scp:data/tiny/test/wav.scp npy:exp/feats/mfcc_test
-    cpc-seq probe phone --train-feats scp:exp/feats/c_train.scp --test-feats ... \\
+    cpc-seq audio extract --mfcc scp:data/tiny/test/wav.scp npy:exp/feats/mfcc_test
+    cpc-seq audio probe phone --train-feats scp:exp/feats/c_train.scp --test-feats ... \\
         --train-labels data/tiny/train/phone_frames.txt --test-labels ... \\
         --phones data/tiny/phones.txt --out exp/probe/cpc_c --name "CPC c"
 
@@ -195,7 +195,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_extract(args: argparse.Namespace) -> int:
-    """``cpc-seq extract``: :func:`cpc_seq.extract` on a data dir, written to WSPEC."""
+    """``cpc-seq audio extract``: :func:`cpc_seq.extract` on a data dir, written to WSPEC."""
     from cpc_seq.audio.extract_pipeline import ExtractSummary, extract
     from cpc_seq.kernels.memory import keep_freed_memory
 

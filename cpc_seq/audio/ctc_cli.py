@@ -1,4 +1,4 @@
-"""``cpc-seq ctc-probe`` and ``ctc-table``: the CTC phone recogniser
+"""``cpc-seq audio ctc-probe`` and ``ctc-table``: the CTC phone recogniser
 (:mod:`cpc_seq.probes.ctc`) on frozen features with Kaldi-style frame labels."""
 
 from __future__ import annotations

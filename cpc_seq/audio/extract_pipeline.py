@@ -9,7 +9,7 @@
 Waveforms in give arrays out; a Kaldi data dir (``scp:DIR/wav.scp``, or lhotse
 manifests) in writes Kaldi ark/scp or npy files (:mod:`cpc_seq.io.features`: crash-safe,
 resumable with ``skip_existing``) and returns an :class:`ExtractSummary`. The
-``cpc-seq extract`` command, the s3prl-shaped upstream and the recipes all run this.
+``cpc-seq audio extract`` command, the s3prl-shaped upstream and the recipes all run this.
 
 Memory. Utterances up to ``chunk_seconds`` (default 60 s) are read whole and batched by
 length (``batch_seconds`` of padded audio per batch). A longer one is computed span by
@@ -580,8 +580,8 @@ def _resolve_model(model: Any, random_init: bool, seed: int) -> CPCModel:
         from cpc_seq.audio.upstream import KINDS, audio_model_from_state
         from cpc_seq.io.checkpoint import load_checkpoint
 
-        state = load_checkpoint(model, kinds=KINDS, purpose="cpc-seq extract reads audio "
-                                "(use text-extract for text, image-probe for images)")
+        state = load_checkpoint(model, kinds=KINDS, purpose="cpc-seq audio extract reads audio "
+                                "(use cpc-seq text extract for text, cpc-seq image probe for images)")
         return audio_model_from_state(state, model, random_init=random_init, seed=seed)
     raise CpcSeqError(f"extract: model must be a checkpoint path or an audio CPC model, not "
                       f"{type(model).__name__}")

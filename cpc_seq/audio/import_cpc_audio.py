@@ -1,5 +1,5 @@
 """Import CPC_audio checkpoints (the Libri-light and ZeroSpeech 2021 CPC models) as
-cpc_seq checkpoints: ``cpc-seq import-checkpoint --from cpc_audio CHECKPOINT.pt OUT.pt``.
+cpc_seq checkpoints: ``cpc-seq audio import-checkpoint --from cpc_audio CHECKPOINT.pt OUT.pt``.
 
 Reads the two containers CPC_audio writes: a training checkpoint (``gEncoder`` holds
 the encoder and the AR network, ``cpcCriterion`` the prediction network, plus
@@ -412,7 +412,7 @@ def register(sub: Any) -> None:
 
 
 def cmd_import(args: Any) -> int:
-    """``cpc-seq import-checkpoint``: prints one JSON line describing the import."""
+    """``cpc-seq audio import-checkpoint``: prints one JSON line describing the import."""
     rec = import_cpc_audio(args.checkpoint, args.out, args_path=args.args,
                            heads=not args.no_heads, ar_level=args.ar_level, seed=args.seed)
     print(json.dumps({"out": str(args.out), "heads": rec["heads"],

@@ -1,4 +1,4 @@
-"""``cpc-seq train --init-from CKPT``: fine-tune from a cpc_seq checkpoint's weights
+"""``cpc-seq audio train --init-from CKPT``: fine-tune from a cpc_seq checkpoint's weights
 (one imported from CPC_audio, or any audio one), on new data, with a new optimiser.
 
 The run's ``model`` and ``loss`` sections start from the checkpoint's and the YAML file

@@ -17,7 +17,7 @@ Output format (one token per line, after a header)::
     #file onset offset #phone prev-phone next-phone speaker
     george-0-00 0.0 0.04 Z # IY george
 
-``cpc-seq make-item LABELS UTT2SPK OUT.item [--split test_split.txt] [--phones phones.txt]``
+``cpc-seq audio make-item LABELS UTT2SPK OUT.item [--split test_split.txt] [--phones phones.txt]``
 is the command.
 """
 

@@ -19,7 +19,7 @@ Decisions:
 
 The utterance id is the file name without ``.TextGrid``.  Reading goes through praatio
 (the optional ``formats`` extra: ``pip install 'cpc_seq[formats]'``).
-``cpc-seq labels-from-textgrid DIR_OR_FILES... --out phone_frames.txt`` is the command.
+``cpc-seq audio labels-from-textgrid DIR_OR_FILES... --out phone_frames.txt`` is the command.
 """
 
 from __future__ import annotations

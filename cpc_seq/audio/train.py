@@ -1,4 +1,4 @@
-"""Audio CPC as a task of the training engine: ``cpc-seq train --config conf.yaml [key=value ...]``.
+"""Audio CPC as a task of the training engine: ``cpc-seq audio train --config conf.yaml [key=value ...]``.
 
 Fixed-length windows of the training audio (packed per speaker, or padded, or only long
 utterances: ``data.short_utterances``; batched uniformly, per speaker or speaker-balanced:
@@ -25,13 +25,14 @@ import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
+from cpc_seq import config
 from cpc_seq.audio.augment import AugmentConfig, Augmenter
 from cpc_seq.audio.data.batches import BATCH_SAMPLING, SHORT_MODES, WindowPlan, make_segments
 from cpc_seq.audio.data.index import BAD_AUDIO_MODES, AudioIndex, load_index
 from cpc_seq.audio.data.loader import WindowLoader
 from cpc_seq.audio.data.spans import SpanReader
 from cpc_seq.audio.model import CPCModel, ModelConfig, build_model
-from cpc_seq.config import apply_overrides, check, from_dict, load_yaml, to_dict
+from cpc_seq.config import check, to_dict
 from cpc_seq.engine.config import OptimConfig, RunConfig
 from cpc_seq.engine.trainer import Context, Engine, StepOutput
 from cpc_seq.errors import ConfigError, DataError
@@ -108,9 +109,7 @@ class ExperimentConfig:
 
 def load_config(path: str | Path | None, overrides: list[str] | None = None) -> ExperimentConfig:
     """YAML file (optional) + ``key=value`` overrides -> validated :class:`ExperimentConfig`."""
-    data = load_yaml(path) if path is not None else {}
-    data = apply_overrides(data, overrides or [])
-    return from_dict(ExperimentConfig, data)
+    return config.load_config(ExperimentConfig, path, overrides)
 
 
 def load_audio_index(
@@ -251,9 +250,14 @@ class AudioCPCTask(KStepTask):
     def check_resume(self, state: dict[str, Any], path: Path) -> None:
         super().check_resume(state, path)
         # keys added to ModelConfig since the checkpoint was written take their defaults
+        # keys added to ModelConfig since the checkpoint was written take their defaults;
+        # model.kernels picks an implementation of the same model, so it may change
         stored = {**to_dict(ModelConfig()), **(state["config"].get("model") or {})}
-        if stored != to_dict(self.cfg.model):
-            raise ConfigError(f"--resume: model config differs from the one in {path}")
+        now = to_dict(self.cfg.model)
+        differ = sorted(k for k in now if k != "kernels" and stored.get(k) != now[k])
+        if differ:
+            raise ConfigError(f"--resume: model.{differ[0]} is {now[differ[0]]!r} here but "
+                              f"{stored.get(differ[0])!r} in {path}")
 
     def next_batch(self) -> tuple[Tensor, Tensor | None]:
         x, length = self.batches.next()

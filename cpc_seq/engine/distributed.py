@@ -1,6 +1,6 @@
 """Multi-process training on PyTorch's own engine (torchrun + DistributedDataParallel).
 
-``torchrun --nproc-per-node N -m cpc_seq train --config c.yaml`` sets RANK, WORLD_SIZE,
+``torchrun --nproc-per-node N -m cpc_seq audio train --config c.yaml`` sets RANK, WORLD_SIZE,
 LOCAL_RANK and MASTER_ADDR/PORT; :func:`init_from_env` starts the process group with
 gloo on CPU and NCCL on GPU. Multi-node: run the same command on every node with
 ``--nnodes M --node-rank R --rdzv-backend c10d --rdzv-endpoint HOST:PORT`` (or

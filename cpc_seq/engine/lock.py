@@ -1,7 +1,9 @@
 """One training run per ``out_dir`` at a time.
 
-:class:`RunLock` holds an exclusive ``flock`` on ``OUT_DIR/.lock`` for as long as a run
-owns the directory. A second run into the same directory (started at the same time, or
+:class:`RunLock` holds an exclusive POSIX record lock (``lockf``) on ``OUT_DIR/.lock``
+for as long as a run owns the directory. (Not ``flock``: a ``flock`` is shared with forked
+children, so data-reader workers that outlive a killed run for a few seconds would keep
+the directory locked; a record lock belongs to the process alone.) A second run into the same directory (started at the same time, or
 a ``--resume`` of a run that is still going) is refused with a one-line error naming the
 directory and the process that holds it, instead of both writing ``last.pt`` and
 ``log.jsonl``. The kernel drops the lock when the process ends, however it ends
@@ -43,7 +45,7 @@ class RunLock:
             raise CpcSeqError(f"{self.path}: cannot create the run's lock file "
                               f"({e.strerror or e})") from None
         try:
-            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.lockf(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
             f.seek(0)
             holder = f.read().strip() or "unknown"

@@ -2,9 +2,9 @@
 
 Examples::
 
-    cpc-seq image-train --config recipes/dim_fashion_mnist/conf/dim.yaml train.steps=200
-    cpc-seq image-train --config conf/amdim.yaml --resume
-    cpc-seq image-probe --ckpt exp/dim/last.pt --out exp/dim/probe
+    cpc-seq image train --config recipes/dim_fashion_mnist/conf/dim.yaml train.steps=200
+    cpc-seq image train --config conf/amdim.yaml --resume
+    cpc-seq image probe --ckpt exp/dim/last.pt --out exp/dim/probe
 
 The ``cpc-seq`` front end (:mod:`cpc_seq.cli`) registers them with
 :func:`add_image_commands`. Bad input prints ``error: <what and where>`` and exits with

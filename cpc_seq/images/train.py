@@ -1,4 +1,4 @@
-"""DIM and AMDIM as tasks of the training engine: ``cpc-seq image-train --config conf.yaml``.
+"""DIM and AMDIM as tasks of the training engine: ``cpc-seq image train --config conf.yaml``.
 
 A shuffled pass over the training images per epoch -> augmentation (DIM: optional flips;
 AMDIM: two torchvision-augmented views) -> model loss through the loss core. DIM adds the
@@ -24,7 +24,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from cpc_seq.config import apply_overrides, check, from_dict, load_yaml, to_dict
+from cpc_seq import config
+from cpc_seq.config import check, from_dict, to_dict
 from cpc_seq.engine.config import OptimConfig, RunConfig
 from cpc_seq.engine.trainer import Context, Engine, StepOutput, Task
 from cpc_seq.engine.windows import ShuffledBatches
@@ -129,10 +130,8 @@ class ImageExperimentConfig:
 
 def load_config(path: str | Path | None, overrides: list[str] | None = None
                 ) -> ImageExperimentConfig:
-    """YAML file (optional) + ``key=value`` overrides -> validated config."""
-    data = load_yaml(path) if path is not None else {}
-    data = apply_overrides(data, overrides or [])
-    return from_dict(ImageExperimentConfig, data)
+    """YAML file (optional) + ``key=value`` overrides -> validated :class:`ImageExperimentConfig`."""
+    return config.load_config(ImageExperimentConfig, path, overrides)
 
 
 def image_size_for(cfg: ImageDataConfig, native: int) -> int:

@@ -5,7 +5,7 @@ A checkpoint is a plain dict of tensors and plain data::
     {"format": "cpc_seq", "version": 1, "kind": "audio_cpc", "config": {...},
      "model": state_dict, "step": int, ... (optimizer, rng, sampler state when training)}
 
-so ``cpc-seq extract --ckpt X`` needs nothing else. Loading always uses
+so ``cpc-seq audio extract --ckpt X`` needs nothing else. Loading always uses
 ``torch.load(weights_only=True)``: a file carrying pickled objects that would run code is
 refused with a :class:`~cpc_seq.errors.CheckpointError`. Which model a checkpoint holds
 is its ``kind``; :func:`cpc_seq.api.load_model` dispatches on it.
@@ -54,7 +54,7 @@ def _sniff(path: Path) -> None:
     if head.startswith((b"fLaC", b"RIFF", b"OggS", b"ID3")):
         what = "an audio file"
     raise CheckpointError(f"{path}: not a cpc_seq checkpoint ({what}; checkpoints are "
-                          "written by cpc-seq train as last.pt / best.pt)")
+                          "written by cpc-seq audio train as last.pt / best.pt)")
 
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu",
@@ -63,7 +63,7 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu",
 
     ``kinds``: the checkpoint kinds the caller can use (e.g. ``("audio_cpc",)``); any other
     kind is a :class:`CheckpointError` saying what it is and, with ``purpose``, what the
-    caller wanted (``"cpc-seq extract reads audio"``).
+    caller wanted (``"cpc-seq audio extract reads audio"``).
     """
     path = Path(path)
     if path.is_dir():

@@ -1,4 +1,4 @@
-"""``cpc-seq mi-bench``: MI estimators of the loss core checked against known MI.
+"""``cpc-seq mi bench``: MI estimators of the loss core checked against known MI.
 
 :mod:`~cpc_seq.mibench.tasks` (correlated Gaussians and MI-preserving transforms of them,
 MI in closed form), :mod:`~cpc_seq.mibench.critics` (small separable/concat MLP critics),

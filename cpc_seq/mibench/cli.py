@@ -47,7 +47,12 @@ def cmd_beyond_normal(args: argparse.Namespace) -> int:
         raise ConfigError(f"--ns: a comma list of sample sizes, got {args.ns!r}") from None
     if not ns or min(ns) < 20 or args.seeds < 1 or args.mienf_steps < 1:
         raise ConfigError("--ns: sizes >= 20; --seeds and --mienf-steps: >= 1")
-    tasks = beyond_normal_tasks()
+    if args.suite == "images":
+        from cpc_seq.mibench.image_tasks import image_tasks
+
+        tasks = image_tasks(compression=args.image_compression)
+    else:
+        tasks = beyond_normal_tasks()
     if args.tasks:
         wanted = [w.strip().lower() for w in args.tasks.split(",") if w.strip()]
         tasks = [t for t in tasks if any(w in t.name.lower() for w in wanted)]
@@ -81,7 +86,7 @@ def cmd_mi_bench(args: argparse.Namespace) -> int:
         raise ConfigError(f"--threads must be >= 0, got {args.threads}")
     if args.threads:
         torch.set_num_threads(args.threads)
-    if args.suite == "beyond-normal":
+    if args.suite in ("beyond-normal", "images"):
         return cmd_beyond_normal(args)
     if not args.estimators:
         args.estimators = ",".join(BENCH_ESTIMATORS)
@@ -301,10 +306,17 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("--out", default="exp/mi_bench", help="output directory")
-    p.add_argument("--suite", choices=("gaussian", "beyond-normal"), default="gaussian",
+    p.add_argument("--suite", choices=("gaussian", "beyond-normal", "images"),
+                   default="gaussian",
                    help="gaussian: fresh-batch critics on correlated Gaussians and their "
                    "transforms; beyond-normal: the 40 tasks of Czyz et al. 2023, every "
-                   "estimator on fixed samples of N pairs (table.md, heatmap.png)")
+                   "estimator on fixed samples of N pairs (table.md, heatmap.png); images: "
+                   "Gaussian bumps 16x16 (2-D latent) and rectangles 32x32 (4-D latent) at "
+                   "MI 1..10 nats, compressed to the latent dimension first, scored the same "
+                   "way")
+    p.add_argument("--image-compression", choices=("pca", "ae"), default="pca",
+                   help="images: compress each image to its latent dimension by whitened "
+                   "PCA or a small autoencoder")
     p.add_argument("--full", action="store_true",
                    help="full grid: 4 transforms x dim {2, 5} x MI {0..10 step 2}")
     p.add_argument("--estimators", default="",
@@ -314,7 +326,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
                    help=f"critic training steps (0 = {DEFAULT_STEPS}, {FULL_STEPS} with --full, "
                    "1000 with --suite beyond-normal)")
     p.add_argument("--ns", default="1000,5000,10000",
-                   help="beyond-normal: comma list of sample sizes N")
+                   help="beyond-normal, images: comma list of sample sizes N")
     p.add_argument("--seeds", type=int, default=1, help="beyond-normal: samples per task and N")
     p.add_argument("--tasks", default="",
                    help="beyond-normal: comma list of substrings; run the tasks whose name "

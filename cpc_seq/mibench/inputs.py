@@ -1,4 +1,4 @@
-"""Paired samples for ``cpc-seq mi-estimate``: ``X`` and ``Y`` from ``npy:`` or ``scp:``.
+"""Paired samples for ``cpc-seq mi estimate``: ``X`` and ``Y`` from ``npy:`` or ``scp:``.
 
 - ``npy:FILE.npy``: one ``(N, d)`` array (a ``(N,)`` array is ``(N, 1)``); rows paired
   with the other variable's rows.

@@ -15,7 +15,7 @@ PER = (substitutions + deletions + insertions) / reference phones, summed over t
 test utterances (corpus-level, as SUPERB reports it), from a Levenshtein distance
 (:func:`edit_distance`).  Utterances whose target is empty are left out (counted).
 
-``cpc-seq ctc-probe`` trains and scores one feature set; ``cpc-seq ctc-table`` prints a
+``cpc-seq audio ctc-probe`` trains and scores one feature set; ``cpc-seq table`` prints a
 markdown table of several ``result.json`` files.
 """
 

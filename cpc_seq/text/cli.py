@@ -2,15 +2,15 @@
 
 Examples::
 
-    cpc-seq text-train --config recipes/text/conf/sentence.yaml train.steps=200
-    cpc-seq text-train --config recipes/text/conf/sentence.yaml --resume
-    cpc-seq text-extract --ckpt exp/text/sentence/last.pt --layer z --pool mean \\
+    cpc-seq text train --config recipes/text/conf/sentence.yaml train.steps=200
+    cpc-seq text train --config recipes/text/conf/sentence.yaml --resume
+    cpc-seq text extract --ckpt exp/text/sentence/last.pt --layer z --pool mean \\
         text:exp/text/data/test/text ark,scp:exp/text/feats/z_test.ark,exp/text/feats/z_test.scp
-    cpc-seq text-extract --ckpt exp/text/token/last.pt --layer c data/text/kjv/test npy:DIR
-    cpc-seq text-probe --train-feats scp:F_train.scp --test-feats scp:F_test.scp \\
+    cpc-seq text extract --ckpt exp/text/token/last.pt --layer c data/text/kjv/test npy:DIR
+    cpc-seq text probe --train-feats scp:F_train.scp --test-feats scp:F_test.scp \\
         --train-labels exp/text/data/train/utt2label --test-labels ... --out DIR --name NAME
-    cpc-seq text-probe --bow --train-text exp/text/data/train/text --test-text ... --out DIR
-    cpc-seq text-table exp/text/probe/*/result.json
+    cpc-seq text probe --bow --train-text exp/text/data/train/text --test-text ... --out DIR
+    cpc-seq table exp/text/probe/*/result.json
 
 The ``cpc-seq`` front end (:mod:`cpc_seq.cli`) registers them with
 :func:`add_text_commands`. Bad input prints ``error: <what and where>`` and exits with
@@ -72,7 +72,7 @@ def read_items(
 
 
 def cmd_text_extract(args: argparse.Namespace) -> int:
-    """Extract features of a text checkpoint (``cpc-seq extract`` may forward here for
+    """Extract features of a text checkpoint (``cpc-seq audio extract`` may forward here for
     checkpoints of kind ``text_token``/``text_sentence``; missing options take defaults)."""
     from cpc_seq.text.extract import extract_text_to, load_text
 

@@ -1,6 +1,6 @@
 """Text CPC (token or sentence level) as a task of the training engine.
 
-``cpc-seq text-train --config recipes/text/conf/sentence.yaml [key=value ...]``
+``cpc-seq text train --config recipes/text/conf/sentence.yaml [key=value ...]``
 
 Windows from a deterministic per-epoch plan -> model -> k-step InfoNCE
 (:func:`cpc_seq.losses.kstep_infonce`, any negative mode). Everything else (optimiser,
@@ -31,7 +31,8 @@ import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from cpc_seq.config import apply_overrides, check, from_dict, load_yaml, to_dict
+from cpc_seq import config
+from cpc_seq.config import check, to_dict
 from cpc_seq.engine.config import OptimConfig, RunConfig
 from cpc_seq.engine.trainer import Context, Engine, StepOutput
 from cpc_seq.engine.windows import PlanBatches, WindowSampler
@@ -159,9 +160,7 @@ def load_text_config(
     path: str | Path | None, overrides: list[str] | None = None
 ) -> TextExperimentConfig:
     """YAML file (optional) + ``key=value`` overrides -> validated config."""
-    data = load_yaml(path) if path is not None else {}
-    data = apply_overrides(data, overrides or [])
-    return from_dict(TextExperimentConfig, data)
+    return config.load_config(TextExperimentConfig, path, overrides)
 
 
 def read_options(cfg: TextDataConfig) -> ReadOptions:
@@ -218,7 +217,8 @@ def build_store(
 
 
 class _TextStep(nn.Module):
-    """Forward used for training (what DDP wraps): a batch -> (z, lengths, predictions)."""
+    """Forward used for training (what DDP wraps): a batch -> (z as the loss scores it
+    (``model.score``), lengths, predictions)."""
 
     def __init__(self, model: TokenCPC | SentenceCPC) -> None:
         super().__init__()
@@ -227,7 +227,7 @@ class _TextStep(nn.Module):
     def forward(self, x: Tensor, lengths: Tensor | None = None
                 ) -> tuple[Tensor, Tensor, Tensor]:
         out = self.model(x) if lengths is None else self.model(x, lengths)
-        return out.z, out.lengths, self.model.predict(out.c)
+        return self.model.loss_targets(out.z), out.lengths, self.model.predict(out.c)
 
 
 class TextCPCTask(KStepTask):

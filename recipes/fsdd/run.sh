@@ -13,7 +13,7 @@
 #   stage 3: phone probes (frame level)
 #   stage 4: speaker probes (utterance level, mean-pooled) and the table
 #   stage 5: ABX within/across speakers on the test takes (item file from the frame
-#            labels, cpc-seq make-item; seconds)
+#            labels, cpc-seq audio make-item; seconds)
 #   stage 6: CTC phone recogniser (BiLSTM, SUPERB PR style) on frozen c, MFCC and
 #            random-init c: phone error rate (CTC_OPTS="--epochs 5" to change it)
 # Finished stages leave EXP/.done.N and are skipped on a rerun; logs in EXP/log/.
@@ -96,7 +96,7 @@ stage5() {
   mv "$exp/abx.md.tmp" "$exp/abx.md"
 }
 
-abx_value() {  # abx_value within|across OUTPUT: the percentage printed by cpc-seq abx
+abx_value() {  # abx_value within|across OUTPUT: the percentage printed by cpc-seq audio abx
   echo "$2" | sed -n "s/^ABX $1-speaker error ([a-z]*): \([0-9.]*\)%.*/\1/p"
 }
 

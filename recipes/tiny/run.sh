@@ -9,7 +9,7 @@
 #   stage 2: extract features (CPC c, z; random-init c, z; MFCC) for train and test
 #   stage 3: phone probes and the table (exp/table.md)
 #   stage 4: ABX within/across speakers on the test split (item file from the frame
-#            labels, cpc-seq make-item; seconds) and exp/abx.md
+#            labels, cpc-seq audio make-item; seconds) and exp/abx.md
 # Finished stages leave exp/.done.N and are skipped on a rerun; logs in exp/log/.
 # Extra training overrides: TRAIN_OVERRIDES="train.steps=100" recipes/tiny/run.sh
 
@@ -69,7 +69,7 @@ stage3() {
   mv "$exp/table.md.tmp" "$exp/table.md"
 }
 
-abx_value() {  # abx_value within|across OUTPUT: the percentage printed by cpc-seq abx
+abx_value() {  # abx_value within|across OUTPUT: the percentage printed by cpc-seq audio abx
   echo "$2" | sed -n "s/^ABX $1-speaker error ([a-z]*): \([0-9.]*\)%.*/\1/p"
 }
 

@@ -1,5 +1,5 @@
 """lhotse manifests as data directories: wherever a Kaldi data dir is accepted
-(``cpc-seq extract``, ``validate-data``, ``data.train`` of ``cpc-seq train``), a lhotse
+(``cpc-seq audio extract``, ``validate-data``, ``data.train`` of ``cpc-seq audio train``), a lhotse
 manifest works too, through :func:`cpc_seq.audio.data.kaldi.load_data_dir`.
 
 Accepted paths:

@@ -1,6 +1,6 @@
 """Split a Kaldi data directory into parts for parallel jobs, and combine their outputs.
 
-``cpc-seq split-data DIR N`` writes ``DIR/splitN/1 .. DIR/splitN/N`` as Kaldi's
+``cpc-seq audio split-data DIR N`` writes ``DIR/splitN/1 .. DIR/splitN/N`` as Kaldi's
 ``utils/split_data.sh`` does: by speaker when ``utt2spk`` exists (every speaker's
 utterances in one part, so per-speaker statistics stay whole), otherwise by utterance
 (``--per-utt`` forces that, writing ``DIR/splitNutt``). Speakers (or utterances) are
@@ -14,18 +14,18 @@ speakers; every file sorted (``LC_ALL=C``) with a trailing newline.
 ``wav.scp`` paths relative to the data directory (this toolkit resolves them against it)
 are rewritten relative to the part's directory, so a part reads the same audio.
 
-``cpc-seq combine-scp OUT.scp IN1.scp IN2.scp ...`` joins the tables the parallel jobs
+``cpc-seq audio combine-scp OUT.scp IN1.scp IN2.scp ...`` joins the tables the parallel jobs
 wrote (feature scp files, ``utt2num_frames``), refusing a key listed twice, and writes
 them sorted.
 
 Typical use (one job per GPU or machine)::
 
-    cpc-seq split-data data/train 4
+    cpc-seq audio split-data data/train 4
     for j in 1 2 3 4; do
-      cpc-seq extract --ckpt exp/cpc/last.pt --layer c scp:data/train/split4/$j/wav.scp \\
+      cpc-seq audio extract --ckpt exp/cpc/last.pt --layer c scp:data/train/split4/$j/wav.scp \\
         ark,scp:exp/feats/c_train.$j.ark,exp/feats/c_train.$j.scp &
     done; wait
-    cpc-seq combine-scp exp/feats/c_train.scp exp/feats/c_train.{1,2,3,4}.scp
+    cpc-seq audio combine-scp exp/feats/c_train.scp exp/feats/c_train.{1,2,3,4}.scp
 """
 
 from __future__ import annotations

@@ -16,18 +16,18 @@ dir=$out/$name
 mkdir -p "$dir/feats"
 export OMP_NUM_THREADS=1
 if [ ! -f "$dir/cpc/last.pt" ]; then
-  /usr/bin/time -v -o "$dir/time.txt" python -m cpc_seq text-train \
+  /usr/bin/time -v -o "$dir/time.txt" python -m cpc_seq text train \
     --config "${CONF:-recipes/text/conf/sentence.yaml}" train.out_dir="$dir/cpc" train.threads=1 \
     train.progress=false train.max_minutes=0 "$@" 2> "$dir/train.log"
 fi
 extra=()
 [ -n "${RANDOM_INIT:-}" ] && extra=(--random-init)
 for set in probe_train probe_test; do
-  python -m cpc_seq text-extract --ckpt "$dir/cpc/last.pt" --layer z --pool mean --threads 1 \
+  python -m cpc_seq text extract --ckpt "$dir/cpc/last.pt" --layer z --pool mean --threads 1 \
     --no-split --no-progress "${extra[@]}" "text:$data/$set/text" \
     "ark,scp:$dir/feats/z_$set.ark,$dir/feats/z_$set.scp" 2>> "$dir/extract.log"
 done
-python -m cpc_seq text-probe --task "book group" --threads 1 \
+python -m cpc_seq text probe --task "book group" --threads 1 \
   --train-labels "$data/probe_train/utt2label" --test-labels "$data/probe_test/utt2label" \
   --train-feats "scp:$dir/feats/z_probe_train.scp" --test-feats "scp:$dir/feats/z_probe_test.scp" \
   --out "$dir/probe_z" --name "$name z" > "$dir/probe.log" 2>&1

@@ -13,16 +13,16 @@ out=$1 name=$2; shift 2
 data=data/tiny dir=$out/$name
 mkdir -p "$dir"
 export OMP_NUM_THREADS=1
-/usr/bin/time -v -o "$dir/time.txt" python -m cpc_seq train --config recipes/tiny/conf/cpc.yaml \
+/usr/bin/time -v -o "$dir/time.txt" python -m cpc_seq audio train --config recipes/tiny/conf/cpc.yaml \
   train.out_dir="$dir/cpc" train.threads=1 train.progress=false train.max_minutes=0 \
   train.overwrite=true "$@" 2> "$dir/train.log"
 cpu=$(awk -F: '/User time|System time/ {s += $2} END {printf "%.0f", s}' "$dir/time.txt")
 steps=$(tail -1 "$dir/cpc/log.jsonl" | python -c 'import json,sys; print(json.load(sys.stdin)["step"])')
 for split in train test; do
-  python -m cpc_seq extract --ckpt "$dir/cpc/last.pt" --layer c --threads 1 \
+  python -m cpc_seq audio extract --ckpt "$dir/cpc/last.pt" --layer c --threads 1 \
     "scp:$data/$split/wav.scp" "ark,scp:$dir/c_$split.ark,$dir/c_$split.scp" 2>> "$dir/extract.log"
 done
-python -m cpc_seq probe phone --no-progress \
+python -m cpc_seq audio probe phone --no-progress \
   --train-feats "scp:$dir/c_train.scp" --test-feats "scp:$dir/c_test.scp" \
   --labels "$data/train/phone_frames.txt" --test-labels "$data/test/phone_frames.txt" \
   --phones "$data/phones.txt" --out "$dir/phone" --name "$name" > "$dir/phone.log" 2>&1
