@@ -200,7 +200,7 @@ def step_rate() -> float:
     (batch 8 x 20480, bf16 autocast where the CPU has it, else fp32)."""
     import torch
 
-    from cpc_seq.audio.model import build_model, preset_config
+    from cpc_seq.audio.model.cpc import build_model, preset_config
     from cpc_seq.engine.device import use_bf16
     from cpc_seq.losses import kstep_infonce
 

@@ -37,7 +37,7 @@ def _timed(fn: Callable[[], object], inner: int) -> float:
 
 
 def _encoder(bf16: bool, batch: int, window: int) -> Callable[[str], Callable[[], None]]:
-    from cpc_seq.audio.encoder import ConvEncoder, paper_layers
+    from cpc_seq.audio.model.encoder import ConvEncoder, paper_layers
 
     enc = ConvEncoder(paper_layers(256))
     x = torch.randn(batch, window)
@@ -94,7 +94,7 @@ KERNELS = {"encoder": _encoder, "gru": _gru, "xent_cross_batch": _xent("cross_ba
 
 def _step_worker(args: argparse.Namespace) -> None:
     """One process: the whole training step with ``--memory`` keep or release."""
-    from cpc_seq.audio.model import ModelConfig, build_model
+    from cpc_seq.audio.model.cpc import ModelConfig, build_model
     from cpc_seq.kernels.memory import apply_cpu_memory
     from cpc_seq.losses import kstep_infonce
 

@@ -398,7 +398,7 @@ def fuzz_huge_samples(work: Path, cases: int, c: Counter) -> Callable[[], None]:
 
     from cpc_seq.audio.data.wav import read_audio
     from cpc_seq.audio.data.windows import normalize_windows
-    from cpc_seq.audio.mfcc import mfcc_deltas
+    from cpc_seq.audio.model.mfcc import mfcc_deltas
 
     path = work / "h.wav"
     import torch
@@ -445,7 +445,7 @@ def fuzz_textgrid_spans(work: Path, cases: int, c: Counter) -> Callable[[], None
     """TextGrids with hostile xmin/xmax and interval spans (huge, negative, reversed,
     overlapping, non-numbers): one label per 10 ms frame up to the bound, or a DataError
     naming the file; never a MemoryError or a traceback."""
-    from cpc_seq.audio.textgrid import textgrid_frame_labels
+    from cpc_seq.audio.data.textgrid import textgrid_frame_labels
 
     path = work / "t.TextGrid"
     # Praat writes plain decimals (praatio does not read 1e8): huge spans are spelt out

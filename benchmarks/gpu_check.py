@@ -55,7 +55,7 @@ def matmul_peak(device: torch.device, dtype: torch.dtype, n: int, reps: int = 10
 def train_step_fn(preset: str, batch: int, window: int, bf16: bool, device: torch.device,
                   negatives: str = "cross_batch"):
     """A seeded training step (forward, k-step InfoNCE, backward, Adam) on ``device``."""
-    from cpc_seq.audio.model import ModelConfig, build_model
+    from cpc_seq.audio.model.cpc import ModelConfig, build_model
     from cpc_seq.losses import kstep_infonce
 
     torch.manual_seed(0)
@@ -125,7 +125,7 @@ def section_train(args: argparse.Namespace, device: torch.device, peak: float):
 
 def section_extract(args: argparse.Namespace, device: torch.device):
     from cpc_seq.audio.extract import model_featurizer
-    from cpc_seq.audio.model import ModelConfig, build_model
+    from cpc_seq.audio.model.cpc import ModelConfig, build_model
 
     torch.manual_seed(0)
     model = build_model(ModelConfig(encoder=args.extract_preset)).to(device).eval()
@@ -179,7 +179,7 @@ def ddp_worker(args: argparse.Namespace) -> None:
     """One rank of the DDP check: a tiny model, a few steps, then compare weights."""
     import torch.distributed as dist
 
-    from cpc_seq.audio.model import ModelConfig, build_model
+    from cpc_seq.audio.model.cpc import ModelConfig, build_model
     from cpc_seq.losses import kstep_infonce
 
     dist.init_process_group(args.ddp_backend)

@@ -82,9 +82,6 @@ def _add_table(sub: argparse._SubParsersAction) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     from cpc_seq.audio.cli import register as add_audio_commands
-    from cpc_seq.audio.ctc_cli import register as add_ctc_commands
-    from cpc_seq.audio.items import register as add_make_item_command
-    from cpc_seq.audio.textgrid import register as add_textgrid_command
     from cpc_seq.images.cli import add_image_commands
     from cpc_seq.mibench.cli import register as add_mibench_command
     from cpc_seq.text.cli import add_text_commands
@@ -101,9 +98,6 @@ def build_parser() -> argparse.ArgumentParser:
     regroup = _Regroup(groups)
     sub: Any = regroup
     add_audio_commands(sub)
-    add_ctc_commands(sub)
-    add_make_item_command(sub)
-    add_textgrid_command(sub)
     add_text_commands(sub)
     add_image_commands(sub)
     add_mibench_command(sub)

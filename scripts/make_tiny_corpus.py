@@ -40,7 +40,7 @@ from tqdm import tqdm
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from cpc_seq.audio.espeak import espeak_version, synthesize  # noqa: E402
+from cpc_seq.tools.espeak import espeak_version, synthesize  # noqa: E402
 
 TARGET_SR = 16000
 HOP = 160  # samples per label frame (10 ms at 16 kHz)

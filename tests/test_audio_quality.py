@@ -12,12 +12,12 @@ import pytest
 import soundfile as sf
 import torch
 
-from cpc_seq.audio.augment import AugmentConfig, Augmenter
 from cpc_seq.audio.data.batches import WindowPlan, make_segments
 from cpc_seq.audio.data.kaldi import write_data_dir
-from cpc_seq.audio.model import ModelConfig, build_model, cpc2, preset_config
-from cpc_seq.audio.train import load_audio_index, load_config, make_engine
 from cpc_seq.audio.data.windows import normalize_windows
+from cpc_seq.audio.model.augment import AugmentConfig, Augmenter
+from cpc_seq.audio.model.cpc import ModelConfig, build_model, cpc2, preset_config
+from cpc_seq.audio.train import load_audio_index, load_config, make_engine
 from cpc_seq.engine.windows import PlanBatches, WindowSampler
 from cpc_seq.errors import DataError
 from cpc_seq.losses import kstep_infonce

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from cpc_seq.audio.ctc_cli import register
+from cpc_seq.audio.cli.ctc import register
 from cpc_seq.errors import ConfigError, DataError
 from cpc_seq.probes.ctc import (
     CTCOptions,

@@ -18,7 +18,7 @@ import cpc_seq
 from cpc_seq.audio.data.kaldi import DataDir
 from cpc_seq.audio.data.wav import read_audio
 from cpc_seq.audio.extract import run_layers
-from cpc_seq.audio.model import ModelConfig, build_model
+from cpc_seq.audio.model.cpc import ModelConfig, build_model
 from cpc_seq.cli import main
 from cpc_seq.errors import CpcSeqError
 from cpc_seq.io.checkpoint import save_checkpoint

@@ -17,8 +17,8 @@ import pytest
 import torch
 
 import cpc_seq
-from cpc_seq.audio.import_cpc_audio import import_cpc_audio
-from cpc_seq.audio.model import build_model
+from cpc_seq.audio.model.cpc import build_model
+from cpc_seq.audio.model.import_cpc_audio import import_cpc_audio
 from cpc_seq.audio.upstream import audio_model_from_state
 from cpc_seq.cli import main
 from cpc_seq.errors import ConfigError, DataError
@@ -242,7 +242,7 @@ def test_train_init_from_imported(imported: dict[str, Path], tmp_path: Path,
 
 
 def test_fresh_model_still_normalises() -> None:
-    from cpc_seq.audio.model import ModelConfig
+    from cpc_seq.audio.model.cpc import ModelConfig
 
     m = build_model(ModelConfig(encoder="tiny", encoder_channels=8, dim_c=8, n_steps=2))
     x = torch.randn(1, 800) * 5 + 3

@@ -1,4 +1,4 @@
-"""Item files from frame labels (cpc_seq.audio.items) and ABX on them."""
+"""Item files from frame labels (cpc_seq.audio.data.items) and ABX on them."""
 
 from __future__ import annotations
 
@@ -8,7 +8,13 @@ import numpy as np
 import pytest
 import torch
 
-from cpc_seq.audio.items import ITEM_HEADER, items_from_labels, label_runs, make_item_file, register
+from cpc_seq.audio.cli.labels import register_make_item as register
+from cpc_seq.audio.data.items import (
+    ITEM_HEADER,
+    items_from_labels,
+    label_runs,
+    make_item_file,
+)
 from cpc_seq.errors import ConfigError, DataError
 from cpc_seq.probes.abx import abx_error, item_frames, read_item_file
 

@@ -14,7 +14,7 @@ import math
 import pytest
 import torch
 
-from cpc_seq.audio.encoder import ConvEncoder, paper_layers
+from cpc_seq.audio.model.encoder import ConvEncoder, paper_layers
 from cpc_seq.errors import ConfigError
 from cpc_seq.kernels import use_kernels
 from cpc_seq.kernels import xent as xent_kernel
@@ -97,7 +97,7 @@ def test_encoder_bf16_autocast_close_to_fp32() -> None:
 
 
 def test_kernels_switch_is_validated_and_cpu_only() -> None:
-    from cpc_seq.audio.model import ModelConfig, build_model
+    from cpc_seq.audio.model.cpc import ModelConfig, build_model
     from cpc_seq.config import from_dict
 
     with pytest.raises(ConfigError, match="model.kernels: 'fast' is not one of 'auto', 'reference'"):
@@ -239,7 +239,7 @@ def test_cuda_kstep_matches_cpu(mode: str) -> None:
 
 @pytest.mark.cuda
 def test_cuda_model_matches_cpu_with_gradients() -> None:
-    from cpc_seq.audio.model import ModelConfig, build_model
+    from cpc_seq.audio.model.cpc import ModelConfig, build_model
 
     torch.manual_seed(0)
     model = build_model(ModelConfig(encoder="tiny", dim_c=32, n_steps=3))

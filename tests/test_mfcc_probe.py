@@ -10,7 +10,7 @@ import pytest
 import torch
 import torchaudio.compliance.kaldi as kaldi
 
-from cpc_seq.audio.mfcc import mfcc_deltas, num_frames
+from cpc_seq.audio.model.mfcc import mfcc_deltas, num_frames
 from cpc_seq.errors import ConfigError, DataError
 from cpc_seq.probes.linear import (
     FrameDataset,

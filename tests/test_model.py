@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from cpc_seq.audio.model import ConvEncoder, ModelConfig, build_model, cpc_paper, cpc_small
+from cpc_seq.audio.model.cpc import ConvEncoder, ModelConfig, build_model, cpc_paper, cpc_small
 from cpc_seq.nn.context import build_context
 
 

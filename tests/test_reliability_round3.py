@@ -501,7 +501,7 @@ def test_huge_finite_samples_resample_and_give_finite_mfccs(tmp_path: Path) -> N
     import soundfile as sf
 
     from cpc_seq.audio.data.wav import read_audio
-    from cpc_seq.audio.mfcc import mfcc_deltas
+    from cpc_seq.audio.model.mfcc import mfcc_deltas
 
     for peak in (3.4e38, 1.35e38):
         x = (np.sin(np.arange(4000) * 0.1) * peak).astype(np.float32)

@@ -1,4 +1,4 @@
-"""TextGrid phone tiers to frame labels (cpc_seq.audio.textgrid), on files written here."""
+"""TextGrid phone tiers to frame labels (cpc_seq.audio.data.textgrid), on files written here."""
 
 from __future__ import annotations
 
@@ -8,12 +8,12 @@ import pytest
 
 pytest.importorskip("praatio")
 
+from cpc_seq.audio.cli.labels import register_labels_from_textgrid as register  # noqa: E402
 from cpc_seq.audio.data.kaldi import read_frame_labels, read_phone_table  # noqa: E402
-from cpc_seq.audio.textgrid import (  # noqa: E402
+from cpc_seq.audio.data.textgrid import (  # noqa: E402
     find_textgrids,
     intervals_to_frames,
     read_phone_tier,
-    register,
     textgrid_frame_labels,
 )
 from cpc_seq.errors import ConfigError, DataError  # noqa: E402

@@ -107,7 +107,7 @@ def test_sentences_disjoint_across_splits() -> None:
 
 def test_espeak_phoneme_events_are_sane() -> None:
     pytest.importorskip("espeakng_loader")
-    from cpc_seq.audio.espeak import SAMPLE_RATE, synthesize
+    from cpc_seq.tools.espeak import SAMPLE_RATE, synthesize
 
     wav, sr, events = synthesize("Let there be light: and there was light.", "en-us+f3", 170)
     assert sr == SAMPLE_RATE == 22050
@@ -128,8 +128,8 @@ def test_espeak_phoneme_events_are_sane() -> None:
 
 def test_espeak_rejects_unknown_voice() -> None:
     pytest.importorskip("espeakng_loader")
-    from cpc_seq.audio.espeak import synthesize
     from cpc_seq.errors import DataError
+    from cpc_seq.tools.espeak import synthesize
 
     with pytest.raises(DataError):
         synthesize("Hello there.", "en-us+nosuchvariant", 170)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from cpc_seq.audio.encoder import ConvEncoder, paper_layers
+from cpc_seq.audio.model.encoder import ConvEncoder, paper_layers
 from cpc_seq.kernels import winograd
 
 
@@ -121,7 +121,7 @@ def test_extracted_features_do_not_depend_on_the_batch() -> None:
     Winograd tiles, per-utterance normalisation); c within float rounding (the GRU's
     matmuls take other kernels for a batch of one)."""
     from cpc_seq.audio.extract import run_layers
-    from cpc_seq.audio.model import ModelConfig, build_model
+    from cpc_seq.audio.model.cpc import ModelConfig, build_model
 
     torch.manual_seed(0)
     model = build_model(ModelConfig(encoder="custom", encoder_layers=[

@@ -40,7 +40,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from cpc_seq.audio.model import CPCModel
+from cpc_seq.audio.model.cpc import CPCModel
 from cpc_seq.errors import CpcSeqError
 from cpc_seq.io.features import Featurizer, length_batches
 
@@ -382,7 +382,7 @@ def model_featurizer(model: CPCModel, layer: str = "c", device: torch.device | N
 def mfcc_featurizer(sample_rate: int = 16000, cmvn: bool = True) -> Featurizer:
     """MFCC+delta+delta-delta (39-dim, per-utterance CMVN unless ``cmvn=False``),
     ``N // 160`` frames per utterance."""
-    from cpc_seq.audio.mfcc import mfcc_deltas
+    from cpc_seq.audio.model.mfcc import mfcc_deltas
 
     def featurize(waves: list[Tensor]) -> list[np.ndarray]:
         return [mfcc_deltas(w, sample_rate, cmvn=cmvn).numpy().astype(np.float32) for w in waves]

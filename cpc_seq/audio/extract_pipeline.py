@@ -59,7 +59,7 @@ from cpc_seq.audio.extract import (
     run_layers,
     wave_stats,
 )
-from cpc_seq.audio.model import CPCModel
+from cpc_seq.audio.model.cpc import CPCModel
 from cpc_seq.errors import CpcSeqError, DataError
 from cpc_seq.io.atomic import atomic_write, os_error_message
 from cpc_seq.io.features import (

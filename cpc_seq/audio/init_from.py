@@ -16,7 +16,7 @@ from typing import Any
 
 from torch import Tensor
 
-from cpc_seq.audio.model import ModelConfig, build_model
+from cpc_seq.audio.model.cpc import ModelConfig, build_model
 from cpc_seq.config import apply_overrides, from_dict, load_yaml, to_dict
 from cpc_seq.errors import CheckpointError, ConfigError
 

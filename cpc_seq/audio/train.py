@@ -3,7 +3,7 @@
 Fixed-length windows of the training audio (packed per speaker, or padded, or only long
 utterances: ``data.short_utterances``; batched uniformly, per speaker or speaker-balanced:
 ``data.batch_sampling``; see :mod:`cpc_seq.audio.data.batches`) -> optional waveform
-augmentation (``augment``, :mod:`cpc_seq.audio.augment`) -> per-window normalisation ->
+augmentation (``augment``, :mod:`cpc_seq.audio.model.augment`) -> per-window normalisation ->
 :class:`~cpc_seq.audio.model.CPCModel` -> k-step InfoNCE (``loss.kind: infonce``) or
 ACPC's aligned loss (``loss.kind: acpc``, :mod:`cpc_seq.losses.acpc`). Everything else (optimiser,
 schedule, precision, DDP, logging, checkpoints, resume) is the engine's
@@ -26,12 +26,12 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from cpc_seq import config
-from cpc_seq.audio.augment import AugmentConfig, Augmenter
 from cpc_seq.audio.data.batches import BATCH_SAMPLING, SHORT_MODES, WindowPlan, make_segments
 from cpc_seq.audio.data.index import BAD_AUDIO_MODES, AudioIndex, load_index
 from cpc_seq.audio.data.loader import WindowLoader
 from cpc_seq.audio.data.spans import SpanReader
-from cpc_seq.audio.model import CPCModel, ModelConfig, build_model
+from cpc_seq.audio.model.augment import AugmentConfig, Augmenter
+from cpc_seq.audio.model.cpc import CPCModel, ModelConfig, build_model
 from cpc_seq.config import check, to_dict
 from cpc_seq.engine.config import OptimConfig, RunConfig
 from cpc_seq.engine.trainer import Context, Engine, StepOutput

@@ -17,7 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from cpc_seq.audio.extract_pipeline import check_waves, features_of_waves
-from cpc_seq.audio.model import CPCModel, ModelConfig, build_model
+from cpc_seq.audio.model.cpc import CPCModel, ModelConfig, build_model
 from cpc_seq.config import from_dict
 from cpc_seq.errors import CheckpointError, ConfigError
 

@@ -1,6 +1,6 @@
 """CPU speed kernels, all behind one switch: ``model.kernels: auto | reference``.
 
-The model (:mod:`cpc_seq.audio.encoder`, :mod:`cpc_seq.nn.context`) and the k-step loss
+The model (:mod:`cpc_seq.audio.model.encoder`, :mod:`cpc_seq.nn.context`) and the k-step loss
 (:mod:`cpc_seq.losses.kstep`) are written with plain torch ops and autograd. Each has
 one line that hands its work to a kernel here when :func:`use_kernels` says so:
 ``kernels="auto"`` and the input on the CPU. ``reference`` always runs the plain code,

@@ -1,6 +1,6 @@
 """The waveform encoder's forward on the CPU without ``conv1d`` (``model.kernels: auto``).
 
-Same result as :meth:`cpc_seq.audio.encoder.ConvEncoder.forward`'s plain path (conv1d ->
+Same result as :meth:`cpc_seq.audio.model.encoder.ConvEncoder.forward`'s plain path (conv1d ->
 norm -> ReLU -> zero past each utterance's end, in (B, C, T)), computed differently:
 
 - activations stay (B, T, C) contiguous from layer to layer: every convolution is a
@@ -32,7 +32,7 @@ from cpc_seq.nn.layers import ChannelNorm, UnbiasedChannelNorm
 
 def forward(enc: nn.Module, wave: Tensor, lengths: Tensor | None, return_layers: bool
             ) -> tuple[Tensor, Tensor] | tuple[Tensor, Tensor, list[Tensor]]:
-    """``enc.forward`` (a :class:`~cpc_seq.audio.encoder.ConvEncoder`) by these kernels."""
+    """``enc.forward`` (a :class:`~cpc_seq.audio.model.encoder.ConvEncoder`) by these kernels."""
     bsz, n = wave.shape
     full = lengths is None
     if lengths is None:

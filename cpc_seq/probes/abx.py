@@ -32,7 +32,7 @@ lies in ``[onset, offset)``, so a frame centred exactly on the onset is in and o
 centred exactly on the offset is out.  (ABXpy keeps both edge frames; Libri-light's
 slicing ends one frame earlier, keeping centres up to ``offset - 1 / frame_rate``.)
 Item files whose onsets and offsets are frame boundaries (multiples of 10 ms at
-100 Hz, as :mod:`cpc_seq.audio.items` writes them) select the same frames under every
+100 Hz, as :mod:`cpc_seq.audio.data.items` writes them) select the same frames under every
 rule except Libri-light's.
 
 Public API:

@@ -15,8 +15,8 @@ import time
 
 import torch
 
-from cpc_seq.audio.augment import Augmenter
-from cpc_seq.audio.model import build_model
+from cpc_seq.audio.model.augment import Augmenter
+from cpc_seq.audio.model.cpc import build_model
 from cpc_seq.audio.train import _TrainStep, load_config
 from cpc_seq.losses import kstep_infonce
 from cpc_seq.losses.acpc import acpc_loss

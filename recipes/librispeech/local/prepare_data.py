@@ -19,7 +19,12 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from cpc_seq.audio.data.kaldi import read_frame_labels, read_split, write_data_dir, write_phone_table
+from cpc_seq.audio.data.kaldi import (
+    read_frame_labels,
+    read_split,
+    write_data_dir,
+    write_phone_table,
+)
 from cpc_seq.errors import CpcSeqError, DataError
 
 NUM_PHONES = 41
