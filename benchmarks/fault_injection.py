@@ -17,7 +17,7 @@ must be listed once in ``feats.scp`` and read back equal to an uninterrupted ext
     python benchmarks/fault_injection.py --points 20          # the full check, ~3-5 min
     python benchmarks/fault_injection.py --points 3 --what train
 
-``tests/test_reliability_faults.py`` runs 3 points of each.
+``tests/reliability/test_reliability_faults.py`` runs 3 points of each.
 """
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ MFCCs without overflowing) and TextGrids with hostile spans (bounded, or refused
     python benchmarks/fuzz.py                      # 10,000 cases per parser
     python benchmarks/fuzz.py --cases 500 --only labels,item
 
-CI runs the same properties with fewer cases (tests/test_reliability.py).
+CI runs the same properties with fewer cases (tests/reliability/test_reliability.py).
 """
 
 from __future__ import annotations

@@ -20,7 +20,7 @@ module             replaces (plain path)                         measured on
 
 Each module's docstring says what it buys, measured with ``benchmarks/bench_kernels.py``
 (fast path against the plain path it replaces, forward and backward), and each has a
-parity test against the plain path (``tests/test_kernels.py``, ``tests/test_winograd.py``).
+parity test against the plain path (``tests/kernels/test_kernels.py``, ``tests/kernels/test_winograd.py``).
 :mod:`.memory` is process-wide and has its own switch, ``train.cpu_memory``.
 """
 

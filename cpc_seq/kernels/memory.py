@@ -14,7 +14,7 @@ are live at the peak); what changes is that the memory is not handed back betwee
 It affects CPU memory only (CUDA has its own caching allocator) and does nothing on a C
 library other than glibc.
 
-What it buys, measured: the page faults of a step (``tests/test_memory.py`` counts them
+What it buys, measured: the page faults of a step (``tests/kernels/test_memory.py`` counts them
 with and without it); its share of the step time is what ``benchmarks/bench_kernels.py
 --only memory`` prints (keep against release, in alternating processes).
 """

@@ -18,7 +18,7 @@ and interpolate the outputs back (``A^T``)::
 With m = 5 (points 0, +-1, +-1/2, infinity) that is 6 products per 5 outputs: 0.6x the
 multiplications of the direct form. The transforms are additions with small constants;
 in float32 the result differs from the direct sum by about 1e-6 of the outputs' scale
-(``tests/test_winograd.py``). The encoder kernel uses it in float32 on the CPU
+(``tests/kernels/test_winograd.py``). The encoder kernel uses it in float32 on the CPU
 (:func:`cpc_seq.kernels.encoder.conv_btc`), where training and extraction are bound by
 these matmuls: :func:`two_tap_conv` for inference, :class:`TwoTapConv` (with the same
 transforms in both gradients) for training.

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import math
 import sys
+import time
+from collections import deque
 from typing import Any
 
 import torch
@@ -34,15 +36,18 @@ class KStepTask(Task):
     ctx: Context
     batches: Any
     dev_store: Any = None
-    #: The at-chance warning: once ``chance_check_fraction`` of ``train.steps`` have run,
-    #: if the InfoNCE accuracy averaged over the last ``chance_window`` steps is below
-    #: ``chance_factor`` x chance (1 / candidates, averaged over the same steps), the
-    #: log says so, once (a model that has not left chance by then rarely does).
+    #: The at-chance warning: once ``chance_check_fraction`` of the budget has run
+    #: (of ``train.steps``, or of ``train.max_cpu_minutes`` when that comes first), if the
+    #: InfoNCE accuracy averaged over the last ``chance_window`` steps is below
+    #: ``chance_factor`` x chance (1 / candidates, averaged over the same steps), the log
+    #: says so, once (a model that has not left chance by then rarely does).
     chance_check_fraction: float = 0.2
     chance_factor: float = 2.0
     chance_window: int = 50
     _steps_seen: int = 0
-    _chance_recent: list[tuple[float, float]] | None = None
+    _chance_done: bool = False
+    _chance_recent: deque[tuple[float, float]] | None = None
+    _chance_cpu0: float | None = None
 
     def check_batch_split(self, ctx: Context) -> None:
         """The global batch must divide by the processes."""
@@ -89,39 +94,48 @@ class KStepTask(Task):
         return {}
 
     def watch_chance(self, out: KStepOutput) -> str | None:
-        """Count a training step and, at the check step (``chance_check_fraction`` of
-        ``train.steps``, at least ``chance_window`` steps in), warn on the main process
-        when the accuracy of the last ``chance_window`` steps is still at chance. Returns
-        the warning (None when there is none)."""
+        """Count a training step; at the check (``chance_check_fraction`` of
+        ``train.steps`` or of ``train.max_cpu_minutes``, whichever comes first, and at least
+        ``chance_window`` steps in) warn on the main process when the accuracy of the
+        last ``chance_window`` steps is still at chance. Returns the warning (None when
+        there is none)."""
         self._steps_seen += 1
-        if self._chance_recent is None:
-            self._chance_recent = []
-        total = int(self.cfg.train.steps)
+        if self._chance_done:
+            return None
+        run = self.cfg.train
+        total = int(run.steps)
         at = max(math.ceil(self.chance_check_fraction * total), min(self.chance_window, total))
-        if self._steps_seen > at:
+        if self._chance_recent is None:
+            self._chance_recent = deque(maxlen=self.chance_window)
+            self._chance_cpu0 = time.process_time()
+            if self._steps_seen > at:  # resumed past the check step
+                self._chance_done = True
+                return None
+        self._chance_recent.append((float(out.step_acc.float().mean()),
+                                    1.0 / max(int(out.num_candidates), 1)))
+        cpu_budget = 60.0 * float(getattr(run, "max_cpu_minutes", 0.0) or 0.0)
+        cpu = time.process_time() - (self._chance_cpu0 or 0.0)
+        by_cpu = bool(cpu_budget) and cpu >= self.chance_check_fraction * cpu_budget
+        if len(self._chance_recent) < min(self.chance_window, total) or not (
+                self._steps_seen >= at or by_cpu):
             return None
-        if self._steps_seen > at - self.chance_window:
-            self._chance_recent.append((float(out.step_acc.float().mean()),
-                                        1.0 / max(int(out.num_candidates), 1)))
-        if self._steps_seen < at or not self._chance_recent:
-            return None
+        self._chance_done = True
         acc = sum(a for a, _ in self._chance_recent) / len(self._chance_recent)
         chance = sum(c for _, c in self._chance_recent) / len(self._chance_recent)
-        self._chance_recent = []
         if acc >= self.chance_factor * chance:
             return None
-        msg = (f"warning: after {at} of {total} steps the InfoNCE accuracy is "
-               f"{100 * acc:.2f} % (mean of the last {self.chance_window} steps), still at "
-               f"chance: 1/candidates = 1/{round(1 / chance)} = {100 * chance:.2f} % "
-               f"(warned below {self.chance_factor:g}x chance). The model is not learning "
-               f"the contrastive task; more steps rarely change that (check the learning "
-               f"rate and the score scale; docs/text.md, 'At chance').")
+        when = (f"{self._steps_seen} of {total} steps" if not by_cpu or self._steps_seen >= at
+                else f"{cpu / 60:.1f} of {cpu_budget / 60:g} CPU-minutes "
+                     f"({self._steps_seen} steps)")
+        msg = (f"warning: after {when} the InfoNCE accuracy is {100 * acc:.2f} % (mean of "
+               f"the last {len(self._chance_recent)} steps), still at chance: 1/candidates = "
+               f"1/{round(1 / chance)} = {100 * chance:.2f} % (warned below "
+               f"{self.chance_factor:g}x chance). The model is not learning the contrastive "
+               f"task, and more steps rarely change that: check the learning rate and the "
+               f"score scale (docs/text.md, 'At chance').")
         if self.ctx.dist.is_main:
             tqdm.write(msg, file=sys.stderr)
         return msg
-
-    def postfix(self, metrics: dict[str, float]) -> dict[str, str]:
-        return {"loss": f"{metrics['train/loss']:.3f}", "acc": f"{metrics['train/acc']:.3f}"}
 
     def evaluate(self) -> dict[str, float]:
         """Mean loss/accuracy on a fixed set of dev windows (negatives' RNG untouched)."""

@@ -24,6 +24,13 @@ Then a GRU (or any context) over consecutive sentences gives c; the
 heads predict the next k sentences' z, scored against the other sentences of the batch
 by :func:`cpc_seq.losses.kstep_infonce`.
 
+**Scores** (``score``, both levels): the loss scores a prediction against a candidate z
+by a dot product. ``dot`` (the default) uses them as they are; ``scaled`` divides the
+predictions by sqrt(D_z); ``cosine`` scores the cosine of prediction and z times a
+learned scale (``1 / score_temperature`` at the start, at most 100). The extracted z is
+the same either way (``loss_targets`` only normalises what the loss sees). See
+docs/text.md, "At chance", for the measurements.
+
 Shapes: token ids (B, N) int64, 0 = padding; token level z (B, T, D_z), c (B, T, D_c);
 sentence level tokens (B, S, L), z (B, S, D_z), c (B, S, D_c); predictions
 (B, T or S, K, D_z). Padded batches give the same valid outputs as one item at a time.
@@ -48,6 +55,9 @@ SENTENCE_ENCODERS = ("conv", "gru", "transformer", "bag")
 #: Longest sentence (tokens) the ``transformer`` sentence encoder has positions for.
 MAX_POSITIONS = 512
 TEXT_NORMS = ("none", "channel")
+SCORES = ("dot", "scaled", "cosine")
+#: Largest scale of ``score: cosine`` (the learned inverse temperature is clamped to it).
+MAX_COSINE_SCALE = 100.0
 
 
 @dataclass
@@ -77,6 +87,8 @@ class TextModelConfig:
     sentence_layers: int = 1
     sentence_heads: int = 4
     token_dropout: float = 0.0
+    score: str = "dot"
+    score_temperature: float = 0.1
 
     def validate(self) -> None:
         check(self.level in LEVELS, "model.level", f"one of {LEVELS}")
@@ -114,6 +126,9 @@ class TextModelConfig:
         if self.pool == "weighted":
             check(self.level == "sentence" and self.sentence_encoder == "bag", "model.pool",
                   "weighted needs level: sentence and sentence_encoder: bag (max or mean otherwise)")
+        check(self.score in SCORES, "model.score", f"one of {SCORES}")
+        check(1.0 / MAX_COSINE_SCALE <= self.score_temperature <= 1.0, "model.score_temperature",
+              f"must be in [{1.0 / MAX_COSINE_SCALE:g}, 1]")
         check(0.0 <= self.token_dropout < 1.0, "model.token_dropout", "must be in [0, 1)")
         if self.token_dropout:
             check(self.level == "sentence" and self.sentence_encoder == "bag",
@@ -188,6 +203,31 @@ class TokenConvEncoder(nn.Module):
         return x.transpose(1, 2), valid
 
 
+class ScoreScale(nn.Module):
+    """How predictions and candidates meet in the loss's dot product (``config.score``):
+    ``predictions(p (..., D))`` and ``targets(z (..., D))`` (see the module docstring)."""
+
+    def __init__(self, kind: str, dim_z: int, temperature: float = 0.1) -> None:
+        super().__init__()
+        self.kind, self.dim_z = kind, dim_z
+        if kind == "cosine":
+            self.log_scale = nn.Parameter(torch.tensor(math.log(1.0 / temperature)))
+
+    def scale(self) -> Tensor | float:
+        """The factor the (normalised) scores are multiplied by."""
+        if self.kind == "cosine":
+            return self.log_scale.clamp(max=math.log(MAX_COSINE_SCALE)).exp()
+        return 1.0 / math.sqrt(self.dim_z) if self.kind == "scaled" else 1.0
+
+    def predictions(self, p: Tensor) -> Tensor:
+        if self.kind == "cosine":
+            return nn.functional.normalize(p, dim=-1) * self.scale()
+        return p * self.scale() if self.kind == "scaled" else p
+
+    def targets(self, z: Tensor) -> Tensor:
+        return nn.functional.normalize(z, dim=-1) if self.kind == "cosine" else z
+
+
 @dataclass
 class TextCPCOutput:
     """``z`` (B, T, D_z), ``c`` (B, T, D_c), ``lengths`` (B,) valid frames or sentences."""
@@ -212,6 +252,7 @@ class TokenCPC(nn.Module):
                                      config.context_layers, config.transformer_heads,
                                      config.dropout)
         self.heads = PredictionHeads(config.dim_c, self.encoder.out_channels, config.n_steps)
+        self.score = ScoreScale(config.score, self.encoder.out_channels, config.score_temperature)
         self.downsample_rate = self.encoder.stride
 
     def forward(self, tokens: Tensor, lengths: Tensor | None = None) -> TextCPCOutput:
@@ -219,7 +260,11 @@ class TokenCPC(nn.Module):
         return TextCPCOutput(z=z, c=self.context(z), lengths=frames)
 
     def predict(self, c: Tensor) -> Tensor:
-        return self.heads(c)
+        return self.score.predictions(self.heads(c))
+
+    def loss_targets(self, z: Tensor) -> Tensor:
+        """The candidates the loss scores ``predict(c)`` against (z, or z normalised)."""
+        return self.score.targets(z)
 
 
 def _pool_valid(h: Tensor, lengths: Tensor, how: str) -> Tensor:
@@ -360,6 +405,7 @@ class SentenceCPC(nn.Module):
                                      config.context_layers, config.transformer_heads,
                                      config.dropout)
         self.heads = PredictionHeads(config.dim_c, self.encoder.out_channels, config.n_steps)
+        self.score = ScoreScale(config.score, self.encoder.out_channels, config.score_temperature)
 
     def embed(self, tokens: Tensor, lengths: Tensor) -> Tensor:
         return self.encoder(tokens, lengths)
@@ -381,7 +427,11 @@ class SentenceCPC(nn.Module):
         return TextCPCOutput(z=z, c=self.context(z), lengths=sent_lengths)
 
     def predict(self, c: Tensor) -> Tensor:
-        return self.heads(c)
+        return self.score.predictions(self.heads(c))
+
+    def loss_targets(self, z: Tensor) -> Tensor:
+        """The candidates the loss scores ``predict(c)`` against (z, or z normalised)."""
+        return self.score.targets(z)
 
 
 TextCPC = TokenCPC | SentenceCPC

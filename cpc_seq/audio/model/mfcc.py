@@ -16,7 +16,7 @@ Kaldi's default (``snip_edges=True``) instead starts frame ``t`` at sample ``160
 its centre is at ``160 t + 199.5``: 120 samples (0.75 frame) late, and it yields only
 ``1 + (N - 400) // 160`` frames.  We therefore call Kaldi's feature extraction with
 ``snip_edges=False``, which places frame ``t`` as described above (verified on
-impulses in ``tests/test_mfcc_probe.py``) and reflects the signal at both ends, and then
+impulses in ``tests/audio/test_mfcc_probe.py``) and reflects the signal at both ends, and then
 drop the extra frame it produces when ``N % 160 >= 80``.
 """
 

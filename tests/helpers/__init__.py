@@ -1,0 +1,1 @@
+"""Data makers the tests share (not tests themselves)."""
