@@ -36,32 +36,32 @@ ckpt=$exp/cpc/last.pt
 stage0() {
   [ -d "$fsdd" ] || { echo "error: FSDD not found at $fsdd (use --fsdd DIR)" >&2; exit 2; }
   python recipes/fsdd/local/prepare_data.py "$fsdd" "$data"
-  cpc validate-data "$data/all" --labels "$data/all/phone_frames.txt" --phones "$data/phones.txt"
+  cpc audio validate "$data/all" --labels "$data/all/phone_frames.txt" --phones "$data/phones.txt"
 }
 
 stage1() {
   # shellcheck disable=SC2086
-  cpc train --config "$conf" data.train="$data/train" train.out_dir="$exp/cpc" ${TRAIN_OVERRIDES:-}
+  cpc audio train --config "$conf" data.train="$data/train" train.out_dir="$exp/cpc" ${TRAIN_OVERRIDES:-}
 }
 
 stage2() {
   local src="scp:$data/all/wav.scp"
   for layer in c z; do
-    cpc extract --ckpt "$ckpt" --layer $layer --skip-existing \
+    cpc audio extract --ckpt "$ckpt" --layer $layer --skip-existing \
       --write-num-frames "ark,t:$feats/$layer.utt2num_frames" "$src" "ark,scp:$feats/$layer.ark,$feats/$layer.scp"
-    cpc extract --ckpt "$ckpt" --random-init --layer $layer --skip-existing \
+    cpc audio extract --ckpt "$ckpt" --random-init --layer $layer --skip-existing \
       "$src" "ark,scp:$feats/rand_$layer.ark,$feats/rand_$layer.scp"
   done
-  cpc extract --mfcc --skip-existing "$src" "ark,scp:$feats/mfcc.ark,$feats/mfcc.scp"
+  cpc audio extract --mfcc --skip-existing "$src" "ark,scp:$feats/mfcc.ark,$feats/mfcc.scp"
   # per-utterance CMVN removes the utterance mean: the speaker probe also gets raw MFCC
-  cpc extract --mfcc --no-cmvn --skip-existing "$src" "ark,scp:$feats/mfcc_raw.ark,$feats/mfcc_raw.scp"
+  cpc audio extract --mfcc --no-cmvn --skip-existing "$src" "ark,scp:$feats/mfcc_raw.ark,$feats/mfcc_raw.scp"
 }
 
 names=("c:CPC c (context)" "z:CPC z (encoder)" "mfcc:MFCC+d+dd (CMVN)" "rand_c:random-init c" "rand_z:random-init z")
 
 stage3() {
   for entry in "${names[@]}"; do
-    cpc probe phone --no-progress --feats "scp:$feats/${entry%%:*}.scp" \
+    cpc audio probe phone --no-progress --feats "scp:$feats/${entry%%:*}.scp" \
       --train-split "$data/train_split.txt" --test-split "$data/test_split.txt" \
       --labels "$data/all/phone_frames.txt" --phones "$data/phones.txt" \
       --out "$exp/probe/phone_${entry%%:*}" --name "${entry#*:}"
@@ -70,7 +70,7 @@ stage3() {
 
 stage4() {
   for entry in "${names[@]}" "mfcc_raw:MFCC+d+dd (no CMVN)"; do
-    cpc probe speaker --no-progress --feats "scp:$feats/${entry%%:*}.scp" \
+    cpc audio probe speaker --no-progress --feats "scp:$feats/${entry%%:*}.scp" \
       --train-split "$data/train_split.txt" --test-split "$data/test_split.txt" \
       --utt2spk "$data/all/utt2spk" --out "$exp/probe/speaker_${entry%%:*}" --name "${entry#*:}"
   done
@@ -81,7 +81,7 @@ stage4() {
 
 stage5() {
   local item=$exp/abx/test.item
-  cpc make-item "$data/all/phone_frames.txt" "$data/all/utt2spk" "$item" --phones "$data/phones.txt" \
+  cpc audio make-item "$data/all/phone_frames.txt" "$data/all/utt2spk" "$item" --phones "$data/phones.txt" \
     --split "$data/test_split.txt"
   {
     echo "| features | ABX within (%) | ABX across (%) |"
@@ -105,12 +105,12 @@ stage6() {
     # a result from an interrupted run is kept: delete it to retrain
     [ -f "$exp/ctc/${entry%%:*}/result.json" ] && continue
     # shellcheck disable=SC2086
-    cpc ctc-probe --no-progress --feats "scp:$feats/${entry%%:*}.scp" \
+    cpc audio ctc-probe --no-progress --feats "scp:$feats/${entry%%:*}.scp" \
       --train-split "$data/train_split.txt" --test-split "$data/test_split.txt" \
       --labels "$data/all/phone_frames.txt" --phones "$data/phones.txt" --ignore SIL \
       --out "$exp/ctc/${entry%%:*}" --name "${entry#*:}" ${CTC_OPTS:-}
   done
-  cpc ctc-table "$exp"/ctc/{c,mfcc,rand_c}/result.json > "$exp/ctc.md.tmp"
+  cpc table "$exp"/ctc/{c,mfcc,rand_c}/result.json > "$exp/ctc.md.tmp"
   mv "$exp/ctc.md.tmp" "$exp/ctc.md"
 }
 

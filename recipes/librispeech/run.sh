@@ -65,24 +65,24 @@ stage0() {
 }
 stage1() {
   python recipes/librispeech/local/prepare_data.py "$db" "$align" "$data"
-  cpc validate-data "$data/all" --labels "$data/labels.txt" --phones "$data/phones.txt"
+  cpc audio validate "$data/all" --labels "$data/labels.txt" --phones "$data/phones.txt"
 }
 stage2() {
   # shellcheck disable=SC2086
-  cpc train --config "$conf" data.train="$data/train" train.out_dir="$exp/cpc" ${TRAIN_OVERRIDES:-}
+  cpc audio train --config "$conf" data.train="$data/train" train.out_dir="$exp/cpc" ${TRAIN_OVERRIDES:-}
 }
 stage3() {
   local src="scp:$data/all/wav.scp"
-  cpc extract --ckpt "$ckpt" --layer c --skip-existing \
+  cpc audio extract --ckpt "$ckpt" --layer c --skip-existing \
     --write-num-frames "ark,t:$feats/c.utt2num_frames" "$src" "ark,scp:$feats/c.ark,$feats/c.scp"
-  cpc extract --ckpt "$ckpt" --layer c --random-init --skip-existing "$src" "ark,scp:$feats/rand_c.ark,$feats/rand_c.scp"
-  cpc extract --mfcc --skip-existing "$src" "ark,scp:$feats/mfcc.ark,$feats/mfcc.scp"
-  cpc extract --mfcc --no-cmvn --skip-existing "$src" "ark,scp:$feats/mfcc_raw.ark,$feats/mfcc_raw.scp"
+  cpc audio extract --ckpt "$ckpt" --layer c --random-init --skip-existing "$src" "ark,scp:$feats/rand_c.ark,$feats/rand_c.scp"
+  cpc audio extract --mfcc --skip-existing "$src" "ark,scp:$feats/mfcc.ark,$feats/mfcc.scp"
+  cpc audio extract --mfcc --no-cmvn --skip-existing "$src" "ark,scp:$feats/mfcc_raw.ark,$feats/mfcc_raw.scp"
 }
 split_args=(--train-split "$data/train_split.txt" --test-split "$data/test_split.txt")
 stage4() {
   for entry in "c:CPC c" "mfcc:MFCC+d+dd (CMVN)" "rand_c:random-init c"; do
-    cpc probe phone --no-progress --feats "scp:$feats/${entry%%:*}.scp" "${split_args[@]}" \
+    cpc audio probe phone --no-progress --feats "scp:$feats/${entry%%:*}.scp" "${split_args[@]}" \
       --labels "$data/labels.txt" --phones "$data/phones.txt" \
       --out "$exp/probe/phone_${entry%%:*}" --name "${entry#*:}"
   done
@@ -90,7 +90,7 @@ stage4() {
 stage5() {
   for level in utterance window; do
     for entry in "c:CPC c" "mfcc_raw:MFCC+d+dd (no CMVN)" "rand_c:random-init c"; do
-      cpc probe speaker --no-progress --level $level --feats "scp:$feats/${entry%%:*}.scp" \
+      cpc audio probe speaker --no-progress --level $level --feats "scp:$feats/${entry%%:*}.scp" \
         "${split_args[@]}" --utt2spk "$data/all/utt2spk" \
         --out "$exp/probe/speaker_${level}_${entry%%:*}" --name "${entry#*:}"
     done
@@ -103,11 +103,11 @@ stage6() {
     # a result from an interrupted run is kept: delete it to retrain
     [ -f "$exp/ctc/${entry%%:*}/result.json" ] && continue
     # shellcheck disable=SC2086
-    cpc ctc-probe --no-progress --feats "scp:$feats/${entry%%:*}.scp" "${split_args[@]}" \
+    cpc audio ctc-probe --no-progress --feats "scp:$feats/${entry%%:*}.scp" "${split_args[@]}" \
       --labels "$data/labels.txt" --phones "$data/phones.txt" --ignore p00 \
       --out "$exp/ctc/${entry%%:*}" --name "${entry#*:}" ${CTC_OPTS:-}
   done
-  cpc ctc-table "$exp"/ctc/{c,mfcc,rand_c}/result.json > "$exp/ctc.md.tmp"
+  cpc table "$exp"/ctc/{c,mfcc,rand_c}/result.json > "$exp/ctc.md.tmp"
   mv "$exp/ctc.md.tmp" "$exp/ctc.md"
 }
 
