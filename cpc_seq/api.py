@@ -32,7 +32,8 @@ def load(ckpt: str | Path, random_init: bool = False, device: str = "cpu", seed:
     state = load_checkpoint(ckpt, map_location=device, kinds=tuple(KINDS))
     modality = KINDS[state["kind"]]
     if modality == "audio":
-        from cpc_seq.audio.upstream import Upstream, audio_model_from_state
+        from cpc_seq.audio.model.load import audio_model_from_state
+        from cpc_seq.audio.upstream import Upstream
 
         model = audio_model_from_state(state, ckpt, random_init=random_init, seed=seed)
         return Upstream(model.to(device), state["config"])

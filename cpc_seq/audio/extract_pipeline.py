@@ -577,7 +577,7 @@ def _resolve_model(model: Any, random_init: bool, seed: int) -> CPCModel:
     if isinstance(inner, CPCModel):  # an Upstream from cpc_seq.load
         return inner
     if isinstance(model, (str, Path)):
-        from cpc_seq.audio.upstream import KINDS, audio_model_from_state
+        from cpc_seq.audio.model.load import KINDS, audio_model_from_state
         from cpc_seq.io.checkpoint import load_checkpoint
 
         state = load_checkpoint(model, kinds=KINDS, purpose="cpc-seq audio extract reads audio "

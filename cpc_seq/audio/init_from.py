@@ -37,8 +37,8 @@ def init_config(ckpt: str | Path, config: str | Path | None, overrides: list[str
         CheckpointError: not an audio cpc_seq checkpoint.
         ConfigError: the run changes an encoder or context key of the checkpoint.
     """
+    from cpc_seq.audio.model.load import KINDS
     from cpc_seq.audio.train import ExperimentConfig
-    from cpc_seq.audio.upstream import KINDS
     from cpc_seq.io.checkpoint import load_checkpoint
 
     state = load_checkpoint(ckpt, kinds=KINDS, purpose="train --init-from")

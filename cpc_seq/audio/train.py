@@ -25,7 +25,6 @@ import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from cpc_seq import config
 from cpc_seq.audio.data.batches import BATCH_SAMPLING, SHORT_MODES, WindowPlan, make_segments
 from cpc_seq.audio.data.index import BAD_AUDIO_MODES, AudioIndex, load_index
 from cpc_seq.audio.data.loader import WindowLoader
@@ -33,6 +32,7 @@ from cpc_seq.audio.data.spans import SpanReader
 from cpc_seq.audio.model.augment import AugmentConfig, Augmenter
 from cpc_seq.audio.model.cpc import CPCModel, ModelConfig, build_model
 from cpc_seq.config import check, to_dict
+from cpc_seq.config import load_config as load_config_as
 from cpc_seq.engine.config import OptimConfig, RunConfig
 from cpc_seq.engine.trainer import Context, Engine, StepOutput
 from cpc_seq.errors import ConfigError, DataError
@@ -109,7 +109,7 @@ class ExperimentConfig:
 
 def load_config(path: str | Path | None, overrides: list[str] | None = None) -> ExperimentConfig:
     """YAML file (optional) + ``key=value`` overrides -> validated :class:`ExperimentConfig`."""
-    return config.load_config(ExperimentConfig, path, overrides)
+    return load_config_as(ExperimentConfig, path, overrides)
 
 
 def load_audio_index(

@@ -24,8 +24,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from cpc_seq import config
 from cpc_seq.config import check, from_dict, to_dict
+from cpc_seq.config import load_config as load_config_as
 from cpc_seq.engine.config import OptimConfig, RunConfig
 from cpc_seq.engine.trainer import Context, Engine, StepOutput, Task
 from cpc_seq.engine.windows import ShuffledBatches
@@ -131,7 +131,7 @@ class ImageExperimentConfig:
 def load_config(path: str | Path | None, overrides: list[str] | None = None
                 ) -> ImageExperimentConfig:
     """YAML file (optional) + ``key=value`` overrides -> validated :class:`ImageExperimentConfig`."""
-    return config.load_config(ImageExperimentConfig, path, overrides)
+    return load_config_as(ImageExperimentConfig, path, overrides)
 
 
 def image_size_for(cfg: ImageDataConfig, native: int) -> int:

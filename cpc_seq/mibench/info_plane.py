@@ -471,7 +471,7 @@ def cpc_info_plane(checkpoints: Sequence[str | Path], data_dir: str | Path,
         read_phone_table,
     )
     from cpc_seq.audio.extract import encoder_reach, model_input, run_layers
-    from cpc_seq.audio.upstream import KINDS, audio_model_from_state
+    from cpc_seq.audio.model.load import KINDS, audio_model_from_state
     from cpc_seq.io.checkpoint import load_checkpoint
 
     cfg.validate()

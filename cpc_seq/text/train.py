@@ -31,8 +31,8 @@ import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from cpc_seq import config
 from cpc_seq.config import check, to_dict
+from cpc_seq.config import load_config as load_config_as
 from cpc_seq.engine.config import OptimConfig, RunConfig
 from cpc_seq.engine.trainer import Context, Engine, StepOutput
 from cpc_seq.engine.windows import PlanBatches, WindowSampler
@@ -160,7 +160,7 @@ def load_text_config(
     path: str | Path | None, overrides: list[str] | None = None
 ) -> TextExperimentConfig:
     """YAML file (optional) + ``key=value`` overrides -> validated config."""
-    return config.load_config(TextExperimentConfig, path, overrides)
+    return load_config_as(TextExperimentConfig, path, overrides)
 
 
 def read_options(cfg: TextDataConfig) -> ReadOptions:

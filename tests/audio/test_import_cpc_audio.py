@@ -19,7 +19,7 @@ import torch
 import cpc_seq
 from cpc_seq.audio.model.cpc import build_model
 from cpc_seq.audio.model.import_cpc_audio import import_cpc_audio
-from cpc_seq.audio.upstream import audio_model_from_state
+from cpc_seq.audio.model.load import audio_model_from_state
 from cpc_seq.cli import main
 from cpc_seq.errors import ConfigError, DataError
 from cpc_seq.io.checkpoint import load_checkpoint
