@@ -548,6 +548,65 @@ def abx_error(
             speaker in the across task).
         ConfigError: unknown ``mode``/``distance``/``average`` or a bad numeric option.
     """
+    _check_abx_options(mode, distance, average, max_items_per_context, max_x_speakers,
+                       frame_rate)
+    if not items:
+        raise DataError("ABX: no items")
+    dev = torch.device(device) if device is not None else torch.device("cpu")
+
+    segments = item_frames(features, items, frame_rate, frame_offset)
+    keep = [k for k, seg in enumerate(segments) if seg.shape[0] > 0]
+    n_empty = len(items) - len(keep)
+    if not keep:
+        raise DataError("ABX: no item has a frame; check frame_rate and the item onsets/offsets")
+
+    rng = np.random.default_rng(seed)
+    ph_of, ph_ids, board = _group_tokens([items[k] for k in keep], max_items_per_context, rng)
+    blocks = _plan_blocks(board, mode, max_x_speakers, rng)
+    if not blocks:
+        raise DataError(_no_triplets_message(mode))
+
+    dists = _block_distances(
+        [segments[k] for k in keep], [(r, cl) for _, r, cl in blocks], distance, dev,
+        batch_elements,
+    )
+    level1, n_triplets, n_cells = _score_blocks(blocks, dists, np.asarray(ph_of), mode)
+    if not level1:
+        raise DataError(_no_triplets_message(mode))
+    pair_scores = _pair_scores(level1, average)
+    error = float(np.mean(list(pair_scores.values())))
+    return {
+        "error": error,
+        "mode": mode,
+        "distance": distance,
+        "average": average,
+        "n_triplets": int(n_triplets),
+        "n_cells": int(n_cells),
+        "n_phone_pairs": len(pair_scores),
+        "n_items": len(keep),
+        "n_items_empty": int(n_empty),
+        "by_phone_pair": _by_phone_pair(pair_scores, ph_ids),
+    }
+
+
+#: One block of needed DTW distances: a key ``(c, s)`` (within) or ``(c, s, x)`` (across),
+#: then ``(n_rows,)`` and ``(n_cols,)`` token indices (into the kept tokens).
+_Block = tuple[Any, np.ndarray, np.ndarray]
+#: context -> speaker -> phone -> ``(n,)`` token indices (into the kept tokens), sorted.
+_Board = dict[int, dict[int, dict[int, np.ndarray]]]
+#: ``(s, x, a, b)`` -> the cell scores of its contexts (``x = -1`` in the within task).
+_Level1 = dict[tuple[int, int, int, int], list[float]]
+
+
+def _check_abx_options(
+    mode: str,
+    distance: str,
+    average: str,
+    max_items_per_context: int | None,
+    max_x_speakers: int | None,
+    frame_rate: float,
+) -> None:
+    """Raise :class:`ConfigError` on an unknown name or a bad numeric option of :func:`abx_error`."""
     if mode not in _MODES:
         raise ConfigError(f"unknown ABX mode {mode!r}; expected one of {_MODES}")
     if average not in AVERAGES:
@@ -561,121 +620,153 @@ def abx_error(
         ):
             raise ConfigError(f"{name} must be a positive integer or None, got {value!r}")
     _check_rate(frame_rate)
-    if not items:
-        raise DataError("ABX: no items")
-    dev = torch.device(device) if device is not None else torch.device("cpu")
 
-    segments = item_frames(features, items, frame_rate, frame_offset)
-    keep = [k for k, seg in enumerate(segments) if seg.shape[0] > 0]
-    n_empty = len(items) - len(keep)
-    if not keep:
-        raise DataError("ABX: no item has a frame; check frame_rate and the item onsets/offsets")
 
-    # Codes for contexts, speakers and phones; groups (context, speaker, phone) -> items.
+def _group_tokens(
+    kept: Sequence[ItemRow], max_items_per_context: int | None, rng: np.random.Generator
+) -> tuple[list[int], dict[str, int], _Board]:
+    """Code the ``n`` kept tokens and group them by (context, speaker, phone).
+
+    Returns ``(ph_of, ph_ids, board)``: ``ph_of`` the phone code of each token (length
+    ``n``), ``ph_ids`` phone -> code, and ``board[c][s][p]`` the ``(m,)`` token indices
+    of each group, at most ``max_items_per_context`` of them (drawn with ``rng``, groups
+    in sorted order).
+    """
     ctx_of, spk_of, ph_of = [], [], []
     ctx_ids: dict[tuple[str, str], int] = {}
     spk_ids: dict[str, int] = {}
     ph_ids: dict[str, int] = {}
-    for k in keep:
-        item = items[k]
+    for item in kept:
         ctx_of.append(ctx_ids.setdefault(item.context, len(ctx_ids)))
         spk_of.append(spk_ids.setdefault(item.speaker, len(spk_ids)))
         ph_of.append(ph_ids.setdefault(item.phone, len(ph_ids)))
     groups: dict[tuple[int, int, int], list[int]] = defaultdict(list)
-    for u in range(len(keep)):
+    for u in range(len(kept)):
         groups[(ctx_of[u], spk_of[u], ph_of[u])].append(u)
-    rng = np.random.default_rng(seed)
-    # context -> speaker -> phone -> item indices (into `keep`), capped.
-    board: dict[int, dict[int, dict[int, np.ndarray]]] = defaultdict(lambda: defaultdict(dict))
+    board: _Board = defaultdict(lambda: defaultdict(dict))
     for key in sorted(groups):
         members = np.asarray(groups[key], dtype=np.int64)
         if max_items_per_context is not None and len(members) > max_items_per_context:
             members = np.sort(rng.choice(members, size=int(max_items_per_context), replace=False))
         c, s, p = key
         board[c][s][p] = members
+    return ph_of, ph_ids, board
 
-    # Plan the distance blocks: rows x cols item indices whose DTW distances are needed.
-    blocks: list[tuple[Any, np.ndarray, np.ndarray]] = []
+
+def _plan_blocks(
+    board: _Board, mode: str, max_x_speakers: int | None, rng: np.random.Generator
+) -> list[_Block]:
+    """The rows x cols token blocks whose DTW distances the task needs, in a fixed order.
+
+    Within: one block per ``(c, s)``: rows all the speaker's tokens in the context, cols
+    those of phones with at least two tokens (they are ``A`` and ``X``).  Across: per
+    ``(c, s)`` one block per ``X`` speaker ``x``: rows the tokens of ``s``, cols the
+    tokens of ``x`` of the phones drawn for it (``X`` speakers drawn with ``rng``).
+    """
+    blocks: list[_Block] = []
     for c in sorted(board):
         by_spk = board[c]
         for s in sorted(by_spk):
             phones = by_spk[s]
-            if mode == "within":
-                if len(phones) < 2:
-                    continue
-                x_phones = [p for p in sorted(phones) if len(phones[p]) >= 2]
-                if not x_phones:
-                    continue
-                rows = np.concatenate([phones[p] for p in sorted(phones)])
-                cols = np.concatenate([phones[p] for p in x_phones])
-                blocks.append(((c, s), rows, cols))
-                continue
             if len(phones) < 2:
                 continue
-            cols_by_x: dict[int, list[int]] = defaultdict(list)
-            for a in sorted(phones):
-                cand = [x for x in sorted(by_spk) if x != s and a in by_spk[x]]
-                if max_x_speakers is not None and len(cand) > max_x_speakers:
-                    drawn = rng.choice(cand, size=int(max_x_speakers), replace=False)
-                    cand = sorted(drawn.tolist())
-                for x in cand:
-                    cols_by_x[x].append(a)
-            rows = np.concatenate([phones[p] for p in sorted(phones)])
-            for x in sorted(cols_by_x):
-                cols = np.concatenate([by_spk[x][a] for a in cols_by_x[x]])
-                blocks.append(((c, s, x), rows, cols))
+            if mode == "within":
+                blocks.extend(_within_blocks(c, s, phones))
+            else:
+                blocks.extend(_across_blocks(c, s, by_spk, max_x_speakers, rng))
+    return blocks
 
-    if not blocks:
-        raise DataError(_no_triplets_message(mode))
 
-    dists = _block_distances(
-        [segments[k] for k in keep], [(r, cl) for _, r, cl in blocks], distance, dev,
-        batch_elements,
-    )
+def _within_blocks(c: int, s: int, phones: dict[int, np.ndarray]) -> list[_Block]:
+    """The within-speaker block of context ``c`` and speaker ``s`` (none if no ``X`` phone)."""
+    x_phones = [p for p in sorted(phones) if len(phones[p]) >= 2]
+    if not x_phones:
+        return []
+    rows = np.concatenate([phones[p] for p in sorted(phones)])
+    cols = np.concatenate([phones[p] for p in x_phones])
+    return [((c, s), rows, cols)]
 
-    # Score the cells.
-    ph_arr = np.asarray(ph_of)
-    # (s, x, a, b) -> the cell scores of its contexts; x = -1 in the within task.
-    level1: dict[tuple[int, int, int, int], list[float]] = defaultdict(list)
+
+def _across_blocks(
+    c: int,
+    s: int,
+    by_spk: dict[int, dict[int, np.ndarray]],
+    max_x_speakers: int | None,
+    rng: np.random.Generator,
+) -> list[_Block]:
+    """The across-speaker blocks of context ``c`` and A/B speaker ``s``, one per ``X`` speaker."""
+    phones = by_spk[s]
+    cols_by_x: dict[int, list[int]] = defaultdict(list)
+    for a in sorted(phones):
+        cand = [x for x in sorted(by_spk) if x != s and a in by_spk[x]]
+        if max_x_speakers is not None and len(cand) > max_x_speakers:
+            drawn = rng.choice(cand, size=int(max_x_speakers), replace=False)
+            cand = sorted(drawn.tolist())
+        for x in cand:
+            cols_by_x[x].append(a)
+    rows = np.concatenate([phones[p] for p in sorted(phones)])
+    blocks: list[_Block] = []
+    for x in sorted(cols_by_x):
+        cols = np.concatenate([by_spk[x][a] for a in cols_by_x[x]])
+        blocks.append(((c, s, x), rows, cols))
+    return blocks
+
+
+def _score_blocks(
+    blocks: Sequence[_Block], dists: np.ndarray, ph_arr: np.ndarray, mode: str
+) -> tuple[_Level1, int, int]:
+    """Score every cell of every block.
+
+    ``dists`` holds each block's ``n_rows * n_cols`` distances, row-major, blocks
+    concatenated (as :func:`_block_distances` returns them); ``ph_arr`` is the ``(n,)``
+    phone code of each kept token.  Returns ``(level1, n_triplets, n_cells)``.
+    """
+    level1: _Level1 = defaultdict(list)
     n_triplets = 0
     n_cells = 0
     start = 0
+    within = mode == "within"
     for key, rows, cols in blocks:
         size = len(rows) * len(cols)
         block = dists[start:start + size].reshape(len(rows), len(cols))
         start += size
-        row_ph, col_ph = ph_arr[rows], ph_arr[cols]
-        if mode == "within":
-            c, s = key
-            for a in np.unique(col_ph):
-                a_rows = np.flatnonzero(row_ph == a)
-                x_cols = np.flatnonzero(col_ph == a)  # same tokens as a_rows, same order
-                d_ax = block[np.ix_(a_rows, x_cols)]
-                for b in np.unique(row_ph):
-                    if b == a:
-                        continue
-                    d_bx = block[np.ix_(np.flatnonzero(row_ph == b), x_cols)]
-                    total, count = _score(d_ax, d_bx, exclude_diagonal=True)
-                    level1[(s, -1, int(a), int(b))].append(total / count)
-                    n_triplets += count
-                    n_cells += 1
+        if within:
+            _c, s = key
+            x = -1
         else:
-            c, s, x = key
-            for a in np.unique(col_ph):
-                a_rows = np.flatnonzero(row_ph == a)
-                x_cols = np.flatnonzero(col_ph == a)
-                d_ax = block[np.ix_(a_rows, x_cols)]
-                for b in np.unique(row_ph):
-                    if b == a:
-                        continue
-                    d_bx = block[np.ix_(np.flatnonzero(row_ph == b), x_cols)]
-                    total, count = _score(d_ax, d_bx, exclude_diagonal=False)
-                    level1[(s, x, int(a), int(b))].append(total / count)
-                    n_triplets += count
-                    n_cells += 1
+            _c, s, x = key
+        for a, b, total, count in _score_cells(block, ph_arr[rows], ph_arr[cols], within):
+            level1[(s, x, a, b)].append(total / count)
+            n_triplets += count
+            n_cells += 1
+    return level1, n_triplets, n_cells
 
-    if not level1:
-        raise DataError(_no_triplets_message(mode))
+
+def _score_cells(
+    block: np.ndarray, row_ph: np.ndarray, col_ph: np.ndarray, exclude_diagonal: bool
+) -> list[tuple[int, int, float, int]]:
+    """``(a, b, score sum, triplet count)`` of each phone pair of one ``(n_rows, n_cols)`` block.
+
+    ``row_ph``/``col_ph``: ``(n_rows,)``/``(n_cols,)`` phone codes.  Within the task
+    (``exclude_diagonal``) the ``a`` columns are the same tokens as the ``a`` rows, in
+    the same order.
+    """
+    out = []
+    for a in np.unique(col_ph):
+        a_rows = np.flatnonzero(row_ph == a)
+        x_cols = np.flatnonzero(col_ph == a)
+        d_ax = block[np.ix_(a_rows, x_cols)]
+        for b in np.unique(row_ph):
+            if b == a:
+                continue
+            d_bx = block[np.ix_(np.flatnonzero(row_ph == b), x_cols)]
+            total, count = _score(d_ax, d_bx, exclude_diagonal=exclude_diagonal)
+            out.append((int(a), int(b), total, count))
+    return out
+
+
+def _pair_scores(level1: _Level1, average: str) -> dict[tuple[int, int], float]:
+    """Average the cell scores down to one score per ordered phone pair ``(a, b)``."""
     by_pair: dict[tuple[int, int], list[float]] = defaultdict(list)
     if average == "zerospeech2017":
         # mean over contexts per (s, x, a, b), then over all speaker pairs (s, x)
@@ -688,25 +779,18 @@ def abx_error(
             by_speaker[(s, a, b)].extend(vals)
         for (_s, a, b), vals in by_speaker.items():
             by_pair[(a, b)].append(float(np.mean(vals)))
-    pair_scores = {ab: float(np.mean(vals)) for ab, vals in by_pair.items()}
-    error = float(np.mean(list(pair_scores.values())))
+    return {ab: float(np.mean(vals)) for ab, vals in by_pair.items()}
 
+
+def _by_phone_pair(
+    pair_scores: Mapping[tuple[int, int], float], ph_ids: Mapping[str, int]
+) -> dict[str, dict[str, float]]:
+    """``{a: {b: error}}`` by phone name, sorted by ``(a, b)``."""
     ph_names = {v: k for k, v in ph_ids.items()}
     by_phone_pair: dict[str, dict[str, float]] = {}
     for (a, b) in sorted(pair_scores, key=lambda ab: (ph_names[ab[0]], ph_names[ab[1]])):
         by_phone_pair.setdefault(ph_names[a], {})[ph_names[b]] = pair_scores[(a, b)]
-    return {
-        "error": error,
-        "mode": mode,
-        "distance": distance,
-        "average": average,
-        "n_triplets": int(n_triplets),
-        "n_cells": int(n_cells),
-        "n_phone_pairs": len(pair_scores),
-        "n_items": len(keep),
-        "n_items_empty": int(n_empty),
-        "by_phone_pair": by_phone_pair,
-    }
+    return by_phone_pair
 
 
 def _no_triplets_message(mode: str) -> str:
