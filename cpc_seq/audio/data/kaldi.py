@@ -294,107 +294,38 @@ def load_data_dir(
     wav_path = d / "wav.scp"
     if not wav_path.is_file():
         raise DataError(f"{d}: no wav.scp in data directory")
-    base = d.resolve()
     lines: dict[str, dict[str, int]] = {}
 
-    # wav.scp
-    wav: dict[str, str] = {}
-    rows = read_table(wav_path, check_sorted=check_sorted)
-    if not rows:
-        raise DataError(f"{wav_path}: empty file")
-    for lineno, key, rest in rows:
-        if is_pipe(rest):
-            if not allow_pipes:
-                raise DataError(
-                    f"{where(wav_path, lineno)}: piped entry refused (runs a shell); "
-                    "pass --allow-pipes to allow"
-                )
-            wav[key] = rest
-        else:
-            p = Path(rest).expanduser()
-            wav[key] = str(p if p.is_absolute() else base / p)
-    lines["wav.scp"] = {key: lineno for lineno, key, _ in rows}
+    wav, lines["wav.scp"] = _read_wav_scp(wav_path, d.resolve(), allow_pipes, check_sorted)
 
     # segments: utterances are its keys; otherwise wav.scp's keys.
     segments = None
     seg_path = d / "segments"
     if seg_path.exists():
-        rows = read_table(seg_path, check_sorted=check_sorted)
-        if not rows:
-            raise DataError(f"{seg_path}: empty file")
-        segments = _parse_segments(seg_path, rows, wav, wav_path)
-        lines["segments"] = {key: lineno for lineno, key, _ in rows}
+        segments, lines["segments"] = _read_segments(seg_path, wav, wav_path, check_sorted)
         ref_name = "segments"
     else:
         ref_name = "wav.scp"
     ref = lines[ref_name]
 
-    # utt2spk
     utt2spk = None
     u2s_path = d / "utt2spk"
     if u2s_path.exists():
-        rows = read_table(u2s_path, check_sorted=check_sorted)
-        utt2spk = {
-            utt: _single_token(u2s_path, lineno, utt, rest, "speaker") for lineno, utt, rest in rows
-        }
-        lines["utt2spk"] = {key: lineno for lineno, key, _ in rows}
-        _check_same_keys(ref_name, ref, u2s_path, lines["utt2spk"], d)
-        if check_sorted:
-            # Kaldi: "utt2spk is not in sorted order when sorted first on speaker-id".
-            prev_spk: str | None = None
-            for lineno, utt, _ in rows:
-                spk = utt2spk[utt]
-                if prev_spk is not None and spk < prev_spk:
-                    raise DataError(
-                        f"{where(u2s_path, lineno)}: utterance {utt!r} of speaker {spk!r} "
-                        f"comes after an utterance of speaker {prev_spk!r}; Kaldi needs "
-                        "utterance ids that start with their speaker id "
-                        "(or load with check_sorted=False)"
-                    )
-                prev_spk = spk
+        utt2spk, lines["utt2spk"] = _read_utt2spk(u2s_path, ref_name, ref, d, check_sorted)
 
-    # spk2utt
     spk2utt = None
     s2u_path = d / "spk2utt"
     if s2u_path.exists():
-        rows = read_table(s2u_path, check_sorted=check_sorted)
-        spk2utt = {}
-        listed: dict[str, tuple[str, int]] = {}
-        for lineno, spk, rest in rows:
-            loc = where(s2u_path, lineno)
-            utts_of = rest.split()
-            for utt in utts_of:
-                if utt in listed:
-                    raise DataError(
-                        f"{loc}: utterance {utt!r} already listed for speaker "
-                        f"{listed[utt][0]!r} on line {listed[utt][1]}"
-                    )
-                listed[utt] = (spk, lineno)
-                if utt2spk is not None:
-                    if utt not in utt2spk:
-                        raise DataError(f"{loc}: utterance {utt!r} is not in {u2s_path}")
-                    if utt2spk[utt] != spk:
-                        raise DataError(
-                            f"{loc}: utterance {utt!r} listed for speaker {spk!r} but "
-                            f"{where(u2s_path, lines['utt2spk'][utt])} says {utt2spk[utt]!r}"
-                        )
-            spk2utt[spk] = utts_of
-        if utt2spk is not None:
-            for utt, lineno in lines["utt2spk"].items():
-                if utt not in listed:
-                    raise DataError(
-                        f"{where(u2s_path, lineno)}: utterance {utt!r} is not listed in {s2u_path}"
-                    )
-        else:
+        spk2utt, listed = _read_spk2utt(
+            s2u_path, u2s_path, utt2spk, lines.get("utt2spk", {}), check_sorted
+        )
+        if utt2spk is None:
             # Only spk2utt: check it against the utterance set and derive utt2spk.
             lines_from_s2u = {utt: lineno for utt, (_, lineno) in listed.items()}
             _check_same_keys(ref_name, ref, s2u_path, lines_from_s2u, d)
             utt2spk = {utt: spk for utt, (spk, _) in sorted(listed.items())}
     elif utt2spk is not None:
-        spk2utt = {}
-        for utt in sorted(utt2spk):
-            spk2utt.setdefault(utt2spk[utt], []).append(utt)
-        spk2utt = dict(sorted(spk2utt.items()))
+        spk2utt = _invert_utt2spk(utt2spk)
 
     # text (an empty transcript is allowed)
     text = None
@@ -416,6 +347,130 @@ def load_data_dir(
         allow_pipes=allow_pipes,
         line_numbers=lines,
     )
+
+
+def _read_wav_scp(
+    wav_path: Path, base: Path, allow_pipes: bool, check_sorted: bool
+) -> tuple[dict[str, str], dict[str, int]]:
+    """Read ``wav.scp``: ``(key -> absolute path or pipe command, key -> line)``.
+
+    Relative paths are resolved against ``base`` (the resolved data directory); piped
+    entries are refused unless ``allow_pipes``.
+    """
+    wav: dict[str, str] = {}
+    rows = read_table(wav_path, check_sorted=check_sorted)
+    if not rows:
+        raise DataError(f"{wav_path}: empty file")
+    for lineno, key, rest in rows:
+        if is_pipe(rest):
+            if not allow_pipes:
+                raise DataError(
+                    f"{where(wav_path, lineno)}: piped entry refused (runs a shell); "
+                    "pass --allow-pipes to allow"
+                )
+            wav[key] = rest
+        else:
+            p = Path(rest).expanduser()
+            wav[key] = str(p if p.is_absolute() else base / p)
+    return wav, {key: lineno for lineno, key, _ in rows}
+
+
+def _read_segments(
+    seg_path: Path, wav: Mapping[str, str], wav_path: Path, check_sorted: bool
+) -> tuple[dict[str, tuple[str, float, float]], dict[str, int]]:
+    """Read ``segments``: ``(utt -> (recording, start s, end s), utt -> line)``."""
+    rows = read_table(seg_path, check_sorted=check_sorted)
+    if not rows:
+        raise DataError(f"{seg_path}: empty file")
+    segments = _parse_segments(seg_path, rows, wav, wav_path)
+    return segments, {key: lineno for lineno, key, _ in rows}
+
+
+def _read_utt2spk(
+    u2s_path: Path, ref_name: str, ref: Mapping[str, int], d: Path, check_sorted: bool
+) -> tuple[dict[str, str], dict[str, int]]:
+    """Read ``utt2spk``: ``(utt -> speaker, utt -> line)``.
+
+    Its utterances must be those of ``d / ref_name`` (``ref``: utt -> line); with
+    ``check_sorted`` the speakers must also come in sorted order.
+    """
+    rows = read_table(u2s_path, check_sorted=check_sorted)
+    utt2spk = {
+        utt: _single_token(u2s_path, lineno, utt, rest, "speaker") for lineno, utt, rest in rows
+    }
+    u2s_lines = {key: lineno for lineno, key, _ in rows}
+    _check_same_keys(ref_name, ref, u2s_path, u2s_lines, d)
+    if check_sorted:
+        _check_speaker_order(u2s_path, rows, utt2spk)
+    return utt2spk, u2s_lines
+
+
+def _check_speaker_order(
+    u2s_path: Path, rows: list[tuple[int, str, str]], utt2spk: Mapping[str, str]
+) -> None:
+    """Kaldi: "utt2spk is not in sorted order when sorted first on speaker-id"."""
+    prev_spk: str | None = None
+    for lineno, utt, _ in rows:
+        spk = utt2spk[utt]
+        if prev_spk is not None and spk < prev_spk:
+            raise DataError(
+                f"{where(u2s_path, lineno)}: utterance {utt!r} of speaker {spk!r} "
+                f"comes after an utterance of speaker {prev_spk!r}; Kaldi needs "
+                "utterance ids that start with their speaker id "
+                "(or load with check_sorted=False)"
+            )
+        prev_spk = spk
+
+
+def _read_spk2utt(
+    s2u_path: Path,
+    u2s_path: Path,
+    utt2spk: Mapping[str, str] | None,
+    u2s_lines: Mapping[str, int],
+    check_sorted: bool,
+) -> tuple[dict[str, list[str]], dict[str, tuple[str, int]]]:
+    """Read ``spk2utt``: ``(speaker -> utts, utt -> (speaker, line))``.
+
+    Each utterance may be listed once.  When ``utt2spk`` was read (``u2s_lines``: its
+    utt -> line), ``spk2utt`` must be its exact inverse.
+    """
+    rows = read_table(s2u_path, check_sorted=check_sorted)
+    spk2utt: dict[str, list[str]] = {}
+    listed: dict[str, tuple[str, int]] = {}
+    for lineno, spk, rest in rows:
+        loc = where(s2u_path, lineno)
+        utts_of = rest.split()
+        for utt in utts_of:
+            if utt in listed:
+                raise DataError(
+                    f"{loc}: utterance {utt!r} already listed for speaker "
+                    f"{listed[utt][0]!r} on line {listed[utt][1]}"
+                )
+            listed[utt] = (spk, lineno)
+            if utt2spk is not None:
+                if utt not in utt2spk:
+                    raise DataError(f"{loc}: utterance {utt!r} is not in {u2s_path}")
+                if utt2spk[utt] != spk:
+                    raise DataError(
+                        f"{loc}: utterance {utt!r} listed for speaker {spk!r} but "
+                        f"{where(u2s_path, u2s_lines[utt])} says {utt2spk[utt]!r}"
+                    )
+        spk2utt[spk] = utts_of
+    if utt2spk is not None:
+        for utt, lineno in u2s_lines.items():
+            if utt not in listed:
+                raise DataError(
+                    f"{where(u2s_path, lineno)}: utterance {utt!r} is not listed in {s2u_path}"
+                )
+    return spk2utt, listed
+
+
+def _invert_utt2spk(utt2spk: Mapping[str, str]) -> dict[str, list[str]]:
+    """``spk2utt`` derived from ``utt2spk``: speakers and their utterances sorted."""
+    spk2utt: dict[str, list[str]] = {}
+    for utt in sorted(utt2spk):
+        spk2utt.setdefault(utt2spk[utt], []).append(utt)
+    return dict(sorted(spk2utt.items()))
 
 
 # --------------------------------------------------------------------------- writing
