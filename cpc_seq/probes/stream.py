@@ -157,12 +157,7 @@ def scan_frames(
     lengths: list[int] = []
     skipped: list[str] = []
     trimmed = 0
-    dim: int | None = None
-    s1 = s2 = None
-    ref = torch.zeros(0)
-    kept_x: list[torch.Tensor] | None = [] if full else None
-    kept_y: list[torch.Tensor] = []
-    n_kept = 0
+    scan = _FullScan(hold_frames) if full else None
     bar = _bar(len(utts), desc, "utt", progress)
     try:
         for utt in utts:
@@ -173,50 +168,17 @@ def scan_frames(
                 skipped.append(utt)
                 continue
             lab = label_tensor(labels[utt], utt)
-            if full:
-                x = _as_2d(feats[utt], utt)
+            if scan is not None:
+                x = scan.read(feats, utt)
                 t_feat = x.shape[0]
-                if dim is None:
-                    dim = x.shape[1]
-                    s1 = torch.zeros(dim, dtype=torch.float64)
-                    s2 = torch.zeros(dim, dtype=torch.float64)
-                    ref = x.mean(0) if len(x) else torch.zeros(dim)
-                elif x.shape[1] != dim:
-                    raise DataError(f"features of utterance {utt!r} have {x.shape[1]} dims, "
-                                    f"earlier ones {dim}")
             else:
                 t_feat = num_frames_of(feats, utt)
             t = paired_length(utt, t_feat, lab.shape[0], tolerance)
             trimmed += (t_feat - t) + (lab.shape[0] - t)
             y = lab[:t]
-            if num_classes is not None and t:
-                lo, hi = int(y.min()), int(y.max())
-                if lo < 0 or hi >= num_classes:
-                    raise DataError(f"labels of utterance {utt!r} hold class ids in [{lo}, {hi}], "
-                                    f"outside [0, {num_classes - 1}]")
-            if full:
-                assert s1 is not None and s2 is not None
-                x = x[:t]
-                # sums of x - ref in float32 per utterance (no float64 copy of the
-                # frames), accumulated in float64: robust when |mean| >> std
-                d = x - ref
-                u1, u2 = d.sum(0).double(), (d * d).sum(0).double()
-                del d
-                if not (torch.isfinite(u1).all() and torch.isfinite(u2).all()):
-                    where = getattr(feats, "where", None)
-                    at = f"{where(utt)}: " if where is not None else ""
-                    raise DataError(f"{at}features of utterance {utt!r} contain NaN or "
-                                    "infinite values")
-                s1 += u1
-                s2 += u2
-                if kept_x is not None:
-                    if n_kept + t <= hold_frames:
-                        kept_x.append(x)
-                        kept_y.append(y.to(torch.long))
-                        n_kept += t
-                    else:  # does not fit: stream it instead
-                        kept_x = None
-                        kept_y = []
+            _check_label_range(y, utt, num_classes)
+            if scan is not None:
+                scan.add(feats, utt, x[:t], y)
             used.append(utt)
             lengths.append(t)
     finally:
@@ -225,17 +187,93 @@ def scan_frames(
         raise DataError(
             f"no frames to stack: {len(skipped)} of {len(utts)} utterances have no labels"
         )
-    sums = None
-    if s1 is not None and s2 is not None:  # the sums of x and x**2 from those of x - ref
-        n = sum(lengths)
-        r = ref.double()
-        sums = (s1 + n * r, s2 + 2 * r * s1 + n * r * r)
-    held = None
-    if kept_x is not None:
-        held = FrameDataset(x=torch.cat(kept_x), y=torch.cat(kept_y), skipped=skipped,
-                            trimmed_frames=trimmed, utts=used)
-    return FrameSet(feats, labels, used, lengths, dim, skipped, trimmed,
-                    sums, held)
+    if scan is None:
+        return FrameSet(feats, labels, used, lengths, None, skipped, trimmed, None, None)
+    held = scan.held(skipped, trimmed, used)
+    return FrameSet(feats, labels, used, lengths, scan.dim, skipped, trimmed,
+                    scan.sums(sum(lengths)), held)
+
+
+def _check_label_range(y: torch.Tensor, utt: str, num_classes: int | None) -> None:
+    """With ``num_classes``, the ``(T,)`` labels ``y`` must lie in ``[0, num_classes)``."""
+    if num_classes is not None and len(y):
+        lo, hi = int(y.min()), int(y.max())
+        if lo < 0 or hi >= num_classes:
+            raise DataError(f"labels of utterance {utt!r} hold class ids in [{lo}, {hi}], "
+                            f"outside [0, {num_classes - 1}]")
+
+
+@dataclass
+class _FullScan:
+    """State of a full :func:`scan_frames` pass: the feature dimension ``D``, the float64
+    sums of ``x - ref`` and ``(x - ref)**2`` (``(D,)`` each; ``ref`` is the ``(D,)`` mean
+    of the first utterance), and the frames held while they fit in ``hold_frames``.
+    """
+
+    hold_frames: int
+    dim: int | None = None
+    s1: torch.Tensor | None = None
+    s2: torch.Tensor | None = None
+    ref: torch.Tensor = field(default_factory=lambda: torch.zeros(0))
+    kept_x: list[torch.Tensor] | None = field(default_factory=list)
+    kept_y: list[torch.Tensor] = field(default_factory=list)
+    n_kept: int = 0
+
+    def read(self, feats: Mapping[str, torch.Tensor], utt: str) -> torch.Tensor:
+        """Utterance ``utt`` as ``(T, D)`` float32; the first one read fixes ``D``."""
+        x = _as_2d(feats[utt], utt)
+        if self.dim is None:
+            self.dim = x.shape[1]
+            self.s1 = torch.zeros(self.dim, dtype=torch.float64)
+            self.s2 = torch.zeros(self.dim, dtype=torch.float64)
+            self.ref = x.mean(0) if len(x) else torch.zeros(self.dim)
+        elif x.shape[1] != self.dim:
+            raise DataError(f"features of utterance {utt!r} have {x.shape[1]} dims, "
+                            f"earlier ones {self.dim}")
+        return x
+
+    def add(
+        self, feats: Mapping[str, torch.Tensor], utt: str, x: torch.Tensor, y: torch.Tensor
+    ) -> None:
+        """Add the kept ``(t, D)`` frames ``x`` (labels ``(t,)`` ``y``) of ``utt`` to the
+        sums, and hold them while everything held so far fits in ``hold_frames``."""
+        assert self.s1 is not None and self.s2 is not None
+        t = x.shape[0]
+        # sums of x - ref in float32 per utterance (no float64 copy of the
+        # frames), accumulated in float64: robust when |mean| >> std
+        d = x - self.ref
+        u1, u2 = d.sum(0).double(), (d * d).sum(0).double()
+        del d
+        if not (torch.isfinite(u1).all() and torch.isfinite(u2).all()):
+            where = getattr(feats, "where", None)
+            at = f"{where(utt)}: " if where is not None else ""
+            raise DataError(f"{at}features of utterance {utt!r} contain NaN or "
+                            "infinite values")
+        self.s1 += u1
+        self.s2 += u2
+        if self.kept_x is not None:
+            if self.n_kept + t <= self.hold_frames:
+                self.kept_x.append(x)
+                self.kept_y.append(y.to(torch.long))
+                self.n_kept += t
+            else:  # does not fit: stream it instead
+                self.kept_x = None
+                self.kept_y = []
+
+    def sums(self, n: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """``(D,)`` float64 sums of x and x**2 over the ``n`` frames added, from those
+        of ``x - ref``; ``None`` when nothing was read."""
+        if self.s1 is None or self.s2 is None:
+            return None
+        r = self.ref.double()
+        return (self.s1 + n * r, self.s2 + 2 * r * self.s1 + n * r * r)
+
+    def held(self, skipped: list[str], trimmed: int, used: list[str]) -> FrameDataset | None:
+        """All frames ``(N, D)`` and labels ``(N,)`` when they fitted, else ``None``."""
+        if self.kept_x is None:
+            return None
+        return FrameDataset(x=torch.cat(self.kept_x), y=torch.cat(self.kept_y),
+                            skipped=skipped, trimmed_frames=trimmed, utts=used)
 
 
 def shuffled_batches(
