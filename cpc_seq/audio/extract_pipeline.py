@@ -640,8 +640,36 @@ def extract(
             c of an utterance longer than ``chunk_seconds``, or non-finite features
             (naming the utterance; nothing of it is written).
     """
-    from cpc_seq.engine.device import resolve_device, use_bf16
+    layers, waves_in = _check_extract_options(source, model, layer, output, mfcc,
+                                              precision, batch_seconds, chunk_seconds)
+    dev = _extract_device(model, mfcc, device)
+    if output is not None:
+        check_outputs(output, num_frames)  # before any work
+    runner, layers, desc = _make_runner(model, layers, mfcc, cmvn, dev, precision,
+                                        random_init, seed)
+    if waves_in:
+        waves = check_waves(source, runner.hop)  # type: ignore[arg-type]
+        feats = _run_waves(runner, waves, batch_seconds, chunk_seconds)
+        return [f[layers[0]] for f in feats] if isinstance(layer, str) or mfcc else feats
+    return _extract_dir(runner, source, output, layers[0], batch_seconds=batch_seconds,
+                        chunk_seconds=chunk_seconds, num_frames=num_frames,
+                        skip_existing=skip_existing, skip_bad=skip_bad,
+                        allow_pipes=allow_pipes, progress=progress, desc=desc)
 
+
+def _check_extract_options(
+    source: Sequence[Tensor | np.ndarray] | str | Path,
+    model: CPCModel | str | Path | None,
+    layer: str | Sequence[str],
+    output: str | None,
+    mfcc: bool,
+    precision: str,
+    batch_seconds: float,
+    chunk_seconds: float,
+) -> tuple[list[str], bool]:
+    """Refuse bad or conflicting options of :func:`extract` (one-line
+    :class:`CpcSeqError`); return ``(layers, waves_in)``: the layer names asked for and
+    whether ``source`` is waveforms (rather than a data dir)."""
     if batch_seconds < 0 or not math.isfinite(batch_seconds):
         raise CpcSeqError(f"--batch-seconds must be positive (0 = default), got {batch_seconds}")
     if not (chunk_seconds > 0 and math.isfinite(chunk_seconds)):
@@ -661,32 +689,43 @@ def extract(
     if not waves_in and output is None:
         raise CpcSeqError("extract: a data dir needs an output (ark,scp:F.ark,F.scp | "
                           "ark:F.ark | npy:DIR)")
+    return layers, waves_in
+
+
+def _extract_device(
+    model: CPCModel | str | Path | None, mfcc: bool, device: str | torch.device | None
+) -> torch.device:
+    """Where :func:`extract` computes: the CPU for MFCCs, else ``device``, else where a
+    given model is, else the CPU."""
+    from cpc_seq.engine.device import resolve_device
+
     if mfcc:
-        dev = torch.device("cpu")
-    elif device is None:
-        dev = next(model.parameters()).device if isinstance(model, torch.nn.Module) \
+        return torch.device("cpu")
+    if device is None:
+        return next(model.parameters()).device if isinstance(model, torch.nn.Module) \
             else torch.device("cpu")
-    else:
-        dev = device if isinstance(device, torch.device) else resolve_device(device, "--device")
-    if output is not None:
-        check_outputs(output, num_frames)  # before any work
-    runner: _Runner
+    return device if isinstance(device, torch.device) else resolve_device(device, "--device")
+
+
+def _make_runner(
+    model: CPCModel | str | Path | None,
+    layers: list[str],
+    mfcc: bool,
+    cmvn: bool,
+    dev: torch.device,
+    precision: str,
+    random_init: bool,
+    seed: int,
+) -> tuple[_Runner, list[str], str]:
+    """The feature computer of :func:`extract`: ``(runner, layers, progress label)``;
+    ``layers`` becomes ``["mfcc"]`` for MFCCs."""
+    from cpc_seq.engine.device import use_bf16
+
     if mfcc:
-        runner = _MfccRunner(cmvn)
-        layers = ["mfcc"]
-        desc = "extract mfcc"
-    else:
-        net = _resolve_model(model, random_init, seed).to(dev)
-        runner = _ModelRunner(net, layers, dev, use_bf16(precision, dev))
-        desc = f"extract {layers[0]}" + (" (random init)" if random_init else "")
-    if waves_in:
-        waves = check_waves(source, runner.hop)  # type: ignore[arg-type]
-        feats = _run_waves(runner, waves, batch_seconds, chunk_seconds)
-        return [f[layers[0]] for f in feats] if isinstance(layer, str) or mfcc else feats
-    return _extract_dir(runner, source, output, layers[0], batch_seconds=batch_seconds,
-                        chunk_seconds=chunk_seconds, num_frames=num_frames,
-                        skip_existing=skip_existing, skip_bad=skip_bad,
-                        allow_pipes=allow_pipes, progress=progress, desc=desc)
+        return _MfccRunner(cmvn), ["mfcc"], "extract mfcc"
+    net = _resolve_model(model, random_init, seed).to(dev)
+    runner = _ModelRunner(net, layers, dev, use_bf16(precision, dev))
+    return runner, layers, f"extract {layers[0]}" + (" (random init)" if random_init else "")
 
 
 def _extract_dir(runner: _Runner, source: str | Path, output: str | None, layer: str, *,
