@@ -253,11 +253,30 @@ def convert_state(model_sd: dict[str, Tensor], crit_sd: dict[str, Tensor] | None
         DataError: a tensor whose shape disagrees with the args, a tensor the model has
             no place for, or one the model needs and the checkpoint lacks.
     """
-    target = build_model(cfg).state_dict()
-    out: dict[str, Tensor] = {}
-    sources: dict[str, str] = {}
+    state = _StateBuilder(build_model(cfg).state_dict(), src)
+    _put_model_tensors(state, model_sd, cfg)
+    heads = False
+    if cfg.predictor.startswith("relpos_") and crit_sd is not None:
+        _put_head_tensors(state, crit_sd, cfg)
+        heads = True
+    _fill_missing(state, heads)
+    return state.out, heads
 
-    def put(dst: str, src_key: str, value: Tensor) -> None:
+
+class _StateBuilder:
+    """The converted state dict ``out``, filled tensor by tensor with the shapes and
+    dtypes of ``target`` (the state dict of the model the args describe); ``src`` names
+    the checkpoint in messages."""
+
+    def __init__(self, target: dict[str, Tensor], src: str) -> None:
+        self.target = target
+        self.src = src
+        self.out: dict[str, Tensor] = {}
+
+    def put(self, dst: str, src_key: str, value: Tensor) -> None:
+        """Store the checkpoint tensor ``src_key`` as ``out[dst]``, reshaped to the
+        target's shape (CPC_audio's ``(1, C, 1)`` channel-norm parameters to ``(C,)``)."""
+        src, target = self.src, self.target
         if dst not in target:
             raise DataError(f"{src}: tensor {src_key} {_shape(value)} has no place in the "
                             "model its args describe (an architecture the importer does "
@@ -269,58 +288,71 @@ def convert_state(model_sd: dict[str, Tensor], crit_sd: dict[str, Tensor] | None
         if _shape(value) != want and not as_channels:
             raise DataError(f"{src}: tensor {src_key} has shape {_shape(value)}, but the "
                             f"args describe {want}")
-        out[dst] = value.detach().to(target[dst].dtype).reshape(want).clone()
-        sources[dst] = src_key
+        self.out[dst] = value.detach().to(target[dst].dtype).reshape(want).clone()
 
+
+def _put_model_tensors(state: _StateBuilder, model_sd: dict[str, Tensor],
+                       cfg: ModelConfig) -> None:
+    """The encoder (``gEncoder``) and context network (``gAR``) tensors; context layers
+    above ``cfg.context_layers`` are dropped."""
     n_layers = len(cfg.layers())
     for key, value in model_sd.items():
         m = re.fullmatch(r"gEncoder\.conv(\d+)\.(weight|bias)", key)
         if m and int(m[1]) < n_layers:
-            put(f"encoder.convs.{m[1]}.{m[2]}", key, value)
+            state.put(f"encoder.convs.{m[1]}.{m[2]}", key, value)
             continue
         m = re.fullmatch(r"gEncoder\.batchNorm(\d+)\.(\w+)", key)
         if m and int(m[1]) < n_layers:
             sub = m[2]
             if cfg.encoder_norm == "channel_unbiased" and sub in ("weight", "bias"):
-                put(f"encoder.norms.{m[1]}.{sub}", key, value)
+                state.put(f"encoder.norms.{m[1]}.{sub}", key, value)
                 continue
             if cfg.encoder_norm == "batch":
-                put(f"encoder.norms.{m[1]}.{sub}", key, value)
+                state.put(f"encoder.norms.{m[1]}.{sub}", key, value)
                 continue
         m = re.fullmatch(r"gAR\.baseNet\.((?:weight|bias)_(?:ih|hh)_l(\d+))", key)
         if m:
             if int(m[2]) >= cfg.context_layers:  # --ar-level: layers above K dropped
                 continue
-            put(f"context.rnn.{m[1]}", key, value)
+            state.put(f"context.rnn.{m[1]}", key, value)
             continue
-        raise DataError(f"{src}: unexpected tensor {key} {_shape(value)} in gEncoder (an "
+        raise DataError(f"{state.src}: unexpected tensor {key} {_shape(value)} in gEncoder (an "
                         "architecture the importer does not know)")
-    heads = False
-    if cfg.predictor.startswith("relpos_") and crit_sd is not None:
-        shared = cfg.predictor.endswith("_shared")
-        for key, value in crit_sd.items():
-            if shared:
-                m = re.fullmatch(r"wPrediction\.predictor\.0\.(.+)", key)
-                prefix, rest = ("heads.layer.", m[1]) if m else ("", "")
-            else:
-                m = re.fullmatch(r"wPrediction\.predictors\.(\d+)\.0\.(.+)", key)
-                prefix, rest = (f"heads.layers.{m[1]}.", m[2]) if m else ("", "")
-            if m and rest in _HEAD_BUFFERS:
-                if rest.endswith("mask") and value.shape[-1] != cfg.predictor_window:
-                    raise DataError(f"{src}: tensor {key} has shape {_shape(value)}, but the "
-                                    f"args describe a window of {cfg.predictor_window} frames")
-                continue
-            if not m or rest not in _HEAD_KEYS:
-                raise DataError(f"{src}: unexpected tensor {key} {_shape(value)} in "
-                                "cpcCriterion (a prediction network the importer does not "
-                                "know; --no-heads imports without it)")
-            put(prefix + _HEAD_KEYS[rest], key, value)
-        heads = True
-    for dst, value in target.items():
-        if dst in out:
+
+
+def _put_head_tensors(state: _StateBuilder, crit_sd: dict[str, Tensor],
+                      cfg: ModelConfig) -> None:
+    """The transformer prediction heads (``cpcCriterion``): one shared layer or one per
+    step; the attention buffers are checked against ``cfg.predictor_window``, not copied."""
+    src = state.src
+    shared = cfg.predictor.endswith("_shared")
+    for key, value in crit_sd.items():
+        if shared:
+            m = re.fullmatch(r"wPrediction\.predictor\.0\.(.+)", key)
+            prefix, rest = ("heads.layer.", m[1]) if m else ("", "")
+        else:
+            m = re.fullmatch(r"wPrediction\.predictors\.(\d+)\.0\.(.+)", key)
+            prefix, rest = (f"heads.layers.{m[1]}.", m[2]) if m else ("", "")
+        if m and rest in _HEAD_BUFFERS:
+            if rest.endswith("mask") and value.shape[-1] != cfg.predictor_window:
+                raise DataError(f"{src}: tensor {key} has shape {_shape(value)}, but the "
+                                f"args describe a window of {cfg.predictor_window} frames")
+            continue
+        if not m or rest not in _HEAD_KEYS:
+            raise DataError(f"{src}: unexpected tensor {key} {_shape(value)} in "
+                            "cpcCriterion (a prediction network the importer does not "
+                            "know; --no-heads imports without it)")
+        state.put(prefix + _HEAD_KEYS[rest], key, value)
+
+
+def _fill_missing(state: _StateBuilder, heads: bool) -> None:
+    """Without imported ``heads``, take the fresh model's heads; any other tensor the
+    model needs and the checkpoint lacked is an error naming its CPC_audio key."""
+    for dst, value in state.target.items():
+        if dst in state.out:
             continue
         if dst.startswith("heads.") and not heads:
-            out[dst] = value.clone()
+            state.out[dst] = value.clone()
             continue
         if dst.startswith("heads."):
             name = f"cpcCriterion lacks the tensor for {dst}"
@@ -328,8 +360,7 @@ def convert_state(model_sd: dict[str, Tensor], crit_sd: dict[str, Tensor] | None
             name = "gEncoder lacks " + re.sub(r"^encoder\.convs\.", "gEncoder.conv", re.sub(
                 r"^encoder\.norms\.", "gEncoder.batchNorm", dst.replace("context.rnn.",
                                                                           "gAR.baseNet.")))
-        raise DataError(f"{src}: {name} {tuple(value.shape)}, which its args describe")
-    return out, heads
+        raise DataError(f"{state.src}: {name} {tuple(value.shape)}, which its args describe")
 
 
 def _sha256(path: Path) -> str:
