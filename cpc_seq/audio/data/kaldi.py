@@ -308,24 +308,7 @@ def load_data_dir(
         ref_name = "wav.scp"
     ref = lines[ref_name]
 
-    utt2spk = None
-    u2s_path = d / "utt2spk"
-    if u2s_path.exists():
-        utt2spk, lines["utt2spk"] = _read_utt2spk(u2s_path, ref_name, ref, d, check_sorted)
-
-    spk2utt = None
-    s2u_path = d / "spk2utt"
-    if s2u_path.exists():
-        spk2utt, listed = _read_spk2utt(
-            s2u_path, u2s_path, utt2spk, lines.get("utt2spk", {}), check_sorted
-        )
-        if utt2spk is None:
-            # Only spk2utt: check it against the utterance set and derive utt2spk.
-            lines_from_s2u = {utt: lineno for utt, (_, lineno) in listed.items()}
-            _check_same_keys(ref_name, ref, s2u_path, lines_from_s2u, d)
-            utt2spk = {utt: spk for utt, (spk, _) in sorted(listed.items())}
-    elif utt2spk is not None:
-        spk2utt = _invert_utt2spk(utt2spk)
+    utt2spk, spk2utt = _read_speakers(d, ref_name, ref, lines, check_sorted)
 
     # text (an empty transcript is allowed)
     text = None
@@ -347,6 +330,40 @@ def load_data_dir(
         allow_pipes=allow_pipes,
         line_numbers=lines,
     )
+
+
+def _read_speakers(
+    d: Path,
+    ref_name: str,
+    ref: Mapping[str, int],
+    lines: dict[str, dict[str, int]],
+    check_sorted: bool,
+) -> tuple[dict[str, str] | None, dict[str, list[str]] | None]:
+    """``(utt2spk, spk2utt)`` of data dir ``d``, each read or derived from the other.
+
+    Their utterances must be those of ``d / ref_name`` (``ref``: utt -> line); the line
+    numbers of ``utt2spk`` are recorded in ``lines``.  Both are ``None`` when neither
+    file exists.
+    """
+    utt2spk = None
+    u2s_path = d / "utt2spk"
+    if u2s_path.exists():
+        utt2spk, lines["utt2spk"] = _read_utt2spk(u2s_path, ref_name, ref, d, check_sorted)
+
+    spk2utt = None
+    s2u_path = d / "spk2utt"
+    if s2u_path.exists():
+        spk2utt, listed = _read_spk2utt(
+            s2u_path, u2s_path, utt2spk, lines.get("utt2spk", {}), check_sorted
+        )
+        if utt2spk is None:
+            # Only spk2utt: check it against the utterance set and derive utt2spk.
+            lines_from_s2u = {utt: lineno for utt, (_, lineno) in listed.items()}
+            _check_same_keys(ref_name, ref, s2u_path, lines_from_s2u, d)
+            utt2spk = {utt: spk for utt, (spk, _) in sorted(listed.items())}
+    elif utt2spk is not None:
+        spk2utt = _invert_utt2spk(utt2spk)
+    return utt2spk, spk2utt
 
 
 def _read_wav_scp(
