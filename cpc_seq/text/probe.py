@@ -9,7 +9,7 @@
   scored by the same probe family. Dense features are fitted by :func:`fit_softmax`
   (scikit-learn's objective and stopping rule, torch's L-BFGS in float32, each C of the
   grid starting from the previous C's solution): about 1.5 CPU-minutes at 20 k items x
-  2,400 dims where scikit-learn's from-scratch fits take about 7x longer (docs/text.md);
+  2,400 dims where scikit-learn's from-scratch fits took 4.5x longer (docs/text.md);
   a line per C goes to stderr.
 - :func:`run_probe`: the older Adam-trained linear (or MLP) probe of
   :func:`cpc_seq.probes.linear.train_linear_probe` (``--probe adam``).
@@ -190,7 +190,7 @@ def tuned_logreg(
     increasing order each starting from the previous solution and the refit from the
     chosen C's, all to scikit-learn's stopping rule (largest gradient entry <= ``tol``,
     at most ``max_iter`` iterations); ``sklearn`` fits every C from scratch with
-    scikit-learn's lbfgs (the probe before the warm starts: about 7x slower at 20 k x
+    scikit-learn's lbfgs (the probe before the warm starts: 4.5x the CPU time at 20 k x
     2,400, docs/text.md). ``progress`` prints a line per C to stderr.
     """
     import warnings
