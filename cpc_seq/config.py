@@ -7,7 +7,9 @@
   YAML scalars), as in ``cpc-seq audio train --config c.yaml train.steps=100 model.context=lstm``.
 - :func:`to_dict` gives the plain dict stored in checkpoints.
 
-Range checks live in each dataclass's ``validate()`` (called by :func:`from_dict`).
+Choices are ``Literal[...]`` annotations, checked for every field (defaults included) by
+:func:`check_literals`, which :func:`from_dict` calls; range and other checks live in
+each dataclass's ``validate()`` (called by :func:`from_dict`).
 """
 
 from __future__ import annotations
@@ -50,8 +52,7 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         raise ConfigError(errors[0] if len(errors) == 1 else f"{key}: {value!r} matches none of "
                           f"{', '.join(_type_name(a) for a in args)}")
     if origin is typing.Literal:
-        if value not in args:
-            raise ConfigError(f"{key}: {value!r} is not one of {', '.join(map(repr, args))}")
+        _check_choice(value, args, key)
         return value
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
@@ -94,6 +95,55 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     return value
 
 
+def _check_choice(value: Any, choices: tuple[Any, ...], key: str) -> None:
+    """Refuse ``value`` unless it is one of ``choices`` (a Literal's values)."""
+    if value not in choices:
+        raise ConfigError(f"{key}: {value!r} is not one of {', '.join(map(repr, choices))}")
+
+
+def literal_choices(tp: Any) -> tuple[tuple[Any, ...], bool] | None:
+    """The values a ``Literal[...]`` (or ``Optional[Literal[...]]``, or a union of
+    Literals) annotation allows, and whether it allows ``None``; ``None`` for any other
+    annotation."""
+    origin = typing.get_origin(tp)
+    if origin is typing.Literal:
+        return typing.get_args(tp), False
+    if origin not in (typing.Union, types.UnionType):
+        return None
+    choices: list[Any] = []
+    optional = False
+    for arg in typing.get_args(tp):
+        if arg is type(None):
+            optional = True
+            continue
+        inner = literal_choices(arg)
+        if inner is None:
+            return None
+        choices += inner[0]
+        optional = optional or inner[1]
+    return tuple(choices), optional
+
+
+def check_literals(obj: Any, prefix: str = "") -> None:
+    """Check every field of dataclass ``obj`` annotated with a ``Literal`` (or an
+    ``Optional[Literal]``) against its allowed values, defaults included, and the same in
+    the dataclasses it holds; a value outside them raises the ConfigError that
+    :func:`from_dict` gives, naming the dotted key (``prefix`` + the field's name):
+    ``data.short_utterances: 'x' is not one of 'pack', 'pad', 'skip', 'error'``.
+    Called by :func:`from_dict` for every dataclass it builds; a ``validate()`` calls it
+    too, so configs built in code are checked the same way."""
+    hints = typing.get_type_hints(type(obj))
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        allowed = literal_choices(hints.get(f.name, Any))
+        if allowed is not None:
+            choices, optional = allowed
+            if not (optional and value is None):
+                _check_choice(value, choices, prefix + f.name)
+        elif dataclasses.is_dataclass(value) and not isinstance(value, type):
+            check_literals(value, f"{prefix}{f.name}.")
+
+
 def from_dict(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:
     """Build dataclass ``cls`` from ``data``; unknown keys and bad types raise ConfigError."""
     if not isinstance(data, dict):
@@ -108,6 +158,7 @@ def from_dict(cls: type[T], data: dict[str, Any], prefix: str = "") -> T:
         )
     kwargs = {k: _coerce(v, hints[k], prefix + k) for k, v in data.items()}
     obj = cls(**kwargs)
+    check_literals(obj, prefix)
     validate = getattr(obj, "validate", None)
     if validate is not None:
         validate()

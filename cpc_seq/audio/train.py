@@ -25,13 +25,13 @@ import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from cpc_seq.audio.data.batches import BATCH_SAMPLING, SHORT_MODES, WindowPlan, make_segments
-from cpc_seq.audio.data.index import BAD_AUDIO_MODES, AudioIndex, load_index
+from cpc_seq.audio.data.batches import BatchSampling, ShortMode, WindowPlan, make_segments
+from cpc_seq.audio.data.index import AudioIndex, BadAudioMode, load_index
 from cpc_seq.audio.data.loader import WindowLoader
 from cpc_seq.audio.data.spans import SpanReader
 from cpc_seq.audio.model.augment import AugmentConfig, Augmenter
 from cpc_seq.audio.model.cpc import CPCModel, ModelConfig, build_model
-from cpc_seq.config import check, to_dict
+from cpc_seq.config import check, check_literals, to_dict
 from cpc_seq.config import load_config as load_config_as
 from cpc_seq.engine.config import OptimConfig, RunConfig
 from cpc_seq.engine.trainer import Context, Engine, StepOutput
@@ -67,24 +67,19 @@ class DataConfig:
     dev: str | None = None
     window: int = 20480
     batch_size: int = 8
-    short_utterances: str = "pad"
-    batch_sampling: str = "uniform"
+    short_utterances: ShortMode = "pad"
+    batch_sampling: BatchSampling = "uniform"
     allow_pipes: bool = False
     num_workers: int = 2
     prefetch: int = 4
-    on_bad_audio: str = "error"
+    on_bad_audio: BadAudioMode = "error"
 
     def validate(self) -> None:
+        check_literals(self, "data.")
         check(self.window > 0, "data.window", "must be positive")
         check(self.batch_size > 0, "data.batch_size", "must be positive")
         check(self.num_workers >= 0, "data.num_workers", "must be 0 or more")
         check(self.prefetch > 0, "data.prefetch", "must be positive")
-        check(self.on_bad_audio in BAD_AUDIO_MODES, "data.on_bad_audio",
-              f"one of {BAD_AUDIO_MODES}")
-        check(self.short_utterances in SHORT_MODES, "data.short_utterances",
-              f"one of {SHORT_MODES}")
-        check(self.batch_sampling in BATCH_SAMPLING, "data.batch_sampling",
-              f"one of {BATCH_SAMPLING}")
 
 
 @dataclass

@@ -8,12 +8,13 @@ A modality's experiment config is a dataclass with its own sections (``model``, 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
-from cpc_seq.config import check, check_seed
-from cpc_seq.kernels.memory import CPU_MEMORY_MODES
+from cpc_seq.config import check, check_literals, check_seed
+from cpc_seq.kernels.memory import CpuMemoryMode
 
-PRECISIONS = ("auto", "fp32", "bf16")
-SCHEDULE_CLOCKS = ("steps", "cpu")
+Precision = Literal["auto", "fp32", "bf16"]
+ScheduleClock = Literal["steps", "cpu"]
 
 
 @dataclass
@@ -24,14 +25,14 @@ class OptimConfig:
     lr: float = 2e-4
     weight_decay: float = 0.0
     warmup_steps: int = 100
-    schedule: str = "constant"
+    schedule: Literal["constant", "cosine"] = "constant"
     grad_clip: float = 1.0
 
     def validate(self) -> None:
+        check_literals(self, "optim.")
         check(self.lr > 0, "optim.lr", "must be positive")
         check(self.weight_decay >= 0, "optim.weight_decay", "must be >= 0")
         check(self.warmup_steps >= 0, "optim.warmup_steps", "must be >= 0")
-        check(self.schedule in ("constant", "cosine"), "optim.schedule", "constant or cosine")
         check(self.grad_clip >= 0, "optim.grad_clip", "must be >= 0 (0 disables)")
 
 
@@ -65,16 +66,17 @@ class RunConfig:
     eval_windows: int = 64
     max_minutes: float = 0.0
     max_cpu_minutes: float = 0.0
-    schedule_clock: str = "steps"
+    schedule_clock: ScheduleClock = "steps"
     threads: int = 0
-    cpu_memory: str = "keep"
+    cpu_memory: CpuMemoryMode = "keep"
     device: str = "auto"
-    precision: str = "auto"
+    precision: Precision = "auto"
     max_bad_steps: int = 10
     progress: bool = True
     overwrite: bool = False
 
     def validate(self) -> None:
+        check_literals(self, "train.")
         check(bool(self.out_dir), "train.out_dir", "must not be empty")
         check(self.steps > 0, "train.steps", "must be positive")
         check_seed(self.seed, "train.seed")
@@ -84,14 +86,9 @@ class RunConfig:
         check(self.eval_windows > 0, "train.eval_windows", "must be positive")
         check(self.max_minutes >= 0, "train.max_minutes", "must be >= 0 (0 = no limit)")
         check(self.max_cpu_minutes >= 0, "train.max_cpu_minutes", "must be >= 0 (0 = no limit)")
-        check(self.schedule_clock in SCHEDULE_CLOCKS, "train.schedule_clock",
-              " or ".join(SCHEDULE_CLOCKS))
         check(self.schedule_clock != "cpu" or self.max_cpu_minutes > 0, "train.schedule_clock",
               "cpu needs a CPU budget: set train.max_cpu_minutes")
         check(self.threads >= 0, "train.threads", "must be >= 0 (0 = torch default)")
-        check(self.cpu_memory in CPU_MEMORY_MODES, "train.cpu_memory", " or ".join(CPU_MEMORY_MODES))
         check(self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:"),
               "train.device", "auto, cpu, cuda or cuda:N")
-        check(self.precision in PRECISIONS, "train.precision",
-              "auto (bf16 autocast where the hardware has it), fp32 or bf16")
         check(self.max_bad_steps > 0, "train.max_bad_steps", "must be positive")

@@ -42,9 +42,11 @@ from __future__ import annotations
 import gzip
 import pickle
 import sys
+import typing
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
@@ -70,7 +72,8 @@ __all__ = [
     "NORMALIZATION",
 ]
 
-DATASETS = ("fashion_mnist", "cifar10", "stl10")
+DatasetName = Literal["fashion_mnist", "cifar10", "stl10"]
+DATASETS = typing.get_args(DatasetName)
 DEFAULT_ROOTS = {
     "fashion_mnist": "/usr/share/datasets/fashion-mnist",
     "cifar10": "data/cifar10",

@@ -54,14 +54,16 @@ so no ``log(0)`` and no NaN for any score value.
 
 from __future__ import annotations
 
+import typing
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from cpc_seq.config import check
-from cpc_seq.losses.estimators import ESTIMATORS, EstimatorOutput, jsd
+from cpc_seq.config import check, check_literals
+from cpc_seq.losses.estimators import Estimator, EstimatorOutput, jsd
 from cpc_seq.losses.select import estimate
 
 __all__ = [
@@ -77,7 +79,8 @@ __all__ = [
     "NOISES",
 ]
 
-NOISES = ("none", "gaussian", "uniform")
+Noise = Literal["none", "gaussian", "uniform"]
+NOISES = typing.get_args(Noise)
 
 
 @dataclass
@@ -108,29 +111,24 @@ class DIMConfig:
     alpha: float = 0.5
     beta: float = 1.0
     gamma: float = 0.1
-    global_estimator: str = "jsd"
-    local_estimator: str = "jsd"
-    prior: str = "uniform"
-    y_activation: str = "auto"
+    global_estimator: Estimator = "jsd"
+    local_estimator: Estimator = "jsd"
+    prior: Literal["uniform", "gaussian"] = "uniform"
+    y_activation: Literal["auto", "sigmoid", "tanh", "none"] = "auto"
     global_hidden: int = 128
     disc_hidden: int = 256
-    noise: str = "none"
+    noise: Noise = "none"
     noise_scale: float = 0.5
     batch_norm: bool = True
 
     def validate(self) -> None:
+        check_literals(self, "dim.")
         for key in ("ndf", "local_channels", "hidden", "y_dim", "mi_dim", "global_hidden",
                     "disc_hidden"):
             check(getattr(self, key) > 0, f"dim.{key}", "must be positive")
         for key in ("alpha", "beta", "gamma"):
             check(getattr(self, key) >= 0, f"dim.{key}", "must be >= 0")
         check(self.alpha + self.beta > 0, "dim.alpha", "alpha + beta must be > 0 (no MI term)")
-        for key in ("global_estimator", "local_estimator"):
-            check(getattr(self, key) in ESTIMATORS, f"dim.{key}", f"one of {ESTIMATORS}")
-        check(self.prior in ("uniform", "gaussian"), "dim.prior", "uniform or gaussian")
-        check(self.y_activation in ("auto", "sigmoid", "tanh", "none"), "dim.y_activation",
-              "auto, sigmoid, tanh or none")
-        check(self.noise in NOISES, "dim.noise", f"one of {NOISES}")
         check(self.noise_scale > 0, "dim.noise_scale", "must be positive")
         if self.noise != "none":
             check(self.prior == self.noise, "dim.prior",

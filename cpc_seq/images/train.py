@@ -17,16 +17,17 @@ Config sections: ``kind``, ``data`` (:class:`ImageDataConfig`), ``dim``
 
 from __future__ import annotations
 
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
 
-from cpc_seq.config import check, from_dict, to_dict
+from cpc_seq.config import check, check_literals, from_dict, to_dict
 from cpc_seq.config import load_config as load_config_as
-from cpc_seq.engine.config import OptimConfig, RunConfig
+from cpc_seq.engine.config import OptimConfig, Precision, RunConfig
 from cpc_seq.engine.trainer import Context, Engine, StepOutput, Task
 from cpc_seq.engine.windows import ShuffledBatches
 from cpc_seq.errors import CheckpointError, ConfigError
@@ -38,11 +39,12 @@ from cpc_seq.images.amdim import (
     make_view_transform,
     two_views,
 )
-from cpc_seq.images.data import DATASETS, ImageArrays, load_dataset, prepare
+from cpc_seq.images.data import DatasetName, ImageArrays, load_dataset, prepare
 from cpc_seq.images.dim import DIMConfig, DIMModel, build_dim
 from cpc_seq.io.checkpoint import load_checkpoint
 
-KINDS = ("dim", "amdim")
+ImageKind = Literal["dim", "amdim"]
+KINDS = typing.get_args(ImageKind)
 
 
 @dataclass
@@ -56,21 +58,19 @@ class ImageDataConfig:
     ``augment``: ``auto`` (DIM: ``flip``, AMDIM: ``amdim``), ``none``, ``flip``, ``amdim``.
     """
 
-    dataset: str = "fashion_mnist"
+    dataset: DatasetName = "fashion_mnist"
     root: str = ""
     download: bool = False
     train_split: str = "train"
     train_subset: int = 0
     image_size: int = 0
-    augment: str = "auto"
+    augment: Literal["auto", "none", "flip", "amdim"] = "auto"
     batch_size: int = 128
 
     def validate(self) -> None:
-        check(self.dataset in DATASETS, "data.dataset", f"one of {DATASETS}")
+        check_literals(self, "data.")
         check(self.train_subset >= 0, "data.train_subset", "must be >= 0 (0 = all)")
         check(self.image_size >= 0, "data.image_size", "must be >= 0 (0 = native)")
-        check(self.augment in ("auto", "none", "flip", "amdim"), "data.augment",
-              "auto, none, flip or amdim")
         check(self.batch_size >= 2, "data.batch_size", "must be >= 2 (negatives come from the batch)")
 
 
@@ -98,7 +98,7 @@ class ImageRunConfig(RunConfig):
     log_every: int = 20
     save_every: int = 500
     eval_every: int = 500
-    precision: str = "fp32"
+    precision: Precision = "fp32"
     online_probe: bool = True
 
 
@@ -106,7 +106,7 @@ class ImageRunConfig(RunConfig):
 class ImageExperimentConfig:
     """Everything an image run needs, as plain data; stored in every checkpoint."""
 
-    kind: str = "dim"
+    kind: ImageKind = "dim"
     data: ImageDataConfig = field(default_factory=ImageDataConfig)
     dim: DIMConfig = field(default_factory=DIMConfig)
     amdim: AMDIMConfig = field(default_factory=AMDIMConfig)
@@ -114,7 +114,7 @@ class ImageExperimentConfig:
     train: ImageRunConfig = field(default_factory=ImageRunConfig)
 
     def validate(self) -> None:
-        check(self.kind in KINDS, "kind", f"one of {KINDS}")
+        check_literals(self)
         if self.kind == "amdim" and self.data.image_size:
             check(self.data.image_size in SUPPORTED_SIZES, "data.image_size",
                   f"AMDIM supports {SUPPORTED_SIZES}")

@@ -26,13 +26,14 @@ parity test against the plain path (``tests/kernels/test_kernels.py``, ``tests/k
 
 from __future__ import annotations
 
+import typing
 from typing import Literal
 
 from torch import Tensor
 
 #: The values of ``model.kernels``.
-KERNEL_MODES = ("auto", "reference")
 KernelMode = Literal["auto", "reference"]
+KERNEL_MODES = typing.get_args(KernelMode)
 
 
 def use_kernels(mode: str, x: Tensor) -> bool:

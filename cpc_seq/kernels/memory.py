@@ -23,8 +23,11 @@ from __future__ import annotations
 
 import ctypes
 import platform
+import typing
+from typing import Literal
 
-CPU_MEMORY_MODES = ("keep", "release")
+CpuMemoryMode = Literal["keep", "release"]
+CPU_MEMORY_MODES = typing.get_args(CpuMemoryMode)
 
 # mallopt parameters (glibc's malloc.h)
 _M_TRIM_THRESHOLD = -1

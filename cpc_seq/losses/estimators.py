@@ -27,13 +27,16 @@ All reductions use log-sum-exp / softplus, so no ``log(0)`` and no overflow.
 from __future__ import annotations
 
 import math
+import typing
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-ESTIMATORS = ("infonce", "jsd", "dv")
+Estimator = Literal["infonce", "jsd", "dv"]
+ESTIMATORS = typing.get_args(Estimator)
 #: every name :func:`estimate` accepts: the above plus the stateless bounds of
 #: :mod:`cpc_seq.losses.bounds` (MINE keeps a moving average, so it is called directly).
 

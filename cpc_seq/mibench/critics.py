@@ -10,12 +10,16 @@ Both map ``x (N, d_x), y (M, d_y) -> scores (N, M)``; entry ``(i, j) = T(x_i, y_
 
 from __future__ import annotations
 
+import typing
+from typing import Literal
+
 import torch
 from torch import Tensor, nn
 
 __all__ = ["CRITICS", "SeparableCritic", "ConcatCritic", "build_critic", "mlp"]
 
-CRITICS = ("separable", "concat")
+CriticKind = Literal["separable", "concat"]
+CRITICS = typing.get_args(CriticKind)
 
 
 def mlp(d_in: int, hidden: int, d_out: int, layers: int = 2) -> nn.Sequential:

@@ -34,20 +34,24 @@ from __future__ import annotations
 
 import copy
 import math
+import typing
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import torch
 import zuko
 from torch import Tensor, nn
 
-from cpc_seq.config import check
+from cpc_seq.config import check, check_literals
 from cpc_seq.mibench.baselines import canonical_variates, gaussian_mi_from_cov
 
 __all__ = ["FLOWS", "FORMS", "MienfConfig", "MienfModel", "mienf_mi", "build_flow"]
 
-FLOWS = ("nsf", "maf", "realnvp")
-FORMS = ("full", "tridiag")
+Flow = Literal["nsf", "maf", "realnvp"]
+Form = Literal["full", "tridiag"]
+FLOWS = typing.get_args(Flow)
+FORMS = typing.get_args(Form)
 LOG_2PI = math.log(2.0 * math.pi)
 
 
@@ -55,8 +59,8 @@ LOG_2PI = math.log(2.0 * math.pi)
 class MienfConfig:
     """Settings of one MIENF fit (plain data)."""
 
-    form: str = "full"
-    flow: str = "nsf"
+    form: Form = "full"
+    flow: Flow = "nsf"
     transforms: int = 2
     hidden: int = 64  # width of the flows' MLPs (at least 2 x the variable's dim is used)
     bins: int = 8  # spline bins (nsf)
@@ -70,8 +74,7 @@ class MienfConfig:
     seed: int = 0
 
     def validate(self) -> None:
-        check(self.form in FORMS, "form", f"one of {FORMS}")
-        check(self.flow in FLOWS, "flow", f"one of {FLOWS}")
+        check_literals(self)
         for key in ("transforms", "hidden", "bins", "steps", "batch_size", "eval_every",
                     "patience"):
             check(getattr(self, key) > 0, key, "must be positive")

@@ -31,12 +31,12 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
-from cpc_seq.config import check
+from cpc_seq.config import check, check_literals
 from cpc_seq.io.checkpoint import atomic_write
 from cpc_seq.losses.bounds import MineEstimator, smile
 from cpc_seq.losses.estimators import EstimatorOutput
 from cpc_seq.losses.select import estimate
-from cpc_seq.mibench.critics import CRITICS, build_critic
+from cpc_seq.mibench.critics import CriticKind, build_critic
 from cpc_seq.mibench.tasks import TRANSFORMS, Task
 
 __all__ = ["BENCH_ESTIMATORS", "BenchConfig", "default_tasks", "full_tasks", "run_one",
@@ -70,7 +70,7 @@ class BenchConfig:
     steps: int = 800
     eval_batches: int = 20
     lr: float = 1e-3
-    critic: str = "separable"
+    critic: CriticKind = "separable"
     hidden: int = 64
     embed: int = 32
     layers: int = 2
@@ -79,6 +79,7 @@ class BenchConfig:
     seed: int = 0
 
     def validate(self) -> None:
+        check_literals(self)
         bad = [e for e in self.estimators if e not in BENCH_ESTIMATORS]
         check(not bad and bool(self.estimators), "estimators",
               f"choose from {', '.join(BENCH_ESTIMATORS)} (got {', '.join(bad) or 'none'})")
@@ -86,7 +87,6 @@ class BenchConfig:
         for key in ("steps", "eval_batches", "hidden", "embed", "layers"):
             check(getattr(self, key) > 0, key, "must be positive")
         check(self.lr > 0, "lr", "must be positive")
-        check(self.critic in CRITICS, "critic", f"one of {CRITICS}")
         check(self.smile_tau > 0, "smile_tau", "must be positive")
         check(0 < self.mine_rate <= 1, "mine_rate", "must be in (0, 1]")
 

@@ -8,6 +8,8 @@ sinusoidal positions computed for any length (no window length baked in).
 from __future__ import annotations
 
 import math
+import typing
+from typing import Literal
 
 import torch
 from torch import Tensor, nn
@@ -15,7 +17,8 @@ from torch import Tensor, nn
 from cpc_seq.kernels import gru as gru_kernel
 from cpc_seq.kernels import use_kernels
 
-CONTEXTS = ("gru", "lstm", "transformer")
+ContextKind = Literal["gru", "lstm", "transformer"]
+CONTEXTS = typing.get_args(ContextKind)
 
 
 class RNNContext(nn.Module):

@@ -24,13 +24,17 @@ predictor uses positions of a fixed window size, which locks the window length).
 
 from __future__ import annotations
 
+import typing
+from typing import Literal
+
 import torch
 from torch import Tensor, nn
 
 from cpc_seq.nn.layers import PredictionHeads
 
-PREDICTORS = ("linear", "transformer", "transformer_shared", "relpos_transformer",
-              "relpos_transformer_shared")
+PredictorKind = Literal["linear", "transformer", "transformer_shared", "relpos_transformer",
+                        "relpos_transformer_shared"]
+PREDICTORS = typing.get_args(PredictorKind)
 
 
 def _causal_layer(dim: int, heads: int, ff: int, dropout: float) -> nn.TransformerEncoderLayer:

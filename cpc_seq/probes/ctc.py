@@ -25,30 +25,32 @@ import json
 import math
 import sys
 import time
+import typing
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
 from torch import nn
 
-from cpc_seq.config import check
+from cpc_seq.config import check, check_literals
 from cpc_seq.errors import ConfigError, DataError
 from cpc_seq.probes.frames import check_label_length
 
 __all__ = ["CTCOptions", "CTCRecognizer", "collapse_targets", "edit_distance", "greedy_decode",
            "train_ctc", "phone_error_rate", "ctc_probe", "ctc_table"]
 
-MODELS = ("bilstm", "linear")
+CTCModelKind = Literal["bilstm", "linear"]
+MODELS = typing.get_args(CTCModelKind)
 
 
 @dataclass
 class CTCOptions:
     """CTC recogniser and training options (plain data, see the module doc)."""
 
-    model: str = "bilstm"
+    model: CTCModelKind = "bilstm"
     hidden: int = 256
     layers: int = 2
     dropout: float = 0.2
@@ -60,7 +62,7 @@ class CTCOptions:
     progress: bool = False
 
     def validate(self) -> None:
-        check(self.model in MODELS, "model", f"one of {', '.join(MODELS)}, got {self.model!r}")
+        check_literals(self)
         check(self.hidden >= 1, "hidden", f"must be >= 1, got {self.hidden}")
         check(self.layers >= 1, "layers", f"must be >= 1, got {self.layers}")
         check(0.0 <= self.dropout < 1.0, "dropout", f"must be in [0, 1), got {self.dropout}")

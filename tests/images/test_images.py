@@ -488,7 +488,7 @@ def test_cli_user_errors_exit_2(tmp_path: Path, capsys) -> None:
     assert rc == 2 and "missing: data set directory does not exist" in err
     assert "train-images-idx3-ubyte" in err
     assert image_main(["image", "train", "kind=vae"]) == 2
-    assert "kind: one of ('dim', 'amdim')" in capsys.readouterr().err
+    assert "kind: 'vae' is not one of 'dim', 'amdim'" in capsys.readouterr().err
     (tmp_path / "x.pt").write_bytes(b"junk")
     assert image_main(["image", "probe", "--ckpt", str(tmp_path / "x.pt"), "--out",
                        str(tmp_path / "p")]) == 2

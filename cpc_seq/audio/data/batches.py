@@ -49,16 +49,20 @@ on data without short utterances) and ``uniform``, the plan draws the same windo
 from __future__ import annotations
 
 import math
+import typing
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from torch import Tensor
 
 from cpc_seq.errors import DataError
 
-SHORT_MODES = ("pack", "pad", "skip", "error")
-BATCH_SAMPLING = ("uniform", "same_speaker", "speaker_balanced")
+ShortMode = Literal["pack", "pad", "skip", "error"]
+BatchSampling = Literal["uniform", "same_speaker", "speaker_balanced"]
+SHORT_MODES = typing.get_args(ShortMode)
+BATCH_SAMPLING = typing.get_args(BatchSampling)
 
 
 @dataclass

@@ -31,9 +31,11 @@ import hashlib
 import json
 import os
 import sys
+import typing
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import soundfile as sf
@@ -46,7 +48,8 @@ from cpc_seq.io.atomic import atomic_write
 __all__ = ["AudioIndex", "load_index", "resampled_length", "BAD_AUDIO_MODES"]
 
 #: what to do with an utterance whose audio cannot be read while indexing
-BAD_AUDIO_MODES = ("error", "skip")
+BadAudioMode = Literal["error", "skip"]
+BAD_AUDIO_MODES = typing.get_args(BadAudioMode)
 _STAMP = ".utt2num_samples.json"
 _STAMPED_FILES = ("wav.scp", "segments", "utt2spk", "spk2utt")
 _INDEX_VERSION = 1

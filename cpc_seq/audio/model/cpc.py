@@ -11,18 +11,19 @@ predictions (B, T, K, D_z), with T = N // 160 for the paper's kernels.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 from torch import Tensor, nn
 
 from cpc_seq.audio.data.windows import normalize_windows
-from cpc_seq.audio.model.encoder import NORMS, ConvEncoder, paper_layers
-from cpc_seq.config import check
+from cpc_seq.audio.model.encoder import ConvEncoder, Norm, paper_layers
+from cpc_seq.config import check, check_literals
 from cpc_seq.kernels import KernelMode
-from cpc_seq.nn.context import CONTEXTS, build_context
-from cpc_seq.nn.predictors import PREDICTORS, build_predictor
+from cpc_seq.nn.context import ContextKind, build_context
+from cpc_seq.nn.predictors import PredictorKind, build_predictor
 
-ENCODER_PRESETS = ("paper", "small", "tiny", "custom")
-INPUT_NORMS = ("utterance", "none")
+EncoderPreset = Literal["paper", "small", "tiny", "custom"]
+InputNorm = Literal["utterance", "none"]
 
 
 @dataclass
@@ -52,33 +53,31 @@ class ModelConfig:
     code everywhere; what a GPU runs either way).
     """
 
-    encoder: str = "small"
+    encoder: EncoderPreset = "small"
     encoder_layers: list[list[int]] | None = None
     encoder_channels: int | None = None
-    encoder_norm: str = "channel"
-    context: str = "gru"
+    encoder_norm: Norm = "channel"
+    context: ContextKind = "gru"
     dim_c: int = 256
     context_layers: int = 1
     transformer_heads: int = 4
     dropout: float = 0.0
     n_steps: int = 12
     sample_rate: int = 16000
-    predictor: str = "linear"
+    predictor: PredictorKind = "linear"
     predictor_ff: int | None = None
     predictor_dropout: float = 0.0
     predictor_window: int = 116
-    input_norm: str = "utterance"
+    input_norm: InputNorm = "utterance"
     kernels: KernelMode = "auto"
 
     def validate(self) -> None:
-        check(self.encoder in ENCODER_PRESETS, "model.encoder", f"one of {ENCODER_PRESETS}")
+        check_literals(self, "model.")
         if self.encoder == "custom":
             check(bool(self.encoder_layers), "model.encoder_layers", "needed for encoder=custom")
         for i, spec in enumerate(self.encoder_layers or []):
             check(len(spec) == 3 and all(v > 0 for v in spec), f"model.encoder_layers[{i}]",
                   "expected [kernel, stride, channels], all positive")
-        check(self.encoder_norm in NORMS, "model.encoder_norm", f"one of {NORMS}")
-        check(self.context in CONTEXTS, "model.context", f"one of {CONTEXTS}")
         check(self.dim_c > 0, "model.dim_c", "must be positive")
         check(self.context_layers > 0, "model.context_layers", "must be positive")
         check(self.n_steps > 0, "model.n_steps", "must be positive")
@@ -89,7 +88,6 @@ class ModelConfig:
         if self.context == "transformer":
             check(self.dim_c % self.transformer_heads == 0, "model.transformer_heads",
                   f"must divide dim_c={self.dim_c}")
-        check(self.predictor in PREDICTORS, "model.predictor", f"one of {PREDICTORS}")
         if self.predictor != "linear":
             check(self.dim_c % self.transformer_heads == 0, "model.transformer_heads",
                   f"must divide dim_c={self.dim_c} (the Transformer predictor's width)")
@@ -101,7 +99,6 @@ class ModelConfig:
             dim_z = self.layers()[-1][2]
             check(self.dim_c == dim_z, "model.dim_c",
                   f"must equal the encoder's {dim_z} channels for predictor={self.predictor}")
-        check(self.input_norm in INPUT_NORMS, "model.input_norm", f"one of {INPUT_NORMS}")
 
     def downsample_rate(self) -> int:
         """Input samples per output frame: the product of the encoder's strides."""

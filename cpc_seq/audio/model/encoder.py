@@ -19,7 +19,9 @@ On the CPU, ``kernels="auto"`` runs the same computation by the speed kernels of
 from __future__ import annotations
 
 import math
+import typing
 from collections.abc import Sequence
+from typing import Literal
 
 import torch
 from torch import Tensor, nn
@@ -33,7 +35,8 @@ PAPER_KERNELS_STRIDES: tuple[tuple[int, int], ...] = ((10, 5), (8, 4), (4, 2), (
 
 #: ``channel``: layer norm over channels; ``channel_unbiased``: the same with the unbiased
 #: variance (CPC_audio's ChannelNorm, for imported checkpoints).
-NORMS = ("none", "batch", "channel", "channel_unbiased")
+Norm = Literal["none", "batch", "channel", "channel_unbiased"]
+NORMS = typing.get_args(Norm)
 
 
 def _norm(kind: str, channels: int) -> nn.Module:
