@@ -87,6 +87,23 @@ def kstep_infonce(
     Returns:
         :class:`KStepOutput`.
     """
+    _check_inputs(pred, z, negatives)
+    cands = _candidate_frames(z, lengths, candidates, candidate_lengths, query_offset)
+    num_candidates = cands.n_valid if negatives == "all" else n_negatives + 1
+    step_loss, step_acc = _step_losses(pred, cands, negatives, n_negatives, exclude_positive,
+                                       generator, kernels)
+    return KStepOutput(
+        loss=step_loss.mean(),
+        step_loss=step_loss.detach(),
+        step_acc=step_acc,
+        step_mi=math.log(num_candidates) - step_loss.detach(),
+        num_candidates=num_candidates,
+    )
+
+
+def _check_inputs(pred: Tensor, z: Tensor, negatives: str) -> None:
+    """Refuse an unknown negatives mode, a ``z`` that does not match ``pred`` and more
+    prediction steps than frames (ValueError)."""
     if negatives not in NEGATIVE_MODES:
         raise ValueError(f"unknown negatives mode {negatives!r}; one of {', '.join(NEGATIVE_MODES)}")
     bsz, frames, n_steps, dim = pred.shape
@@ -94,6 +111,24 @@ def kstep_infonce(
         raise ValueError(f"z has shape {tuple(z.shape)}, expected {(bsz, frames, dim)}")
     if n_steps >= frames:
         raise ValueError(f"{n_steps} prediction steps need more than {frames} frames")
+
+
+@dataclass
+class _Candidates:
+    """The frames every query scores (its positive and its negatives come from them)."""
+
+    flat: Tensor  # (B_c*T, D)
+    lengths: Tensor  # (B_c,) long: valid frames per candidate sequence
+    valid: Tensor  # (B_c*T,) bool: the frames within those lengths
+    n_valid: int  # valid.sum()
+    query_offset: int  # the queries are candidate sequences query_offset .. + B - 1
+
+
+def _candidate_frames(z: Tensor, lengths: Tensor | None, candidates: Tensor | None,
+                      candidate_lengths: Tensor | None, query_offset: int) -> _Candidates:
+    """``candidates`` (default: ``z`` itself, with ``lengths``, default all T) flattened,
+    with their valid-frame mask; one host sync (the number of valid frames)."""
+    bsz, frames, dim = z.shape
     device = z.device
     if lengths is None:
         lengths = torch.full((bsz,), frames, device=device, dtype=torch.long)
@@ -107,43 +142,72 @@ def kstep_infonce(
     frame_ids = torch.arange(frames, device=device)
     cand_valid = (frame_ids.unsqueeze(0) < cand_lengths.unsqueeze(1)).reshape(-1)  # (B_c*T,)
     n_valid = int(cand_lengths.sum())  # one host sync per call (needed for N anyway)
-    num_candidates = n_valid if negatives == "all" else n_negatives + 1
+    return _Candidates(z_flat, cand_lengths, cand_valid, n_valid, query_offset)
 
-    # Queries (b, t, k) for every t; those whose positive t+k lies past the sequence's
-    # length (or past T) are computed and masked out (about k/T of the rows).
-    t_ids = frame_ids.view(1, frames, 1)
-    seq = (torch.arange(bsz, device=device) + query_offset).view(bsz, 1, 1)
-    q_len = cand_lengths[seq]  # (B, 1, 1)
-    col_mask = cand_valid if n_valid < z_flat.shape[0] else None
-    chunk = max(1, SCORE_BLOCK_ELEMENTS // max(bsz * frames * z_flat.shape[0], 1))
+
+@dataclass
+class _Queries:
+    """The query grid (b, t) shared by every step k."""
+
+    t_ids: Tensor  # (1, T, 1) frame index t
+    seq: Tensor  # (B, 1, 1) the query's candidate sequence
+    q_len: Tensor  # (B, 1, 1) its length
+    col_mask: Tensor | None  # (B_c*T,) the valid candidate columns; None: all are
+
+
+def _step_losses(pred: Tensor, cands: _Candidates, negatives: str, n_negatives: int,
+                 exclude_positive: bool, generator: torch.Generator | None,
+                 kernels: str) -> tuple[Tensor, Tensor]:
+    """Per-step InfoNCE loss and top-1 accuracy, (K,) each, over steps processed in chunks
+    whose score blocks fit :data:`SCORE_BLOCK_ELEMENTS`.
+
+    Queries (b, t, k) for every t; those whose positive t+k lies past the sequence's
+    length (or past T) are computed and masked out (about k/T of the rows)."""
+    bsz, frames, n_steps, _ = pred.shape
+    device = cands.lengths.device
+    seq = (torch.arange(bsz, device=device) + cands.query_offset).view(bsz, 1, 1)
+    queries = _Queries(
+        t_ids=torch.arange(frames, device=device).view(1, frames, 1),
+        seq=seq,
+        q_len=cands.lengths[seq],
+        col_mask=cands.valid if cands.n_valid < cands.flat.shape[0] else None,
+    )
+    chunk = max(1, SCORE_BLOCK_ELEMENTS // max(bsz * frames * cands.flat.shape[0], 1))
     losses, accs = [], []
     for k0 in range(1, n_steps + 1, chunk):
-        ks = torch.arange(k0, min(k0 + chunk, n_steps + 1), device=device)  # (Kc,)
-        kc = len(ks)
-        pos_t_raw = t_ids + ks.view(1, 1, kc)  # (1, T, Kc)
-        q_valid = pos_t_raw < q_len  # (B, T, Kc)
-        pos_t = pos_t_raw.clamp_max(frames - 1)
-        pos = (seq * frames + pos_t).reshape(-1)  # (B*T*Kc,) the positives' columns
-        q_pred = pred[:, :, k0 - 1 : k0 - 1 + kc].reshape(-1, dim)  # (B*T*Kc, D)
-        scores = q_pred @ z_flat.t()  # (B*T*Kc, B_c*T), in the matmul's dtype
-        if negatives == "all":
-            ce, hit = row_xent(scores, pos, None, col_mask, kernels)
-        else:
-            neg = sample_block(negatives, n_negatives, pos_t, seq, frames, cand_lengths,
-                               exclude_positive, generator)  # (B, T, Kc, N)
-            ce, hit = row_xent(scores, pos, neg.view(-1, n_negatives), None, kernels)
-        w = q_valid.to(ce.dtype)
-        denom = w.sum(dim=(0, 1)).clamp_min(1.0)  # (Kc,)
-        losses.append((ce.view(bsz, frames, kc) * w).sum(dim=(0, 1)) / denom)
-        accs.append((hit.view(bsz, frames, kc) & q_valid).sum(dim=(0, 1)).to(ce.dtype) / denom)
-    step_loss = torch.cat(losses)
-    return KStepOutput(
-        loss=step_loss.mean(),
-        step_loss=step_loss.detach(),
-        step_acc=torch.cat(accs),
-        step_mi=math.log(num_candidates) - step_loss.detach(),
-        num_candidates=num_candidates,
-    )
+        loss, acc = _chunk_loss(pred, cands, queries, k0, min(k0 + chunk, n_steps + 1),
+                                negatives, n_negatives, exclude_positive, generator, kernels)
+        losses.append(loss)
+        accs.append(acc)
+    return torch.cat(losses), torch.cat(accs)
+
+
+def _chunk_loss(pred: Tensor, cands: _Candidates, queries: _Queries, k0: int, k_end: int,
+                negatives: str, n_negatives: int, exclude_positive: bool,
+                generator: torch.Generator | None, kernels: str) -> tuple[Tensor, Tensor]:
+    """Loss and top-1 accuracy, (Kc,) each, of steps ``k0 .. k_end - 1``: one score block
+    ``pred_k @ z^T``, its rows' cross-entropy over all valid columns (``all``) or over the
+    positive and the sampled negatives' columns, averaged over the valid queries."""
+    bsz, frames, _, dim = pred.shape
+    ks = torch.arange(k0, k_end, device=cands.lengths.device)  # (Kc,)
+    kc = len(ks)
+    pos_t_raw = queries.t_ids + ks.view(1, 1, kc)  # (1, T, Kc)
+    q_valid = pos_t_raw < queries.q_len  # (B, T, Kc)
+    pos_t = pos_t_raw.clamp_max(frames - 1)
+    pos = (queries.seq * frames + pos_t).reshape(-1)  # (B*T*Kc,) the positives' columns
+    q_pred = pred[:, :, k0 - 1 : k0 - 1 + kc].reshape(-1, dim)  # (B*T*Kc, D)
+    scores = q_pred @ cands.flat.t()  # (B*T*Kc, B_c*T), in the matmul's dtype
+    if negatives == "all":
+        ce, hit = row_xent(scores, pos, None, queries.col_mask, kernels)
+    else:
+        neg = sample_block(negatives, n_negatives, pos_t, queries.seq, frames, cands.lengths,
+                           exclude_positive, generator)  # (B, T, Kc, N)
+        ce, hit = row_xent(scores, pos, neg.view(-1, n_negatives), None, kernels)
+    w = q_valid.to(ce.dtype)
+    denom = w.sum(dim=(0, 1)).clamp_min(1.0)  # (Kc,)
+    loss = (ce.view(bsz, frames, kc) * w).sum(dim=(0, 1)) / denom
+    acc = (hit.view(bsz, frames, kc) & q_valid).sum(dim=(0, 1)).to(ce.dtype) / denom
+    return loss, acc
 
 
 def row_xent(scores: Tensor, target: Tensor, cols: Tensor | None = None,
