@@ -23,6 +23,7 @@ shared by its M frames; a draw may coincide with the positive, as in CPC_audio).
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import torch
 from torch import Tensor
@@ -86,14 +87,8 @@ def acpc_loss(
         frame m = 1..M: the aligned cost, the top-1 accuracy of z_{t+m} under its aligned
         prediction, and ``log(N+1)`` minus the cost.
     """
-    if negatives not in ACPC_NEGATIVES:
-        raise ValueError(f"ACPC negatives {negatives!r}: one of {', '.join(ACPC_NEGATIVES)}")
+    _check_inputs(pred, z, horizon, negatives)
     bsz, frames, k_n, dim = pred.shape
-    if z.shape != (bsz, frames, dim):
-        raise ValueError(f"z has shape {tuple(z.shape)}, expected {(bsz, frames, dim)}")
-    if not k_n <= horizon < frames:
-        raise ValueError(f"horizon {horizon} must be at least the {k_n} predictions and "
-                         f"below the {frames} frames")
     device = z.device
     if lengths is None:
         lengths = torch.full((bsz,), frames, device=device, dtype=torch.long)
@@ -102,47 +97,103 @@ def acpc_loss(
     valid = (frame_ids.unsqueeze(0) < lengths.unsqueeze(1)).reshape(-1)  # (B*T,)
     z_flat = z.reshape(-1, dim)
     q = pred.reshape(-1, dim)  # (B*T*K, D) rows (b, t, k)
-    ms = torch.arange(1, horizon + 1, device=device)
-    # positive of (b, t, m): frame b*T + min(t+m, T-1)
-    pos = (torch.arange(bsz, device=device).view(bsz, 1, 1) * frames
-           + (frame_ids.view(1, frames, 1) + ms.view(1, 1, horizon)).clamp_max(frames - 1))
-    pos_rows = pos.unsqueeze(2).expand(bsz, frames, k_n, horizon).reshape(-1, horizon)
+    pos_rows = _positive_rows(bsz, frames, k_n, horizon, device)
     if negatives == "all":
-        scores = (q @ z_flat.t()).float()  # (B*T*K, B*T)
-        scores = scores.masked_fill(~valid, float("-inf"))
-        lse = torch.logsumexp(scores, dim=1, keepdim=True)  # (R, 1)
-        s_pos = scores.gather(1, pos_rows)  # (R, M)
-        cost = lse - s_pos
-        num_candidates = int(valid.sum())
-        s_max = scores.amax(dim=1, keepdim=True)
+        scored = _score_all(q, z_flat, valid, pos_rows)
     else:
-        valid_idx = valid.nonzero().squeeze(1)
-        m = len(valid_idx)
-        gdev = generator.device if generator is not None else device
-        u = torch.rand(q.shape[0], n_negatives, generator=generator, device=gdev)
-        r = u.mul_(m).long().clamp_max_(m - 1).to(device)
-        cand = z_flat[valid_idx[r]]  # (R, N, D)
-        s_neg = torch.einsum("rd,rnd->rn", q, cand).float()
-        s_pos = torch.einsum("rd,rmd->rm", q, z_flat[pos_rows]).float()  # (R, M)
-        lse_neg = torch.logsumexp(s_neg, dim=1, keepdim=True)
-        cost = torch.logaddexp(lse_neg, s_pos) - s_pos
-        num_candidates = n_negatives + 1
-        s_max = s_neg.amax(dim=1, keepdim=True)
+        scored = _score_cross_batch(q, z_flat, valid, pos_rows, n_negatives, generator)
     q_valid = (frame_ids.view(1, frames) + horizon) < lengths.view(bsz, 1)  # (B, T)
     # queries whose horizon runs past the sequence: cost 0 (masked out below, no inf/nan)
-    cost = torch.where(q_valid.view(bsz, frames, 1, 1), cost.view(bsz, frames, k_n, horizon),
-                       cost.new_zeros(()))
+    cost = torch.where(q_valid.view(bsz, frames, 1, 1),
+                       scored.cost.view(bsz, frames, k_n, horizon), scored.cost.new_zeros(()))
     total, path = align_costs(cost)  # (B, T), (B, T, M)
     w = q_valid.to(total.dtype)
     n_q = w.sum().clamp_min(1.0)
     loss = (total * w).sum() / (n_q * horizon)
-    with torch.no_grad():
-        sel = path.unsqueeze(2)  # (B, T, 1, M)
-        c_m = cost.gather(2, sel).squeeze(2)  # (B, T, M) aligned cost per frame
-        hit = (s_pos.view(bsz, frames, k_n, horizon) >= s_max.view(bsz, frames, k_n, 1)
-               ).gather(2, sel).squeeze(2)
-        step_loss = (c_m * w.unsqueeze(2)).sum(dim=(0, 1)) / n_q
-        step_acc = (hit & q_valid.unsqueeze(2)).sum(dim=(0, 1)).float() / n_q
+    step_loss, step_acc = _aligned_step_stats(cost, path, scored, q_valid, w, n_q)
+    num_candidates = scored.num_candidates
     return KStepOutput(loss=loss, step_loss=step_loss, step_acc=step_acc,
                        step_mi=math.log(num_candidates) - step_loss,
                        num_candidates=num_candidates)
+
+
+def _check_inputs(pred: Tensor, z: Tensor, horizon: int, negatives: str) -> None:
+    """Refuse an unknown negatives mode, a ``z`` that does not match ``pred`` and a
+    horizon below the K predictions or not below T (ValueError)."""
+    if negatives not in ACPC_NEGATIVES:
+        raise ValueError(f"ACPC negatives {negatives!r}: one of {', '.join(ACPC_NEGATIVES)}")
+    bsz, frames, k_n, dim = pred.shape
+    if z.shape != (bsz, frames, dim):
+        raise ValueError(f"z has shape {tuple(z.shape)}, expected {(bsz, frames, dim)}")
+    if not k_n <= horizon < frames:
+        raise ValueError(f"horizon {horizon} must be at least the {k_n} predictions and "
+                         f"below the {frames} frames")
+
+
+def _positive_rows(bsz: int, frames: int, k_n: int, horizon: int,
+                   device: torch.device) -> Tensor:
+    """(B*T*K, M) the flat frame index of the positive z_{t+m} of every prediction row
+    (b, t, k) and future frame m: ``b*T + min(t+m, T-1)``."""
+    frame_ids = torch.arange(frames, device=device)
+    ms = torch.arange(1, horizon + 1, device=device)
+    pos = (torch.arange(bsz, device=device).view(bsz, 1, 1) * frames
+           + (frame_ids.view(1, frames, 1) + ms.view(1, 1, horizon)).clamp_max(frames - 1))
+    return pos.unsqueeze(2).expand(bsz, frames, k_n, horizon).reshape(-1, horizon)
+
+
+class _Scored(NamedTuple):
+    """Every prediction row's InfoNCE cost of each of its M future frames, with what the
+    accuracy needs."""
+
+    cost: Tensor  # (R, M) float32: -log softmax(p . candidates)[z_{t+m}]
+    s_pos: Tensor  # (R, M) float32: the positives' scores
+    s_max: Tensor  # (R, 1) float32: the best candidate score
+    num_candidates: int  # N + 1
+
+
+def _score_all(q: Tensor, z_flat: Tensor, valid: Tensor, pos_rows: Tensor) -> _Scored:
+    """Candidates ``all``: every valid frame of the batch (one matmul, one log-normaliser
+    per prediction shared by its M frames)."""
+    scores = (q @ z_flat.t()).float()  # (B*T*K, B*T)
+    scores = scores.masked_fill(~valid, float("-inf"))
+    lse = torch.logsumexp(scores, dim=1, keepdim=True)  # (R, 1)
+    s_pos = scores.gather(1, pos_rows)  # (R, M)
+    cost = lse - s_pos
+    num_candidates = int(valid.sum())
+    s_max = scores.amax(dim=1, keepdim=True)
+    return _Scored(cost, s_pos, s_max, num_candidates)
+
+
+def _score_cross_batch(q: Tensor, z_flat: Tensor, valid: Tensor, pos_rows: Tensor,
+                       n_negatives: int, generator: torch.Generator | None) -> _Scored:
+    """Candidates ``cross_batch``: ``n_negatives`` valid frames drawn uniformly per
+    prediction (from ``generator``), shared by its M frames, plus the positive."""
+    device = z_flat.device
+    valid_idx = valid.nonzero().squeeze(1)
+    m = len(valid_idx)
+    gdev = generator.device if generator is not None else device
+    u = torch.rand(q.shape[0], n_negatives, generator=generator, device=gdev)
+    r = u.mul_(m).long().clamp_max_(m - 1).to(device)
+    cand = z_flat[valid_idx[r]]  # (R, N, D)
+    s_neg = torch.einsum("rd,rnd->rn", q, cand).float()
+    s_pos = torch.einsum("rd,rmd->rm", q, z_flat[pos_rows]).float()  # (R, M)
+    lse_neg = torch.logsumexp(s_neg, dim=1, keepdim=True)
+    cost = torch.logaddexp(lse_neg, s_pos) - s_pos
+    num_candidates = n_negatives + 1
+    s_max = s_neg.amax(dim=1, keepdim=True)
+    return _Scored(cost, s_pos, s_max, num_candidates)
+
+
+def _aligned_step_stats(cost: Tensor, path: Tensor, scored: _Scored, q_valid: Tensor,
+                        w: Tensor, n_q: Tensor) -> tuple[Tensor, Tensor]:
+    """Per future frame m (M,), detached: the cost under its aligned prediction and the
+    top-1 accuracy of z_{t+m} under it, averaged over the valid queries."""
+    bsz, frames, k_n, horizon = cost.shape
+    with torch.no_grad():
+        sel = path.unsqueeze(2)  # (B, T, 1, M)
+        c_m = cost.gather(2, sel).squeeze(2)  # (B, T, M) aligned cost per frame
+        hit = (scored.s_pos.view(bsz, frames, k_n, horizon)
+               >= scored.s_max.view(bsz, frames, k_n, 1)).gather(2, sel).squeeze(2)
+        step_loss = (c_m * w.unsqueeze(2)).sum(dim=(0, 1)) / n_q
+        step_acc = (hit & q_valid.unsqueeze(2)).sum(dim=(0, 1)).float() / n_q
+    return step_loss, step_acc
