@@ -35,7 +35,7 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -46,6 +46,11 @@ from torch import nn
 
 from cpc_seq.errors import ConfigError, DataError
 from cpc_seq.mibench.baselines import ksg_mi
+
+if TYPE_CHECKING:
+    from cpc_seq.audio.data.kaldi import DataDir
+    from cpc_seq.audio.extract import EncoderReach
+    from cpc_seq.audio.model.cpc import CPCModel
 
 __all__ = [
     "COMPRESSORS",
@@ -463,16 +468,7 @@ def cpc_info_plane(checkpoints: Sequence[str | Path], data_dir: str | Path,
     dir's or its parent's ``phones.txt``). ``n_frames`` random frames of the data dir;
     conv layers at a finer rate are read at the frame's centre. ``with_init``: the first
     checkpoint's architecture with random weights comes first (step 0)."""
-    from cpc_seq.audio.data.kaldi import (
-        fit_labels,
-        load_data_dir,
-        phone_table_from_labels,
-        read_frame_labels,
-        read_phone_table,
-    )
-    from cpc_seq.audio.extract import encoder_reach, model_input, run_layers
-    from cpc_seq.audio.model.load import KINDS, audio_model_from_state
-    from cpc_seq.io.checkpoint import load_checkpoint
+    from cpc_seq.audio.extract import encoder_reach, run_layers
 
     cfg.validate()
     if not checkpoints:
@@ -480,6 +476,52 @@ def cpc_info_plane(checkpoints: Sequence[str | Path], data_dir: str | Path,
     if n_frames < 8 * cfg.k:
         raise ConfigError(f"--frames {n_frames}: too few for k={cfg.k}")
     data_dir = Path(data_dir)
+    dd, utts, frame_labels = _labelled_utterances(data_dir, labels, phones)
+    models = _cpc_models(checkpoints, with_init, cfg.seed)
+    first = models[0][2]
+    names = _layer_names(first, layers)
+    sr = first.sample_rate
+    waves = [torch.as_tensor(dd.load_audio(u, sr)) for u in utts]
+    hop = int(first.downsample_rate)
+    reach = encoder_reach(first)
+
+    rng = np.random.default_rng(cfg.seed)
+    pick, counts, y = _pick_frames(utts, waves, frame_labels, hop, n_frames, cfg.k, data_dir,
+                                   rng)
+    x = _input_windows(first, waves, pick, counts, hop, reach)
+    x = x + cfg.noise_sigma * rng.normal(size=x.shape)
+    x_c = compress(x, cfg.dim, cfg.compression, cfg.seed)
+    curves = Curves(kind="cpc_audio", time_label="step",
+                    extra={"data": str(data_dir), "frames": len(pick),
+                           "window_samples": int(x.shape[1]), "checkpoints":
+                           [m[1] for m in models], "phone_classes": int(len(np.unique(y)))})
+    for step, path, model in models:
+        feats = run_layers(model, waves, names)
+        for name in names:
+            out = _frame_outputs(feats, name, pick, hop, reach)
+            out = out + cfg.noise_sigma * rng.normal(size=out.shape)
+            ixl, ily = layer_point(x_c, out, y, cfg)
+            curves.add(name, ixl, ily)
+        curves.times.append(step)
+        if progress:
+            pts = " ".join(f"{n}=({curves.layers[n]['I_XL'][-1]:.2f},"
+                           f"{curves.layers[n]['I_LY'][-1]:.2f})" for n in names)
+            progress(f"step {step:g} ({path}) {pts}")
+    return curves
+
+
+def _labelled_utterances(data_dir: Path, labels: str | Path | None, phones: str | Path | None
+                         ) -> tuple[DataDir, list[str], dict[str, np.ndarray]]:
+    """The data dir, its utterances that have frame labels (in its order) and the labels
+    (``labels``, default its ``phone_frames.txt``; symbols mapped by ``phones``, default
+    the data dir's or its parent's ``phones.txt``, else the labels' own symbols)."""
+    from cpc_seq.audio.data.kaldi import (
+        load_data_dir,
+        phone_table_from_labels,
+        read_frame_labels,
+        read_phone_table,
+    )
+
     dd = load_data_dir(data_dir)
     label_path = Path(labels) if labels else data_dir / "phone_frames.txt"
     if not label_path.is_file():
@@ -494,6 +536,15 @@ def cpc_info_plane(checkpoints: Sequence[str | Path], data_dir: str | Path,
     utts = [u for u in dd.utts if u in frame_labels]
     if not utts:
         raise DataError(f"{label_path}: labels for none of the utterances of {data_dir}")
+    return dd, utts, frame_labels
+
+
+def _cpc_models(checkpoints: Sequence[str | Path], with_init: bool, seed: int
+                ) -> list[tuple[float, str, CPCModel]]:
+    """``(step, name, model)`` per checkpoint, after the first one's architecture with
+    random weights drawn from ``seed`` (step 0, ``init``) when ``with_init``."""
+    from cpc_seq.audio.model.load import KINDS, audio_model_from_state
+    from cpc_seq.io.checkpoint import load_checkpoint
 
     states = []
     for path in checkpoints:
@@ -502,61 +553,67 @@ def cpc_info_plane(checkpoints: Sequence[str | Path], data_dir: str | Path,
     models = []
     if with_init:
         models.append((0.0, "init", audio_model_from_state(states[0][1], states[0][0],
-                                                           random_init=True, seed=cfg.seed)))
+                                                           random_init=True, seed=seed)))
     for path, st in states:
         models.append((float(st.get("step", len(models))), path,
                        audio_model_from_state(st, path)))
-    first = models[0][2]
-    names = list(layers) if layers else [n for n in first.layer_names if n != "z"]
-    bad = [n for n in names if n not in first.layer_names]
-    if bad:
-        raise ConfigError(f"--layers {bad[0]!r}: one of {', '.join(first.layer_names)}")
-    sr = first.sample_rate
-    waves = [torch.as_tensor(dd.load_audio(u, sr)) for u in utts]
-    hop = int(first.downsample_rate)
-    reach = encoder_reach(first)
+    return models
 
-    # which frames: (utterance, frame) pairs, n_frames of them at random
+
+def _layer_names(model: CPCModel, layers: Sequence[str] | None) -> list[str]:
+    """``layers`` (default: every layer of ``model`` but ``z``), each checked to be one."""
+    names = list(layers) if layers else [n for n in model.layer_names if n != "z"]
+    bad = [n for n in names if n not in model.layer_names]
+    if bad:
+        raise ConfigError(f"--layers {bad[0]!r}: one of {', '.join(model.layer_names)}")
+    return names
+
+
+def _pick_frames(utts: list[str], waves: list[torch.Tensor],
+                 frame_labels: dict[str, np.ndarray], hop: int, n_frames: int, k: int,
+                 data_dir: Path, rng: np.random.Generator
+                 ) -> tuple[np.ndarray, list[int], np.ndarray]:
+    """``n_frames`` labelled (utterance, frame) pairs at random from ``rng``, in order
+    (``pick``, (n, 2)), every utterance's frame count (``counts``) and the picked frames'
+    labels (``y``)."""
+    from cpc_seq.audio.data.kaldi import fit_labels
+
     counts = [min(len(w) // hop, len(frame_labels[u])) for u, w in zip(utts, waves)]
     pairs = np.array([(i, j) for i, c in enumerate(counts) for j in range(c)])
-    if len(pairs) < 8 * cfg.k:
+    if len(pairs) < 8 * k:
         raise DataError(f"{data_dir}: only {len(pairs)} labelled frames")
-    rng = np.random.default_rng(cfg.seed)
     pick = pairs[np.sort(rng.choice(len(pairs), min(n_frames, len(pairs)), replace=False))]
     y = np.array([fit_labels(frame_labels[utts[i]], counts[i])[j] for i, j in pick])
+    return pick, counts, y
+
+
+def _input_windows(model: CPCModel, waves: list[torch.Tensor], pick: np.ndarray,
+                   counts: list[int], hop: int, reach: EncoderReach) -> np.ndarray:
+    """``X``: the samples each picked frame reads (:func:`_frame_windows`), as ``model``
+    takes them, one row per frame in ``pick``'s order."""
+    from cpc_seq.audio.extract import model_input
+
     xw = []
     for i in np.unique(pick[:, 0]):
         js = pick[pick[:, 0] == i, 1]
-        wave = model_input(first, waves[i]).numpy()
+        wave = model_input(model, waves[i]).numpy()
         xw.append(_frame_windows(wave, counts[i], hop, reach.left, reach.right)[js])
-    x = np.concatenate(xw)
-    x = x + cfg.noise_sigma * rng.normal(size=x.shape)
-    x_c = compress(x, cfg.dim, cfg.compression, cfg.seed)
-    curves = Curves(kind="cpc_audio", time_label="step",
-                    extra={"data": str(data_dir), "frames": len(pick),
-                           "window_samples": int(x.shape[1]), "checkpoints":
-                           [m[1] for m in models], "phone_classes": int(len(np.unique(y)))})
-    for step, path, model in models:
-        feats = run_layers(model, waves, names)
-        for name in names:
-            rows = []
-            for i in np.unique(pick[:, 0]):
-                js = pick[pick[:, 0] == i, 1]
-                f = feats[i][name].numpy()
-                if name.startswith("conv"):
-                    stride = reach.strides[int(name[4:]) - 1]
-                    js = np.minimum((js * hop + hop // 2) // stride, len(f) - 1)
-                rows.append(f[js])
-            out = np.concatenate(rows)
-            out = out + cfg.noise_sigma * rng.normal(size=out.shape)
-            ixl, ily = layer_point(x_c, out, y, cfg)
-            curves.add(name, ixl, ily)
-        curves.times.append(step)
-        if progress:
-            pts = " ".join(f"{n}=({curves.layers[n]['I_XL'][-1]:.2f},"
-                           f"{curves.layers[n]['I_LY'][-1]:.2f})" for n in names)
-            progress(f"step {step:g} ({path}) {pts}")
-    return curves
+    return np.concatenate(xw)
+
+
+def _frame_outputs(feats: list[dict[str, torch.Tensor]], name: str, pick: np.ndarray, hop: int,
+                   reach: EncoderReach) -> np.ndarray:
+    """Layer ``name``'s output at each picked frame, in ``pick``'s order; a conv layer at a
+    finer rate is read at the frame's centre."""
+    rows = []
+    for i in np.unique(pick[:, 0]):
+        js = pick[pick[:, 0] == i, 1]
+        f = feats[i][name].numpy()
+        if name.startswith("conv"):
+            stride = reach.strides[int(name[4:]) - 1]
+            js = np.minimum((js * hop + hop // 2) // stride, len(f) - 1)
+        rows.append(f[js])
+    return np.concatenate(rows)
 
 
 # --------------------------------------------------------------------------- curves, plots
