@@ -33,9 +33,11 @@ from __future__ import annotations
 
 import glob
 import re
+import typing
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
@@ -43,8 +45,10 @@ from torch import Tensor
 
 from cpc_seq.errors import DataError
 
-LAYOUTS = ("document", "lines")
-ENCODING_ERRORS = ("strict", "replace")
+Layout = Literal["document", "lines"]
+EncodingErrors = Literal["strict", "replace"]
+LAYOUTS = typing.get_args(Layout)
+ENCODING_ERRORS = typing.get_args(EncodingErrors)
 
 
 # ------------------------------------------------------------------------ notes

@@ -41,21 +41,22 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Literal
 
 import torch
 from torch import Tensor, nn
 
-from cpc_seq.config import check
-from cpc_seq.nn.context import CONTEXTS, build_context
+from cpc_seq.config import check, check_literals
+from cpc_seq.nn.context import ContextKind, build_context
 from cpc_seq.nn.layers import ChannelNorm, PredictionHeads, receptive_field
 
-LEVELS = ("token", "sentence")
-POOLS = ("max", "mean", "weighted")
-SENTENCE_ENCODERS = ("conv", "gru", "transformer", "bag")
+Level = Literal["token", "sentence"]
+Pool = Literal["max", "mean", "weighted"]
+SentenceEncoderKind = Literal["conv", "gru", "transformer", "bag"]
 #: Longest sentence (tokens) the ``transformer`` sentence encoder has positions for.
 MAX_POSITIONS = 512
-TEXT_NORMS = ("none", "channel")
-SCORES = ("dot", "scaled", "cosine")
+TextNorm = Literal["none", "channel"]
+Score = Literal["dot", "scaled", "cosine"]
 #: Largest scale of ``score: cosine`` (the learned inverse temperature is clamped to it).
 MAX_COSINE_SCALE = 100.0
 
@@ -70,28 +71,28 @@ class TextModelConfig:
     from the tokeniser when training starts (0 = not yet known).
     """
 
-    level: str = "token"
+    level: Level = "token"
     vocab_size: int = 0
     embed_dim: int = 64
     encoder_layers: list[list[int]] = field(default_factory=lambda: [[2, 2, 256], [2, 2, 256]])
-    encoder_norm: str = "channel"
-    pool: str = "max"
-    context: str = "gru"
+    encoder_norm: TextNorm = "channel"
+    pool: Pool = "max"
+    context: ContextKind = "gru"
     dim_c: int = 256
     context_layers: int = 1
     transformer_heads: int = 4
     dropout: float = 0.0
     n_steps: int = 6
-    sentence_encoder: str = "conv"
+    sentence_encoder: SentenceEncoderKind = "conv"
     sentence_dim: int = 0
     sentence_layers: int = 1
     sentence_heads: int = 4
     token_dropout: float = 0.0
-    score: str = "dot"
+    score: Score = "dot"
     score_temperature: float = 0.1
 
     def validate(self) -> None:
-        check(self.level in LEVELS, "model.level", f"one of {LEVELS}")
+        check_literals(self, "model.")
         check(self.vocab_size >= 0, "model.vocab_size", "must be >= 0 (0 = from the tokenizer)")
         check(self.embed_dim > 0, "model.embed_dim", "must be positive")
         check(bool(self.encoder_layers), "model.encoder_layers", "needs at least one layer")
@@ -100,9 +101,6 @@ class TextModelConfig:
                   "expected [kernel, stride, channels], all positive")
             check(spec[0] >= spec[1], f"model.encoder_layers[{i}]",
                   "kernel must be >= stride (no token may be skipped)")
-        check(self.encoder_norm in TEXT_NORMS, "model.encoder_norm", f"one of {TEXT_NORMS}")
-        check(self.pool in POOLS, "model.pool", f"one of {POOLS}")
-        check(self.context in CONTEXTS, "model.context", f"one of {CONTEXTS}")
         check(self.dim_c > 0, "model.dim_c", "must be positive")
         check(self.context_layers > 0, "model.context_layers", "must be positive")
         check(self.n_steps > 0, "model.n_steps", "must be positive")
@@ -110,8 +108,6 @@ class TextModelConfig:
         if self.context == "transformer":
             check(self.dim_c % self.transformer_heads == 0, "model.transformer_heads",
                   f"must divide dim_c={self.dim_c}")
-        check(self.sentence_encoder in SENTENCE_ENCODERS, "model.sentence_encoder",
-              f"one of {SENTENCE_ENCODERS}")
         check(self.sentence_dim >= 0, "model.sentence_dim", "must be >= 0")
         check(self.sentence_layers > 0, "model.sentence_layers", "must be positive")
         if self.level == "sentence" and self.sentence_encoder == "gru":
@@ -126,7 +122,6 @@ class TextModelConfig:
         if self.pool == "weighted":
             check(self.level == "sentence" and self.sentence_encoder == "bag", "model.pool",
                   "weighted needs level: sentence and sentence_encoder: bag (max or mean otherwise)")
-        check(self.score in SCORES, "model.score", f"one of {SCORES}")
         check(1.0 / MAX_COSINE_SCALE <= self.score_temperature <= 1.0, "model.score_temperature",
               f"must be in [{1.0 / MAX_COSINE_SCALE:g}, 1]")
         check(0.0 <= self.token_dropout < 1.0, "model.token_dropout", "must be in [0, 1)")

@@ -23,20 +23,22 @@ with ``torch.load(weights_only=True)``) and turned back into a tokeniser by
 from __future__ import annotations
 
 import io
+import typing
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import torch
 
-from cpc_seq.config import check
+from cpc_seq.config import check, check_literals
 from cpc_seq.errors import CheckpointError, ConfigError
 
 PAD_ID = 0
 UNK_ID = 1
-TOKENIZERS = ("bytes", "chars", "sentencepiece")
+TokenizerKind = Literal["bytes", "chars", "sentencepiece"]
+TOKENIZERS = typing.get_args(TokenizerKind)
 
 
 @dataclass
@@ -49,18 +51,17 @@ class TokenizerConfig:
     used to train sentencepiece / count characters (0 = all).
     """
 
-    kind: str = "bytes"
+    kind: TokenizerKind = "bytes"
     vocab_size: int = 4000
-    model_type: str = "unigram"
+    model_type: Literal["unigram", "bpe"] = "unigram"
     character_coverage: float = 1.0
     max_chars: int = 1000
     min_count: int = 1
     train_sentences: int = 200000
 
     def validate(self) -> None:
-        check(self.kind in TOKENIZERS, "tokenizer.kind", f"one of {TOKENIZERS}")
+        check_literals(self, "tokenizer.")
         check(self.vocab_size >= 8, "tokenizer.vocab_size", "must be at least 8")
-        check(self.model_type in ("unigram", "bpe"), "tokenizer.model_type", "unigram or bpe")
         check(0.0 < self.character_coverage <= 1.0, "tokenizer.character_coverage",
               "must be in (0, 1]")
         check(self.max_chars > 0, "tokenizer.max_chars", "must be positive")

@@ -25,13 +25,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from cpc_seq.config import check, to_dict
+from cpc_seq.config import check, check_literals, to_dict
 from cpc_seq.config import load_config as load_config_as
 from cpc_seq.engine.config import OptimConfig, RunConfig
 from cpc_seq.engine.trainer import Context, Engine, StepOutput
@@ -40,9 +40,9 @@ from cpc_seq.errors import ConfigError
 from cpc_seq.losses.config import LossConfig
 from cpc_seq.tasks.kstep import KStepTask
 from cpc_seq.text.data import (
-    ENCODING_ERRORS,
-    LAYOUTS,
     Document,
+    EncodingErrors,
+    Layout,
     ReadNotes,
     SentenceStore,
     TokenStore,
@@ -92,30 +92,24 @@ class TextDataConfig:
 
     train: list[str] | str = "data/text/kjv/train"
     dev: list[str] | str | None = None
-    layout: str = "document"
-    encoding_errors: str = "strict"
-    empty_files: str = "skip"
-    empty_lines: str = "skip"
+    layout: Layout = "document"
+    encoding_errors: EncodingErrors = "strict"
+    empty_files: Literal["skip", "error"] = "skip"
+    empty_lines: Literal["skip", "error"] = "skip"
     window: int = 128
     max_sentence_tokens: int = 64
     batch_size: int = 32
-    short_documents: str = "error"
+    short_documents: Literal["error", "skip"] = "error"
     subword_samples: int = 0
     subword_alpha: float = 0.1
     token_cache: bool = True
     token_cache_dir: str | None = None
 
     def validate(self) -> None:
-        check(self.layout in LAYOUTS, "data.layout", f"one of {LAYOUTS}")
-        check(self.encoding_errors in ENCODING_ERRORS, "data.encoding_errors",
-              f"one of {ENCODING_ERRORS}")
-        check(self.empty_files in ("skip", "error"), "data.empty_files", "skip or error")
-        check(self.empty_lines in ("skip", "error"), "data.empty_lines", "skip or error")
+        check_literals(self, "data.")
         check(self.window > 0, "data.window", "must be positive")
         check(self.max_sentence_tokens > 0, "data.max_sentence_tokens", "must be positive")
         check(self.batch_size > 0, "data.batch_size", "must be positive")
-        check(self.short_documents in ("error", "skip"), "data.short_documents",
-              "one of 'error', 'skip'")
         check(self.subword_samples >= 0, "data.subword_samples", "must be >= 0 (0 = off)")
         check(0.0 < self.subword_alpha <= 1.0, "data.subword_alpha", "must be in (0, 1]")
 
