@@ -232,6 +232,8 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path("/tmp/cpc_seq_bench_data"))
     ap.add_argument("--no-ranks2", action="store_true", help="skip the 2-rank runs")
     ap.add_argument("--no-loader", action="store_true", help="skip the loader speed rows")
+    ap.add_argument("--probe-hours", type=float, nargs="*", default=[10, 100],
+                    help="hours of features for the phone probe's memory rows (none: skip)")
     args = ap.parse_args()
     files = real_files(args.out / "audio")
     print("| listed hours | utterances | index build | index RSS | data start-up | restart to step 1 | "
@@ -261,10 +263,10 @@ def main() -> None:
                 r = loader_rate(d, w)
                 print(f"| {fmt} | {w} | {r:.0f} | {r * w / step:.0f}x |", flush=True)
     probe = ROOT / "benchmarks" / "bench_probe_memory.py"
-    if probe.exists():
+    if probe.exists() and args.probe_hours:
         print()
-        subprocess.run([sys.executable, str(probe), "10", "100"], env=_env(2),
-                       check=False)
+        subprocess.run([sys.executable, str(probe), *(f"{h:g}" for h in args.probe_hours)],
+                       env=_env(2), check=False)
 
 
 if __name__ == "__main__":
