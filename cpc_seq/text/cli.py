@@ -117,22 +117,83 @@ def _concat_feats(rspecs: list[str], what: str) -> dict[str, Any]:
             for k in keys}
 
 
+def _bow_result(args: argparse.Namespace, tr_keys: list[str], tr_y: Any, te_keys: list[str],
+                te_y: Any, classes: list[str], c_grid: list[float]) -> dict[str, Any]:
+    """The tuned TF-IDF bag of words on the items' texts."""
+    from cpc_seq.text.data import read_text_items
+    from cpc_seq.text.probe import tfidf_probe
+
+    if not (args.train_text and args.test_text):
+        raise CpcSeqError("--bow needs --train-text and --test-text")
+
+    def texts(path: str, keys: list[str], what: str) -> list[str]:
+        items = dict(read_text_items(path.removeprefix("text:")))
+        missing = [k for k in keys if k not in items]
+        if missing:
+            raise DataError(f"{what}: item {missing[0]!r} has a label but no text in {path}")
+        return [items[k] for k in keys]
+
+    return tfidf_probe(texts(args.train_text, tr_keys, "train"), tr_y,
+                       texts(args.test_text, te_keys, "test"), te_y, classes,
+                       ngrams=args.bow_ngrams, min_df=args.bow_min_df,
+                       max_features=args.bow_max_features, c_grid=c_grid,
+                       dev_fraction=args.dev_fraction, seed=args.seed)
+
+
+def _features_result(args: argparse.Namespace, train_lab: dict[str, str],
+                     test_lab: dict[str, str], classes: list[str], c_grid: list[float]
+                     ) -> dict[str, Any]:
+    """The tuned logistic regression (or the SGD linear/MLP probe) on extracted features."""
+    from cpc_seq.text.probe import logreg_probe, run_probe, stack
+
+    if not (args.train_feats and args.test_feats):
+        raise CpcSeqError("give --train-feats and --test-feats (or --bow, --majority)")
+    if len(args.train_feats) != len(args.test_feats):
+        raise CpcSeqError("give as many --test-feats as --train-feats")
+    tr_x, tr_yt, _, _ = stack(_concat_feats(args.train_feats, "train"), train_lab, classes,
+                              args.pool, "train")
+    te_x, te_yt, _, _ = stack(_concat_feats(args.test_feats, "test"), test_lab, classes,
+                              args.pool, "test")
+    standardize = not args.no_standardize
+    if args.probe == "logreg":
+        return logreg_probe(tr_x, tr_yt, te_x, te_yt, classes, c_grid=c_grid,
+                            dev_fraction=args.dev_fraction, seed=args.seed,
+                            standardize=standardize)
+    lr = args.lr if args.lr is not None else (1e-2 if not standardize else 1e-3)
+    return run_probe(tr_x, tr_yt, te_x, te_yt, classes, hidden=args.mlp,
+                     epochs=args.epochs, lr=lr, batch_size=args.batch_size,
+                     weight_decay=args.weight_decay, seed=args.seed,
+                     standardize=standardize)
+
+
+def _write_probe_result(args: argparse.Namespace, d: dict[str, Any], classes: list[str]
+                        ) -> None:
+    """``result.json``, the confusion matrix (CSV, PNG) and the summary line."""
+    import numpy as np
+
+    from cpc_seq.io.checkpoint import atomic_write
+    from cpc_seq.probes.linear import ProbeResult, save_confusion_csv, save_confusion_png
+
+    out = Path(args.out)
+    with atomic_write(out / "result.json", "w") as f:
+        json.dump(d, f, indent=1)
+    conf = np.asarray(d["confusion"], dtype=np.int64)
+    res = ProbeResult(accuracy=d["accuracy"], per_class_accuracy={}, confusion=conf, n=d["n"])
+    save_confusion_csv(res, out / "confusion.csv", classes)
+    save_confusion_png(res, out / "confusion.png", classes)
+    tuned = f", C={d['C']:g}" if "C" in d else ""
+    print(f"{d['name']}: {args.task} accuracy {100 * d['accuracy']:.1f}% (macro "
+          f"{100 * d['macro_accuracy']:.1f}%) on {d['n']} test items (train "
+          f"{100 * d['train_accuracy']:.1f}%, {d['feature_dim']}-dim, {d['probe']}{tuned})")
+
+
 def cmd_text_probe(args: argparse.Namespace) -> int:
     """Sentence-level probe on extracted features, the tuned bag of words, or the
     majority class."""
     import numpy as np
 
-    from cpc_seq.io.checkpoint import atomic_write
-    from cpc_seq.probes.linear import ProbeResult, save_confusion_csv, save_confusion_png
-    from cpc_seq.text.data import read_labels, read_text_items
-    from cpc_seq.text.probe import (
-        label_table,
-        logreg_probe,
-        majority_result,
-        run_probe,
-        stack,
-        tfidf_probe,
-    )
+    from cpc_seq.text.data import read_labels
+    from cpc_seq.text.probe import label_table, majority_result
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -140,6 +201,8 @@ def cmd_text_probe(args: argparse.Namespace) -> int:
         c_grid = [float(c) for c in args.C_grid.split(",") if c.strip()]
     except ValueError:
         raise CpcSeqError(f"--C-grid {args.C_grid!r}: expected comma-separated numbers") from None
+    if args.bow and args.majority:
+        raise CpcSeqError("give at most one of --bow and --majority")
     train_lab, test_lab = read_labels(args.train_labels), read_labels(args.test_labels)
     classes = label_table(train_lab)
     index = {c: i for i, c in enumerate(classes)}
@@ -151,62 +214,17 @@ def cmd_text_probe(args: argparse.Namespace) -> int:
               file=sys.stderr)
     tr_y = np.array([index[train_lab[k]] for k in tr_keys], dtype=np.int64)
     te_y = np.array([index[test_lab[k]] for k in te_keys], dtype=np.int64)
-    if args.bow and args.majority:
-        raise CpcSeqError("give at most one of --bow and --majority")
     if args.majority:
-        d = majority_result(tr_y, te_y, classes)
-        source: dict[str, object] = {}
+        d, source = majority_result(tr_y, te_y, classes), {}
     elif args.bow:
-        if not (args.train_text and args.test_text):
-            raise CpcSeqError("--bow needs --train-text and --test-text")
-
-        def texts(path: str, keys: list[str], what: str) -> list[str]:
-            items = dict(read_text_items(path.removeprefix("text:")))
-            missing = [k for k in keys if k not in items]
-            if missing:
-                raise DataError(f"{what}: item {missing[0]!r} has a label but no text in {path}")
-            return [items[k] for k in keys]
-
-        d = tfidf_probe(texts(args.train_text, tr_keys, "train"), tr_y,
-                        texts(args.test_text, te_keys, "test"), te_y, classes,
-                        ngrams=args.bow_ngrams, min_df=args.bow_min_df,
-                        max_features=args.bow_max_features, c_grid=c_grid,
-                        dev_fraction=args.dev_fraction, seed=args.seed)
+        d = _bow_result(args, tr_keys, tr_y, te_keys, te_y, classes, c_grid)
         source = {"train_text": args.train_text, "test_text": args.test_text}
     else:
-        if not (args.train_feats and args.test_feats):
-            raise CpcSeqError("give --train-feats and --test-feats (or --bow, --majority)")
-        if len(args.train_feats) != len(args.test_feats):
-            raise CpcSeqError("give as many --test-feats as --train-feats")
-        tr_feats = _concat_feats(args.train_feats, "train")
-        te_feats = _concat_feats(args.test_feats, "test")
-        tr_x, tr_yt, _, _ = stack(tr_feats, train_lab, classes, args.pool, "train")
-        te_x, te_yt, _, _ = stack(te_feats, test_lab, classes, args.pool, "test")
-        standardize = not args.no_standardize
-        if args.probe == "logreg":
-            d = logreg_probe(tr_x, tr_yt, te_x, te_yt, classes, c_grid=c_grid,
-                             dev_fraction=args.dev_fraction, seed=args.seed,
-                             standardize=standardize)
-        else:
-            lr = args.lr if args.lr is not None else (1e-2 if not standardize else 1e-3)
-            d = run_probe(tr_x, tr_yt, te_x, te_yt, classes, hidden=args.mlp,
-                          epochs=args.epochs, lr=lr, batch_size=args.batch_size,
-                          weight_decay=args.weight_decay, seed=args.seed,
-                          standardize=standardize)
+        d = _features_result(args, train_lab, test_lab, classes, c_grid)
         source = {"train_feats": args.train_feats, "test_feats": args.test_feats}
-    out = Path(args.out)
-    d.update({"name": args.name or out.name, "task": args.task, "pool": args.pool,
+    d.update({"name": args.name or Path(args.out).name, "task": args.task, "pool": args.pool,
               "test_unknown_labels": unknown, **source})
-    with atomic_write(out / "result.json", "w") as f:
-        json.dump(d, f, indent=1)
-    conf = np.asarray(d["confusion"], dtype=np.int64)
-    res = ProbeResult(accuracy=d["accuracy"], per_class_accuracy={}, confusion=conf, n=d["n"])
-    save_confusion_csv(res, out / "confusion.csv", classes)
-    save_confusion_png(res, out / "confusion.png", classes)
-    tuned = f", C={d['C']:g}" if "C" in d else ""
-    print(f"{d['name']}: {args.task} accuracy {100 * d['accuracy']:.1f}% (macro "
-          f"{100 * d['macro_accuracy']:.1f}%) on {d['n']} test items (train "
-          f"{100 * d['train_accuracy']:.1f}%, {d['feature_dim']}-dim, {d['probe']}{tuned})")
+    _write_probe_result(args, d, classes)
     return 0
 
 
@@ -236,7 +254,12 @@ def add_text_commands(subparsers: argparse._SubParsersAction) -> None:
         config_help="YAML config (model, tokenizer, data, loss, optim, train)",
         func=cmd_text_train,
     )
+    _add_text_extract(subparsers)
+    _add_text_probe(subparsers)
+    _add_text_table(subparsers)
 
+
+def _add_text_extract(subparsers: argparse._SubParsersAction) -> None:
     e = subparsers.add_parser(
         "text-extract", help="extract text CPC features (Kaldi ark/scp or npy)",
         description="RSPEC is text:FILE ('<id> <text>' lines) or corpus paths (files, "
@@ -268,6 +291,9 @@ def add_text_commands(subparsers: argparse._SubParsersAction) -> None:
     e.add_argument("wspecifier")
     e.set_defaults(func=cmd_text_extract)
 
+
+
+def _add_text_probe(subparsers: argparse._SubParsersAction) -> None:
     q = subparsers.add_parser(
         "text-probe", help="probe on per-item text features (or bag of words, majority)",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
@@ -313,6 +339,9 @@ def add_text_commands(subparsers: argparse._SubParsersAction) -> None:
     q.add_argument("--name", default=None, help="row name in tables (None = --out's name)")
     q.set_defaults(func=cmd_text_probe)
 
+
+
+def _add_text_table(subparsers: argparse._SubParsersAction) -> None:
     t = subparsers.add_parser("text-table", help="markdown table of text probe results")
     t.add_argument("results", nargs="+", help="result.json files")
     t.add_argument("--out", help="also write the table here")
