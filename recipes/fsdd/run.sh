@@ -88,7 +88,7 @@ stage5() {
     echo "|---|---|---|"
     for entry in "c:CPC c (context)" "z:CPC z (encoder)" "mfcc:MFCC+d+dd (CMVN)" "rand_c:random-init c"; do
       local out
-      out=$(cpc abx --feats "scp:$feats/${entry%%:*}.scp" --item "$item" \
+      out=$(cpc audio abx --feats "scp:$feats/${entry%%:*}.scp" --item "$item" \
         --out "$exp/abx/${entry%%:*}.json")
       echo "| ${entry#*:} | $(abx_value within "$out") | $(abx_value across "$out") |"
     done

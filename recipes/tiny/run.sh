@@ -29,31 +29,31 @@ feats=$exp/feats
 
 stage0() {
   for split in train dev test; do
-    cpc validate-data "$data/$split" --labels "$data/$split/phone_frames.txt" --phones "$data/phones.txt"
+    cpc audio validate "$data/$split" --labels "$data/$split/phone_frames.txt" --phones "$data/phones.txt"
   done
 }
 
 stage1() {
   # shellcheck disable=SC2086
-  cpc train --config "$conf" train.out_dir="$exp/cpc" ${TRAIN_OVERRIDES:-}
+  cpc audio train --config "$conf" train.out_dir="$exp/cpc" ${TRAIN_OVERRIDES:-}
 }
 
 stage2() {
   for split in train test; do
     for layer in c z; do
-      cpc extract --ckpt "$ckpt" --layer $layer --skip-existing \
+      cpc audio extract --ckpt "$ckpt" --layer $layer --skip-existing \
         --write-num-frames "ark,t:$feats/${layer}_$split.utt2num_frames" \
         "scp:$data/$split/wav.scp" "ark,scp:$feats/${layer}_$split.ark,$feats/${layer}_$split.scp"
-      cpc extract --ckpt "$ckpt" --random-init --layer $layer --skip-existing \
+      cpc audio extract --ckpt "$ckpt" --random-init --layer $layer --skip-existing \
         "scp:$data/$split/wav.scp" "ark,scp:$feats/rand_${layer}_$split.ark,$feats/rand_${layer}_$split.scp"
     done
-    cpc extract --mfcc --skip-existing \
+    cpc audio extract --mfcc --skip-existing \
       "scp:$data/$split/wav.scp" "ark,scp:$feats/mfcc_$split.ark,$feats/mfcc_$split.scp"
   done
 }
 
 probe() {  # probe NAME FEATS_PREFIX
-  cpc probe phone --no-progress \
+  cpc audio probe phone --no-progress \
     --train-feats "scp:$feats/$2_train.scp" --test-feats "scp:$feats/$2_test.scp" \
     --labels "$data/train/phone_frames.txt" --test-labels "$data/test/phone_frames.txt" \
     --phones "$data/phones.txt" --out "$exp/probe/$2" --name "$1"
@@ -75,13 +75,13 @@ abx_value() {  # abx_value within|across OUTPUT: the percentage printed by cpc-s
 
 stage4() {
   local item=$exp/abx/test.item
-  cpc make-item "$data/test/phone_frames.txt" "$data/test/utt2spk" "$item" --phones "$data/phones.txt"
+  cpc audio make-item "$data/test/phone_frames.txt" "$data/test/utt2spk" "$item" --phones "$data/phones.txt"
   {
     echo "| features | ABX within (%) | ABX across (%) |"
     echo "|---|---|---|"
     for entry in "c:CPC c (context)" "z:CPC z (encoder)" "mfcc:MFCC+d+dd (CMVN)" "rand_c:random-init c"; do
       local out
-      out=$(cpc abx --feats "scp:$feats/${entry%%:*}_test.scp" --item "$item" \
+      out=$(cpc audio abx --feats "scp:$feats/${entry%%:*}_test.scp" --item "$item" \
         --out "$exp/abx/${entry%%:*}.json")
       echo "| ${entry#*:} | $(abx_value within "$out") | $(abx_value across "$out") |"
     done
