@@ -12,7 +12,7 @@ t0=$(date +%s)
 
 image_train() {
   # shellcheck disable=SC2086
-  img image-train --config "$conf" data.root="$data" train.out_dir="$exp/$kind" \
+  img image train --config "$conf" data.root="$data" train.out_dir="$exp/$kind" \
     train.threads="$threads" train.device="$device" ${TRAIN_OVERRIDES:-}
 }
 
@@ -22,7 +22,7 @@ image_probe() {
     dev=$(python -c 'import torch; print("cuda" if torch.cuda.is_available() else "cpu")')
   fi
   # shellcheck disable=SC2086
-  img image-probe --ckpt "$exp/$kind/last.pt" --out "$exp/probe" --data-root "$data" \
+  img image probe --ckpt "$exp/$kind/last.pt" --out "$exp/probe" --data-root "$data" \
     --features "$features" --device "$dev" --threads "$threads" --no-progress \
     ${PROBE_OPTS:-} > "$exp/table.md.tmp"
   mv "$exp/table.md.tmp" "$exp/table.md"

@@ -49,20 +49,20 @@ stage0() {
 
 stage1() {
   # shellcheck disable=SC2086
-  txt text-train --config recipes/text/conf/sentence.yaml train.out_dir="$exp/sentence" \
+  txt text train --config recipes/text/conf/sentence.yaml train.out_dir="$exp/sentence" \
     train.threads="$threads" ${SENT_OVERRIDES:-}
 }
 
 stage2() {
   # shellcheck disable=SC2086
-  txt text-train --config recipes/text/conf/token.yaml train.out_dir="$exp/token" \
+  txt text train --config recipes/text/conf/token.yaml train.out_dir="$exp/token" \
     train.threads="$threads" ${TOKEN_OVERRIDES:-}
 }
 
 extract() {  # extract DATA FEATS NAME CKPT LAYER [extra options]
   local data=$1 feats=$2 name=$3 ckpt=$4 layer=$5; shift 5
   for set in probe_train probe_test; do
-    txt text-extract --ckpt "$ckpt" --layer "$layer" --pool mean --threads "$threads" \
+    txt text extract --ckpt "$ckpt" --layer "$layer" --pool mean --threads "$threads" \
       --skip-existing --no-progress "$@" \
       "text:$data/$set/text" "ark,scp:$feats/${name}_$set.ark,$feats/${name}_$set.scp"
   done
@@ -86,18 +86,18 @@ probe() {  # probe DATA FEATS OUT TASK NAME FEATS_PREFIX [FEATS_PREFIX ...] (con
   for f in "$@"; do
     args+=(--train-feats "scp:$feats/${f}_probe_train.scp" --test-feats "scp:$feats/${f}_probe_test.scp")
   done
-  txt text-probe --task "$task" --threads "$threads" "${args[@]}" \
+  txt text probe --task "$task" --threads "$threads" "${args[@]}" \
     --train-labels "$data/probe_train/utt2label" --test-labels "$data/probe_test/utt2label" \
     --out "$out/$tag" --name "$name"
 }
 
 baselines() {  # baselines DATA OUT TASK: tuned bag of words and the majority class
   local data=$1 out=$2 task=$3
-  txt text-probe --task "$task" --threads "$threads" --bow \
+  txt text probe --task "$task" --threads "$threads" --bow \
     --train-text "$data/probe_train/text" --test-text "$data/probe_test/text" \
     --train-labels "$data/probe_train/utt2label" --test-labels "$data/probe_test/utt2label" \
     --out "$out/bow" --name "bag of words (TF-IDF 1+2-grams, tuned logistic regression)"
-  txt text-probe --task "$task" --majority \
+  txt text probe --task "$task" --majority \
     --train-labels "$data/probe_train/utt2label" --test-labels "$data/probe_test/utt2label" \
     --out "$out/majority" --name "majority class"
 }
@@ -112,7 +112,7 @@ stage4() {
   probe "$data" "$feats" "$p" "$t" "random-init sentence z and c" rand_sent_z rand_sent_c
   probe "$data" "$feats" "$p" "$t" "random-init token-level c" rand_tok_c
   baselines "$data" "$p" "$t"
-  txt text-table --out "$exp/table.md" "$p"/{sent_z,sent_c,sent_z+sent_c,tok_c,rand_sent_z,rand_sent_z+rand_sent_c,rand_tok_c,bow,majority}/result.json > /dev/null
+  txt table --out "$exp/table.md" "$p"/{sent_z,sent_c,sent_z+sent_c,tok_c,rand_sent_z,rand_sent_z+rand_sent_c,rand_tok_c,bow,majority}/result.json > /dev/null
 }
 
 fdata=$exp/fortunes/data
@@ -124,7 +124,7 @@ stage5() {
 
 stage6() {
   # shellcheck disable=SC2086
-  txt text-train --config recipes/text/conf/fortunes.yaml data.train="$fdata/corpus/train" \
+  txt text train --config recipes/text/conf/fortunes.yaml data.train="$fdata/corpus/train" \
     data.dev="$fdata/corpus/dev" train.out_dir="$exp/fortunes/sentence" \
     train.threads="$threads" ${FORTUNE_OVERRIDES:-}
 }
@@ -140,7 +140,7 @@ stage7() {
   probe "$fdata" "$ffeats" "$p" "$t" "random-init sentence encoder z" rand_sent_z
   probe "$fdata" "$ffeats" "$p" "$t" "random-init sentence z and c" rand_sent_z rand_sent_c
   baselines "$fdata" "$p" "$t"
-  txt text-table --out "$exp/fortunes/table.md" "$p"/{sent_z,sent_z+sent_c,rand_sent_z,rand_sent_z+rand_sent_c,bow,majority}/result.json > /dev/null
+  txt table --out "$exp/fortunes/table.md" "$p"/{sent_z,sent_z+sent_c,rand_sent_z,rand_sent_z+rand_sent_c,bow,majority}/result.json > /dev/null
 }
 
 mkdir -p "$exp"
