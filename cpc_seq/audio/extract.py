@@ -173,7 +173,7 @@ def encoder_reach(model: CPCModel) -> EncoderReach:
 
 def layer_frame_lengths(model: CPCModel, lengths: Tensor, layer: str) -> Tensor:
     """Valid frames of ``layer`` for inputs of ``lengths`` samples ``(B,)`` -> ``(B,)``."""
-    if layer in ("z", "c"):
+    if layer in ("z", "c", "codes"):
         return model.encoder.frame_lengths(lengths)
     idx = int(layer.removeprefix("conv")) - 1
     reach = encoder_reach(model)
@@ -240,17 +240,29 @@ def run_layers(
         for j, i in enumerate(group):
             zs[i] = z[j, : int(frames[j])]
             for name in layers:
-                if name == "c":
+                if name in ("c", "codes"):
                     continue
                 n = int(frames[j]) if name == "z" else \
                     reach.layer_lengths(lengths[i])[int(name[4:]) - 1]
                 result[i][name] = named[name][j, :n].float().cpu()
         del x, z, convs, named
-    if "c" in layers:
+    if "c" in layers or "codes" in layers:
         c = model.context(torch.nn.utils.rnn.pad_sequence(zs, batch_first=True))
+        codes = _codes(model, c) if "codes" in layers else None
         for i, z_i in enumerate(zs):
-            result[i]["c"] = c[i, : z_i.shape[0]].float().cpu()
+            if "c" in layers:
+                result[i]["c"] = c[i, : z_i.shape[0]].float().cpu()
+            if codes is not None:
+                result[i]["codes"] = codes[i, : z_i.shape[0]].cpu()
     return result
+
+
+def _codes(model: CPCModel, c: Tensor) -> Tensor:
+    """The co-training code distribution of ``c (B, T, D_c)`` -> ``(B, T, K)`` float32."""
+    if model.cotrain is None:
+        raise CpcSeqError("layer codes: the model has no co-training heads "
+                          "(it was not trained with loss.kind=cotrain)")
+    return model.cotrain.codes(c).float()
 
 
 # --------------------------------------------------------------------------- long utterances
@@ -279,14 +291,15 @@ def _context_step(model: CPCModel) -> ContextStep | None:
 
 def chunkable(model: CPCModel, layer: str) -> bool:
     """Whether ``layer`` of ``model`` can be computed span by span (:func:`run_chunked`):
-    every conv layer and z; c with a GRU or LSTM context, not with a Transformer."""
-    return layer != "c" or _context_step(model) is not None
+    every conv layer and z; c (and codes) with a GRU or LSTM context, not with a
+    Transformer."""
+    return layer not in ("c", "codes") or _context_step(model) is not None
 
 
 def chunked_rows(model: CPCModel, layer: str, n_samples: int) -> int:
     """Frames of ``layer`` for an utterance of ``n_samples`` (what the runners give)."""
     reach = encoder_reach(model)
-    if layer in ("z", "c"):
+    if layer in ("z", "c", "codes"):
         return n_samples // reach.hop
     return reach.layer_lengths(n_samples)[int(layer[4:]) - 1]
 
@@ -306,7 +319,8 @@ def run_chunked(
         n_samples: the utterance's length N.
         stats: its :class:`WaveStats` (a streaming first pass); ``None`` for a model
             that takes the samples as read (:func:`normalizes_input`).
-        layers: names among ``z``, ``c`` (GRU/LSTM context only) and ``convN``.
+        layers: names among ``z``, ``c`` and ``codes`` (GRU/LSTM context only) and
+            ``convN``.
         chunk_frames: output frames (of z) per span; each span reads that many frames'
             samples plus the encoder's reach on both sides.
         device: where the model runs (default: its parameters' device).
@@ -324,8 +338,9 @@ def run_chunked(
     if stats is None and normalizes_input(model):
         raise ValueError("run_chunked: this model normalises its input; pass the "
                          "utterance's WaveStats")
-    step = _context_step(model) if "c" in layers else None
-    if "c" in layers and step is None:
+    wants_c = "c" in layers or "codes" in layers
+    step = _context_step(model) if wants_c else None
+    if wants_c and step is None:
         raise CpcSeqError("layer c of a Transformer context cannot be computed in spans")
     convs_wanted = {name: int(name[4:]) - 1 for name in layers if name.startswith("conv")}
     totals = reach.layer_lengths(n_samples)
@@ -350,7 +365,10 @@ def run_chunked(
             out["z"] = zc[0].float().cpu()
         if step is not None:
             c, state = step(zc, state)
-            out["c"] = c[0].float().cpu()
+            if "c" in layers:
+                out["c"] = c[0].float().cpu()
+            if "codes" in layers:
+                out["codes"] = _codes(model, c)[0].cpu()
         for name, idx in convs_wanted.items():
             per = hop // reach.strides[idx]  # positions of this layer per frame
             offset = start // reach.strides[idx]

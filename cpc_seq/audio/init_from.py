@@ -63,12 +63,19 @@ def init_config(ckpt: str | Path, config: str | Path | None, overrides: list[str
     same_heads = all(old_d[k] == new_d[k] for k in HEAD_KEYS)
     same_loss = (stored.get("loss") or {}).get("kind", "infonce") == cfg.loss.kind
     keep = same_heads and same_loss and not fresh_heads
+    from cpc_seq.audio.model.load import stored_loss
+
     try:
-        build_model(old).load_state_dict(state["model"])
+        build_model(old, stored_loss(state, ckpt)).load_state_dict(state["model"])
     except RuntimeError as e:
         raise CheckpointError(f"{ckpt}: weights do not fit the stored config ({e})") from None
+    old_loss = stored_loss(state, ckpt)
+    # the co-training heads carry over when their shapes do (same K; W is no weight)
+    keep_codes = keep and old_loss is not None and \
+        old_loss.cotrain_codes == cfg.loss.cotrain_codes
     weights = {k: v for k, v in state["model"].items()
-               if keep or not k.startswith("heads.")}
+               if (keep or not k.startswith("heads.")) and
+               (keep_codes or not k.startswith("cotrain."))}
     if keep:
         note = "prediction heads from the checkpoint"
     else:

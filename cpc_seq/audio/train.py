@@ -4,8 +4,11 @@ Fixed-length windows of the training audio (packed per speaker, or padded, or on
 utterances: ``data.short_utterances``; batched uniformly, per speaker or speaker-balanced:
 ``data.batch_sampling``; see :mod:`cpc_seq.audio.data.batches`) -> optional waveform
 augmentation (``augment``, :mod:`cpc_seq.audio.model.augment`) -> per-window normalisation ->
-:class:`~cpc_seq.audio.model.CPCModel` -> k-step InfoNCE (``loss.kind: infonce``) or
-ACPC's aligned loss (``loss.kind: acpc``, :mod:`cpc_seq.losses.acpc`). Everything else (optimiser,
+:class:`~cpc_seq.audio.model.CPCModel` -> k-step InfoNCE (``loss.kind: infonce``),
+ACPC's aligned loss (``loss.kind: acpc``, :mod:`cpc_seq.losses.acpc`) or the co-training
+objective on codes of ``c_t`` and of the pooled future ``z`` (``loss.kind: cotrain``,
+:mod:`cpc_seq.audio.model.cotrain_head`; logs ``train/mi``, the models' MI estimate,
+and ``train/mi_plugin``, the batch's plug-in MI in ``[0, ln K]``). Everything else (optimiser,
 schedule, precision, DDP, logging, checkpoints, resume) is the engine's
 (:mod:`cpc_seq.engine.trainer`).
 
@@ -30,6 +33,7 @@ from cpc_seq.audio.data.index import AudioIndex, BadAudioMode, load_index
 from cpc_seq.audio.data.loader import WindowLoader
 from cpc_seq.audio.data.spans import SpanReader
 from cpc_seq.audio.model.augment import AugmentConfig, Augmenter
+from cpc_seq.audio.model.cotrain_head import CoTrainStats
 from cpc_seq.audio.model.cpc import CPCModel, ModelConfig, build_model
 from cpc_seq.config import check, check_literals, to_dict
 from cpc_seq.config import load_config as load_config_as
@@ -181,6 +185,27 @@ class _TrainStep(nn.Module):
         return z, frame_lengths, self.model.predict(c)
 
 
+class _CoTrainStep(nn.Module):
+    """Forward used for ``loss.kind: cotrain`` (what DDP wraps): waves -> the
+    co-training statistics of the model's code heads (no prediction heads run)."""
+
+    def __init__(self, model: CPCModel) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: Tensor, lengths: Tensor | None = None) -> CoTrainStats:
+        z, c, frame_lengths = self.model(x, lengths)
+        assert self.model.cotrain is not None
+        return self.model.cotrain(z, c, frame_lengths)
+
+
+def cotrain_metrics(out: CoTrainStats, prefix: str = "train/") -> dict[str, float]:
+    """Scalars of one co-training batch (nats)."""
+    return {f"{prefix}loss": float(out.loss.detach()), f"{prefix}mi": float(out.mi),
+            f"{prefix}mi_plugin": float(out.mi_plugin), f"{prefix}h_codes": float(out.h_x),
+            f"{prefix}h_codes_given_future": float(out.h_x_given_y)}
+
+
 class AudioCPCTask(KStepTask):
     """Audio CPC for the engine: model, window batches, k-step InfoNCE, dev evaluation.
 
@@ -189,6 +214,7 @@ class AudioCPCTask(KStepTask):
 
     kind = KIND
     unit = "audio_sec"
+    cotrain: bool = False
 
     def __init__(self, cfg: ExperimentConfig, init: dict[str, Tensor] | None = None) -> None:
         self.cfg = cfg
@@ -198,7 +224,9 @@ class AudioCPCTask(KStepTask):
         cfg, run = self.cfg, self.cfg.train
         self.ctx = ctx
         self.check_batch_split(ctx)
-        self.model: CPCModel = build_model(cfg.model)
+        self.cotrain = cfg.loss.kind == "cotrain"
+        self.ddp_find_unused = self.cotrain  # the prediction heads get no gradient
+        self.model: CPCModel = build_model(cfg.model, cfg.loss)
         if self.init is not None and resume_state is None:
             self.model.load_state_dict(self.init, strict=False)
         self.init_loss(ctx)
@@ -236,8 +264,53 @@ class AudioCPCTask(KStepTask):
             )
             self.dev_store = _DevWindows(SpanReader(dev_index), data.window)
 
+    def init_loss(self, ctx: Context) -> None:
+        if not self.cotrain:
+            super().init_loss(ctx)
+            return
+        # co-training draws no negatives; the generator only keeps the task's state uniform
+        self.neg_gen = torch.Generator(device=ctx.device).manual_seed(
+            self.cfg.train.seed + 17 + 1000 * ctx.dist.rank)
+
     def step_module(self) -> nn.Module:
-        return _TrainStep(self.model)
+        return _CoTrainStep(self.model) if self.cotrain else _TrainStep(self.model)
+
+    def metrics(self, out: StepOutput) -> dict[str, float]:
+        return cotrain_metrics(out.extra) if self.cotrain else super().metrics(out)
+
+    def after_step(self, out: StepOutput) -> dict[str, float]:
+        return {} if self.cotrain else super().after_step(out)  # no InfoNCE accuracy
+
+    def postfix(self, metrics: dict[str, float]) -> dict[str, str]:
+        if not self.cotrain:
+            return super().postfix(metrics)
+        return {"loss": f"{metrics.get('train/loss', float('nan')):.3f}",
+                "mi": f"{metrics.get('train/mi_plugin', float('nan')):.3f}"}
+
+    def evaluate(self) -> dict[str, float]:
+        """k-step tasks: :meth:`KStepTask.evaluate`. Co-training: over the same fixed dev
+        windows, ``dev/mi`` (plug-in MI per batch, averaged) and ``dev/loss`` =
+        ``-(dev/mi - beta H^(codes))`` (what picks ``best.pt``)."""
+        if not self.cotrain:
+            return super().evaluate()
+        if self.dev_store is None:
+            return {}
+        from cpc_seq.engine.windows import fixed_windows
+
+        idx, off = fixed_windows(self.dev_store.lengths, self.cfg.data.window,
+                                 self.cfg.train.eval_windows)
+        bs, beta = self.cfg.data.batch_size, self.cfg.loss.cotrain_beta
+        module = self.step_module()
+        mis, objs = [], []
+        for i in range(0, len(idx), bs):
+            out: CoTrainStats = self.loss(module, self.dev_batch(idx[i : i + bs],
+                                                                 off[i : i + bs]),
+                                          training=False).extra
+            mis.append(float(out.mi_plugin))
+            objs.append(float(out.mi_plugin) - beta * float(out.h_x))
+        if not mis:
+            return {}
+        return {"dev/loss": -sum(objs) / len(objs), "dev/mi": sum(mis) / len(mis)}
 
     def close(self) -> None:
         self.batches.close()  # the reader workers (they hold the run's open files)
@@ -253,6 +326,14 @@ class AudioCPCTask(KStepTask):
         if differ:
             raise ConfigError(f"--resume: model.{differ[0]} is {now[differ[0]]!r} here but "
                               f"{stored.get(differ[0])!r} in {path}")
+        # the co-training heads are weights of the model: their loss keys must match
+        stored_loss = {**to_dict(LossConfig()), **(state["config"].get("loss") or {})}
+        now_loss = to_dict(self.cfg.loss)
+        for k in ("kind", "cotrain_codes", "cotrain_window"):
+            if "cotrain" in (stored_loss["kind"], now_loss["kind"]) and \
+                    stored_loss.get(k) != now_loss[k]:
+                raise ConfigError(f"--resume: loss.{k} is {now_loss[k]!r} here but "
+                                  f"{stored_loss.get(k)!r} in {path}")
 
     def next_batch(self) -> tuple[Tensor, Tensor | None]:
         x, length = self.batches.next()
@@ -266,9 +347,12 @@ class AudioCPCTask(KStepTask):
 
     def loss(self, module: nn.Module, batch: Any, training: bool = True) -> StepOutput:
         x, lengths = batch if isinstance(batch, tuple) else (batch, None)
-        z, frame_lengths, pred = module(x, lengths)
         seconds = (x.shape[0] * x.shape[1] if lengths is None else float(lengths.sum())
                    ) / self.cfg.model.sample_rate
+        if self.cotrain:
+            stats: CoTrainStats = module(x, lengths)
+            return StepOutput(stats.loss, units=seconds, extra=stats)
+        z, frame_lengths, pred = module(x, lengths)
         out = self.kstep_loss(z, frame_lengths, pred, training)
         return StepOutput(out.loss, units=seconds, extra=out)
 

@@ -33,17 +33,47 @@ class LossConfig:
     ``cross_rank``: under torchrun, draw candidates from the z of every process's shard
     (all-gather with gradients), so N processes compute the 1-process loss
     (``infonce`` only).
+
+    ``cotrain`` (audio only; McAllester 2018, :mod:`cpc_seq.losses.cotrain`,
+    :mod:`cpc_seq.audio.model.cotrain_head`): ``K = cotrain_codes``-way codes of the past
+    window ``c_t`` and of the future window ``mean(z_{t+1} .. z_{t+W})``,
+    ``W = cotrain_window`` frames; maximises ``I(codes) - cotrain_beta H(past code)``;
+    ``cotrain_model_scale``: the marginal and conditional models learn that many times
+    faster than the rest (:class:`~cpc_seq.losses.cotrain.CoTraining`). It
+    has no negatives and no prediction heads: ``negatives``, ``n_negatives``,
+    ``exclude_positive``, ``cross_rank`` and ``acpc_horizon`` must stay at their defaults
+    (and the ``cotrain_*`` keys at theirs under the other kinds).
     """
 
-    kind: Literal["infonce", "acpc"] = "infonce"
+    kind: Literal["infonce", "acpc", "cotrain"] = "infonce"
     negatives: Literal["all", "same_sequence", "cross_batch", "mixed"] = "all"
     n_negatives: int = 128
     exclude_positive: bool | None = None
     cross_rank: bool = False
     acpc_horizon: int = 12
+    cotrain_codes: int = 64
+    cotrain_beta: float = 0.0
+    cotrain_window: int = 8
+    cotrain_model_scale: float = 100.0
 
     def validate(self) -> None:
         check(self.n_negatives > 0, "loss.n_negatives", "must be positive")
+        defaults = LossConfig()
+        if self.kind == "cotrain":
+            check(self.cotrain_codes >= 2, "loss.cotrain_codes", "must be at least 2")
+            check(0.0 <= self.cotrain_beta < 1.0, "loss.cotrain_beta", "must be in [0, 1)")
+            check(self.cotrain_window >= 1, "loss.cotrain_window", "must be at least 1 frame")
+            check(self.cotrain_model_scale > 0, "loss.cotrain_model_scale", "must be positive")
+            for key in ("negatives", "n_negatives", "exclude_positive", "cross_rank",
+                        "acpc_horizon"):
+                check(getattr(self, key) == getattr(defaults, key), f"loss.{key}",
+                      f"not used by loss.kind=cotrain (it has no negatives or prediction "
+                      f"heads); leave it at {getattr(defaults, key)!r}")
+        else:
+            for key in ("cotrain_codes", "cotrain_beta", "cotrain_window",
+                        "cotrain_model_scale"):
+                check(getattr(self, key) == getattr(defaults, key), f"loss.{key}",
+                      f"only used by loss.kind=cotrain (this is {self.kind})")
         if self.kind == "acpc":
             check(self.negatives in ACPC_NEGATIVES, "loss.negatives",
                   f"one of {ACPC_NEGATIVES} with loss.kind=acpc")
@@ -54,8 +84,11 @@ class LossConfig:
                   "frames a prediction aligns to; a draw may be any of them)")
 
     def frames_ahead(self, n_steps: int) -> int:
-        """Frames past t the loss reads for ``n_steps`` predictions: ``n_steps``, or
-        ``acpc_horizon`` for ``acpc`` (which must be at least ``n_steps``)."""
+        """Frames past t the loss reads for ``n_steps`` predictions: ``n_steps``,
+        ``acpc_horizon`` for ``acpc`` (which must be at least ``n_steps``), or
+        ``cotrain_window`` for ``cotrain``."""
+        if self.kind == "cotrain":
+            return self.cotrain_window
         if self.kind != "acpc":
             return n_steps
         check(self.acpc_horizon >= n_steps, "loss.acpc_horizon",
@@ -74,4 +107,7 @@ def build_loss(cfg: LossConfig, kernels: str = "auto") -> LossFn:
                                  n_negatives=cfg.n_negatives,
                                  exclude_positive=cfg.exclude_positive is not False,
                                  kernels=kernels)
+    if cfg.kind == "cotrain":
+        raise ConfigError("loss.kind: cotrain is trained by the audio task (its code heads "
+                          "are part of the model), not by a k-step loss function")
     raise ConfigError(f"loss.kind: unknown {cfg.kind!r}")

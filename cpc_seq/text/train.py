@@ -133,6 +133,8 @@ class TextExperimentConfig:
     train: TextRunConfig = field(default_factory=TextRunConfig)
 
     def validate(self) -> None:
+        check(self.loss.kind != "cotrain", "loss.kind",
+              "cotrain is for audio only (infonce or acpc here)")
         ahead = self.loss.frames_ahead(self.model.n_steps)
         if self.model.level == "token":
             frames = -(-self.data.window // self.model.stride)

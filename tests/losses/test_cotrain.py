@@ -77,3 +77,18 @@ def test_coders_learn_the_shared_class() -> None:
     px, py = torch.softmax(fx(x), -1), torch.softmax(fy(y), -1)
     assert float(out.mi) == pytest.approx(float(plugin_mi(px, py)), abs=0.02)
     assert float(out.mi) <= ct.ceiling + 1e-3
+
+
+def test_model_scale_multiplies_the_models_logits() -> None:
+    torch.manual_seed(0)
+    lx, ly = torch.randn(32, 5), torch.randn(32, 5)
+    scaled, plain = CoTraining(5, 0.1, model_scale=10.0), CoTraining(5, 0.1)
+    with torch.no_grad():
+        scaled.marginal.copy_(torch.randn(5))
+        scaled.conditional.copy_(torch.randn(5, 5))
+        plain.marginal.copy_(10.0 * scaled.marginal)
+        plain.conditional.copy_(10.0 * scaled.conditional)
+    a, b = scaled(lx, ly), plain(lx, ly)
+    assert torch.allclose(a.loss, b.loss) and torch.allclose(a.mi, b.mi)
+    with pytest.raises(ValueError, match="model_scale"):
+        CoTraining(5, model_scale=0.0)

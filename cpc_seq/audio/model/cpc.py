@@ -6,12 +6,16 @@ Composed of injected modules (encoder, context, heads) and built from a plain
 
 Shapes: waveforms (B, N) at ``sample_rate``; z (B, T, D_z); c (B, T, D_c);
 predictions (B, T, K, D_z), with T = N // 160 for the paper's kernels.
+
+A model trained with ``loss.kind: cotrain`` also has a ``cotrain`` submodule
+(:class:`~cpc_seq.audio.model.cotrain_head.CoTrainHead`: the code heads and the
+co-training models), built by ``build_model(config, loss)`` from the loss config.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from torch import Tensor, nn
 
@@ -21,6 +25,10 @@ from cpc_seq.config import check, check_literals
 from cpc_seq.kernels import KernelMode
 from cpc_seq.nn.context import ContextKind, build_context
 from cpc_seq.nn.predictors import PredictorKind, build_predictor
+
+if TYPE_CHECKING:
+    from cpc_seq.audio.model.cotrain_head import CoTrainHead
+    from cpc_seq.losses.config import LossConfig
 
 EncoderPreset = Literal["paper", "small", "tiny", "custom"]
 InputNorm = Literal["utterance", "none"]
@@ -133,23 +141,27 @@ class CPCModel(nn.Module):
 
     ``model(waveforms (B, N), lengths (B,)) -> (z (B, T, D_z), c (B, T, D_c),
     frame_lengths (B,))``. ``model.predict(c)`` gives the k-step predictions
-    (B, T, K, D_z) for :func:`cpc_seq.losses.kstep_infonce`.
+    (B, T, K, D_z) for :func:`cpc_seq.losses.kstep_infonce`. ``cotrain``: the
+    co-training code heads (``loss.kind: cotrain``) or ``None``.
     """
 
     def __init__(
         self, encoder: ConvEncoder, context: nn.Module, heads: nn.Module,
-        config: ModelConfig | None = None,
+        config: ModelConfig | None = None, cotrain: CoTrainHead | None = None,
     ) -> None:
         super().__init__()
         self.encoder, self.context, self.heads = encoder, context, heads
+        self.cotrain = cotrain
         self.config = config
         self.downsample_rate = encoder.downsample
         self.sample_rate = config.sample_rate if config is not None else 16000
 
     @property
     def layer_names(self) -> list[str]:
-        """Names accepted by ``forward_layers``: ``conv1..convL``, ``z`` (= last conv), ``c``."""
-        return [f"conv{i + 1}" for i in range(len(self.encoder.convs))] + ["z", "c"]
+        """Layer names: ``conv1..convL``, ``z`` (= last conv), ``c``, and ``codes`` (the
+        co-training code distribution of ``c``, (T, K)) when the model has code heads."""
+        names = [f"conv{i + 1}" for i in range(len(self.encoder.convs))] + ["z", "c"]
+        return names + (["codes"] if self.cotrain is not None else [])
 
     def forward(
         self, waveforms: Tensor, lengths: Tensor | None = None
@@ -176,8 +188,9 @@ class CPCModel(nn.Module):
         return self.heads(c)
 
 
-def build_model(config: ModelConfig) -> CPCModel:
-    """Build a :class:`CPCModel` from its config."""
+def build_model(config: ModelConfig, loss: LossConfig | None = None) -> CPCModel:
+    """Build a :class:`CPCModel` from its config; with a ``loss`` of kind ``cotrain``, with
+    its co-training heads (``model.cotrain``)."""
     layers = config.layers()
     encoder = ConvEncoder(layers, norm=config.encoder_norm, kernels=config.kernels)
     context = build_context(
@@ -187,7 +200,14 @@ def build_model(config: ModelConfig) -> CPCModel:
     heads = build_predictor(config.predictor, config.dim_c, encoder.out_channels,
                             config.n_steps, config.transformer_heads, config.predictor_ff,
                             config.dropout, config.predictor_dropout, config.predictor_window)
-    return CPCModel(encoder, context, heads, config)
+    cotrain = None
+    if loss is not None and loss.kind == "cotrain":
+        from cpc_seq.audio.model.cotrain_head import CoTrainHead
+
+        cotrain = CoTrainHead(encoder.out_channels, config.dim_c, loss.cotrain_codes,
+                              loss.cotrain_beta, loss.cotrain_window,
+                              loss.cotrain_model_scale)
+    return CPCModel(encoder, context, heads, config, cotrain)
 
 
 def cpc_paper(**overrides: object) -> CPCModel:
