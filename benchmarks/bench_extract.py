@@ -46,7 +46,10 @@ from common import (  # noqa: E402
 
 
 def _setup(preset: str, n_utt: int):
-    from cpc_seq.audio.model.cpc import ModelConfig, build_model
+    try:
+        from cpc_seq.audio.model.cpc import ModelConfig, build_model
+    except ImportError:  # trees before audio/model/ was a package
+        from cpc_seq.audio.model import ModelConfig, build_model
 
     g = torch.Generator().manual_seed(0)
     lengths = torch.randint(2 * 16000, 15 * 16000, (n_utt,), generator=g)

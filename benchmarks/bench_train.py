@@ -62,7 +62,10 @@ def make_step(preset: str, negatives: str, n_neg: int, bf16: bool, batch: int, w
     Seeded: the same model init, input and negatives in every tree. If ``losses`` is
     given, every step appends its loss to it.
     """
-    from cpc_seq.audio.model.cpc import ModelConfig, build_model
+    try:
+        from cpc_seq.audio.model.cpc import ModelConfig, build_model
+    except ImportError:  # trees before audio/model/ was a package
+        from cpc_seq.audio.model import ModelConfig, build_model
     from cpc_seq.losses import kstep_infonce
 
     memory_as_the_cli_runs()
