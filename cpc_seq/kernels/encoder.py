@@ -12,11 +12,10 @@ norm -> ReLU -> zero past each utterance's end, in (B, C, T)), computed differen
   :class:`.block_conv.BlockConv`, anything else through ``conv1d``;
 - ReLU and the padding mask run in place where autograd allows.
 
-What it buys, measured (``OMP_NUM_THREADS=2 python benchmarks/bench_kernels.py --threads 2 --reps 5 --inner 3``,
-small-preset step shapes, forward + backward, 5 alternating rounds, on a 2-core machine
-shared at load average 8-13, so ranges are wide: re-measure on a quiet machine): bf16 autocast 1.45x the speed of the plain
-encoder (range 1.09-1.57); fp32 0.72x (0.56-0.97), against the 1.07-1.15x of the fp32
-step that the Winograd path alone gave on a quiet machine (docs/speed.md).
+What it buys, measured on an idle 2-core AMD EPYC with avx512_bf16 (``OMP_NUM_THREADS=2 python benchmarks/bench_kernels.py --threads 2 --reps 5 --inner 2``,
+small-preset step shapes, batch 8 x 20480, forward + backward, median of 5 alternating
+rounds, range in brackets): 1.75x the plain encoder's speed in fp32 (1.63-1.83), 1.72x in
+bf16 autocast (1.60-1.81).
 """
 
 from __future__ import annotations

@@ -8,13 +8,11 @@ dtype (bf16 under autocast) a block of rows at a time that stays in cache, keeps
 the (R,) log-normalisers for the backward, finds the hit with ``amax`` (argmax only for
 rows with ties), and writes the gradient straight in the scores' dtype.
 
-What it buys, measured (``OMP_NUM_THREADS=2 python benchmarks/bench_kernels.py --threads 2 --reps 5 --inner 3``,
-small-preset step shapes, forward + backward, 5 alternating rounds, on a 2-core machine
-shared at load average 8-13, so ranges are wide: re-measure on a quiet machine): the whole k-step loss ran at 0.47x
-(cross_batch, fp32; range 0.34-0.55), 0.65x (bf16), 0.29x (all, fp32 and bf16) the speed
-of the plain path - slower: its many per-chunk ops suffer most on a contended machine.
-The 1.3-1.5x step gains recorded in docs/speed.md when it landed (with the other kernels,
-on a quiet machine) need this re-measured before ``auto`` keeps it.
+What it buys, measured on an idle 2-core AMD EPYC with avx512_bf16 (``OMP_NUM_THREADS=2 python benchmarks/bench_kernels.py --threads 2 --reps 5 --inner 2``,
+small-preset step shapes, batch 8 x 20480, forward + backward, median of 5 alternating
+rounds, range in brackets): the whole k-step loss at 1.13x the plain path's speed
+(1.08-1.15) with ``cross_batch`` negatives in fp32, 1.64x (1.47-1.85) in bf16; with ``all``
+negatives 0.96x (0.94-1.11) in fp32, a wash, and 1.29x (1.20-1.44) in bf16.
 """
 
 from __future__ import annotations
