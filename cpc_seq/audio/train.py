@@ -232,10 +232,16 @@ class AudioCPCTask(KStepTask):
         self.init_loss(ctx)
         progress = run.progress and ctx.dist.is_main
         data = cfg.data
+        # rank 0 builds the index (reads every header) on a first run; the other ranks
+        # wait, then read the tables it wrote
+        if ctx.dist.enabled and not ctx.dist.is_main:
+            torch.distributed.barrier()
         self.train_index = load_audio_index(
             data.train, data.window, data.short_utterances, data.allow_pipes,
             cfg.model.sample_rate, progress, "train", data.on_bad_audio,
         )
+        if ctx.dist.enabled and ctx.dist.is_main:
+            torch.distributed.barrier()
         index = self.train_index
         reader = SpanReader(index)
         segments = make_segments(torch.from_numpy(reader.starts),
