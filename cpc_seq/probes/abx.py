@@ -35,6 +35,40 @@ Item files whose onsets and offsets are frame boundaries (multiples of 10 ms at
 100 Hz, as :mod:`cpc_seq.audio.data.items` writes them) select the same frames under every
 rule except Libri-light's.
 
+Averaging (:func:`abx_error`)
+-----------------------------
+
+A *cell* is ``(c, s, a, b)`` within speakers and ``(c, s, x, a, b)`` across (``c`` the
+context, ``s`` the A/B speaker, ``x`` the X speaker, ``(a, b)`` the ordered phone pair).
+First each cell: the mean over all its triplets.  Then:
+
+* within (both orders): mean over contexts ``c`` -> one score per ``(s, a, b)``;
+  mean over speakers ``s`` -> one score per ordered phone pair ``(a, b)``.
+* across, ``average="librilight"`` (Libri-light's ``eval_ABX.py``, the default):
+  mean over contexts and ``X`` speakers together, i.e. over the ``(c, x)`` cells
+  -> one score per ``(s, a, b)``; then mean over the A/B speakers ``s`` -> one
+  score per ``(a, b)``.
+* across, ``average="zerospeech2017"`` (the ZeroSpeech 2017 evaluation): mean over
+  contexts -> one score per speaker pair and phone pair ``(s, x, a, b)``; then
+  mean over all speaker pairs ``(s, x)`` together -> one score per ``(a, b)``.
+
+Finally the mean over phone pairs -> ``error``.  Every mean is unweighted over the
+non-empty entries below it.  The two across orders agree when every A/B speaker
+has the same number of ``X`` speakers and every ``(s, x)`` pair the same number of
+contexts; otherwise they differ (Libri-light weights an ``(s, x)`` pair by its
+number of contexts, ZeroSpeech 2017 weights an A/B speaker by its number of ``X``
+speakers).
+
+Subsampling
+-----------
+
+As Libri-light does for speed (``None`` = use everything, as
+ZeroSpeech 2017 does): ``max_items_per_context`` caps the tokens of each
+``(context, speaker, phone)`` group (Libri-light's ``max_size_group``, default 10),
+and ``max_x_speakers`` caps the ``X`` speakers drawn for each
+``(context, speaker s, phone a)`` in the across task (Libri-light's
+``max_x_across``, default 5).  Draws are random with ``seed`` and deterministic.
+
 Public API:
 
 * :class:`ItemRow`, :func:`read_item_file`
@@ -477,60 +511,29 @@ def abx_error(
     device: str | torch.device | None = None,
     batch_elements: int = 1 << 22,
 ) -> dict[str, Any]:
-    """ABX error rate of ``features`` on the phone tokens ``items``.
-
-    Triplets (``A``, ``B``, ``X``): ``A`` and ``X`` have the same central phone ``a``,
-    ``B`` a different phone ``b``, all three the same context ``c`` = (previous, next
-    phone).
+    """ABX error rate of ``features`` on the phone tokens ``items`` (triplets and scores
+    as the module docstring defines them).
 
     * ``mode="within"``: ``A``, ``B``, ``X`` all from speaker ``s``, and ``X != A``.
       Cell = ``(c, s, a, b)``.
     * ``mode="across"``: ``A`` and ``B`` from speaker ``s``, ``X`` from a speaker
       ``x != s``.  Cell = ``(c, s, x, a, b)``.
 
-    Per triplet: 1 if ``d(A, X) > d(B, X)``, 0.5 if equal, 0 otherwise, where ``d`` is
-    the path-length-normalised DTW distance over ``distance`` frame distances
-    (:func:`frame_distance`, :func:`dtw_batch`).  ``(a, b)`` is ordered: ``(a, b)`` and
-    ``(b, a)`` are different tasks (``X`` is an ``a`` in the first, a ``b`` in the second).
+    ``d`` is the path-length-normalised DTW distance over ``distance`` frame distances
+    (:func:`frame_distance`, :func:`dtw_batch`); ``(a, b)`` is ordered.
 
-    Averaging.  First each cell: the mean over all its triplets.  Then:
+    Averaging and subsampling: see the module docstring, sections *Averaging* and
+    *Subsampling*.
 
-    * within (both orders): mean over contexts ``c`` -> one score per ``(s, a, b)``;
-      mean over speakers ``s`` -> one score per ordered phone pair ``(a, b)``.
-    * across, ``average="librilight"`` (Libri-light's ``eval_ABX.py``, the default):
-      mean over contexts and ``X`` speakers together, i.e. over the ``(c, x)`` cells
-      -> one score per ``(s, a, b)``; then mean over the A/B speakers ``s`` -> one
-      score per ``(a, b)``.
-    * across, ``average="zerospeech2017"`` (the ZeroSpeech 2017 evaluation): mean over
-      contexts -> one score per speaker pair and phone pair ``(s, x, a, b)``; then
-      mean over all speaker pairs ``(s, x)`` together -> one score per ``(a, b)``.
-
-    Finally the mean over phone pairs -> ``error``.  Every mean is unweighted over the
-    non-empty entries below it.  The two across orders agree when every A/B speaker
-    has the same number of ``X`` speakers and every ``(s, x)`` pair the same number of
-    contexts; otherwise they differ (Libri-light weights an ``(s, x)`` pair by its
-    number of contexts, ZeroSpeech 2017 weights an A/B speaker by its number of ``X``
-    speakers).
-
-    Subsampling, as Libri-light does for speed (``None`` = use everything, as
-    ZeroSpeech 2017 does): ``max_items_per_context`` caps the tokens of each
-    ``(context, speaker, phone)`` group (Libri-light's ``max_size_group``, default 10),
-    and ``max_x_speakers`` caps the ``X`` speakers drawn for each
-    ``(context, speaker s, phone a)`` in the across task (Libri-light's
-    ``max_x_across``, default 5).  Draws are random with ``seed`` and deterministic.
-
-    Note: ZeroSpeech and Libri-light's "cosine" distance is ``distance="angular"`` here;
-    use it to compare with published numbers.
+    ZeroSpeech's and Libri-light's "cosine" is ``distance="angular"`` here.
 
     Args:
         features: file id -> ``(T, D)`` frame features (tensor or array).
         items: phone tokens, e.g. from :func:`read_item_file`.
         mode: ``"within"`` or ``"across"``.
         distance: frame distance, one of :data:`DISTANCES`.
-        average: across-task averaging order, one of :data:`AVERAGES` (see above).
-        max_items_per_context: see above.
-        max_x_speakers: see above (across only).
-        seed: random seed of the subsampling.
+        average: across-task averaging order, one of :data:`AVERAGES`.
+        max_items_per_context, max_x_speakers, seed: the subsampling (``None``: none).
         frame_rate: feature frames per second.
         frame_offset: centre of frame 0 in seconds (default half a frame).
         device: where to compute the distances (default: CPU).
