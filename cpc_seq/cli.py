@@ -62,11 +62,8 @@ class _Regroup:
         self.flat: set[str] = set()
 
     def add_parser(self, name: str, **kwargs: Any) -> argparse.ArgumentParser:
-        spelled = new_spelling(name)
         self.flat.add(name)
-        if spelled == ("table",):  # replaced by the one table command
-            return argparse.ArgumentParser(add_help=False)
-        modality, task = spelled
+        modality, task = new_spelling(name)
         return self.groups[modality].add_parser(task, **kwargs)
 
 
@@ -101,7 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_text_commands(sub)
     add_image_commands(sub)
     add_mibench_command(sub)
-    parser.set_defaults(old_spellings=sorted(regroup.flat | {"table"}))
+    parser.set_defaults(old_spellings=sorted(regroup.flat | set(OLD_TABLES)))
     show_defaults(parser)
     return parser
 

@@ -1,4 +1,5 @@
-"""``text-train``, ``text-extract``, ``text-probe`` and ``text-table``: the text CPC commands.
+"""``cpc-seq text train``, ``extract`` and ``probe``: the text CPC commands (their results
+print with ``cpc-seq table``).
 
 Examples::
 
@@ -29,11 +30,10 @@ import torch
 
 from cpc_seq.cliutil import add_train_command, print_metrics, train_overrides
 from cpc_seq.errors import CpcSeqError, DataError
-from cpc_seq.io.tables import read_results
 from cpc_seq.text.probe import C_GRID
 
 __all__ = ["add_text_commands", "cmd_text_train", "cmd_text_extract",
-           "cmd_text_probe", "cmd_text_table", "read_items"]
+           "cmd_text_probe", "read_items"]
 
 
 def cmd_text_train(args: argparse.Namespace) -> int:
@@ -228,21 +228,8 @@ def cmd_text_probe(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_text_table(args: argparse.Namespace) -> int:
-    """Print (and optionally write) a markdown table of probe results."""
-    from cpc_seq.io.atomic import atomic_write
-    from cpc_seq.text.probe import markdown_table
-
-    table = markdown_table(read_results(args.results, require="accuracy"))
-    if args.out:
-        with atomic_write(args.out, "w") as f:
-            f.write(table)
-    print(table, end="")
-    return 0
-
-
 def add_text_commands(subparsers: argparse._SubParsersAction) -> None:
-    """Register ``text-train``, ``text-extract``, ``text-probe`` and ``text-table``.
+    """Register ``text-train``, ``text-extract`` and ``text-probe`` (filed as ``text train`` ...).
 
     Each parser gets ``func`` (its command function) as a default, so a caller can run
     ``args.func(args)``.
@@ -256,7 +243,6 @@ def add_text_commands(subparsers: argparse._SubParsersAction) -> None:
     )
     _add_text_extract(subparsers)
     _add_text_probe(subparsers)
-    _add_text_table(subparsers)
 
 
 def _add_text_extract(subparsers: argparse._SubParsersAction) -> None:
@@ -340,9 +326,3 @@ def _add_text_probe(subparsers: argparse._SubParsersAction) -> None:
     q.set_defaults(func=cmd_text_probe)
 
 
-
-def _add_text_table(subparsers: argparse._SubParsersAction) -> None:
-    t = subparsers.add_parser("text-table", help="markdown table of text probe results")
-    t.add_argument("results", nargs="+", help="result.json files")
-    t.add_argument("--out", help="also write the table here")
-    t.set_defaults(func=cmd_text_table)

@@ -143,8 +143,9 @@ def test_ctc_probe_and_table_commands(tmp_path, capsys):
     res = json.loads((tmp_path / "r1" / "result.json").read_text())
     # default split: every 5th utterance of each speaker is test (8 per speaker -> 1 or 2)
     assert res["n_test"] + res["n_train"] == 24 and 3 <= res["n_test"] <= 6
-    args = parser.parse_args(["ctc-table", str(tmp_path / "r1" / "result.json")])
-    assert args.func(args) == 0
+    from cpc_seq.cli import main
+
+    assert main(["table", str(tmp_path / "r1" / "result.json")]) == 0
     table = capsys.readouterr().out
     assert "| toy | CTC BiLSTM 1x16 | 4 |" in table and "test PER" in table
     help_text = " ".join(parser._subparsers._group_actions[0].choices["ctc-probe"]
@@ -152,6 +153,7 @@ def test_ctc_probe_and_table_commands(tmp_path, capsys):
     for default in ("(default: 256)", "(default: bilstm)", "(default: 20)", "(default: 0.001)"):
         assert default in help_text
     (tmp_path / "other.json").write_text('{"accuracy": 0.5}')
-    args = parser.parse_args(["ctc-table", str(tmp_path / "other.json")])
-    with pytest.raises(DataError, match="not a CTC probe result"):
-        args.func(args)
+    assert main(["table", str(tmp_path / "other.json")]) == 0  # an accuracy result: a probe row
+    (tmp_path / "none.json").write_text('{"n": 3}')
+    assert main(["table", str(tmp_path / "none.json")]) == 2
+    assert "not a probe result" in capsys.readouterr().err

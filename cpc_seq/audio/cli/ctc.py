@@ -1,4 +1,4 @@
-"""``cpc-seq audio ctc-probe`` and ``ctc-table``: the CTC phone recogniser
+"""``cpc-seq audio ctc-probe``: the CTC phone recogniser
 (:mod:`cpc_seq.probes.ctc`) on frozen features with Kaldi-style frame labels."""
 
 from __future__ import annotations
@@ -10,8 +10,7 @@ from pathlib import Path
 import torch
 
 from cpc_seq.errors import CpcSeqError
-from cpc_seq.io.tables import read_results
-from cpc_seq.probes.ctc import MODELS, CTCOptions, ctc_probe, ctc_table
+from cpc_seq.probes.ctc import MODELS, CTCOptions, ctc_probe
 
 # -------------------------------------------------------------------- commands
 
@@ -69,14 +68,9 @@ def cmd_ctc_probe(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_ctc_table(args: argparse.Namespace) -> int:
-    rows = read_results(args.results, require="per", what="CTC probe result")
-    print(ctc_table(rows), end="")
-    return 0
-
-
 def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add ``ctc-probe`` and ``ctc-table`` to a ``cpc-seq`` subparsers object."""
+    """Add ``ctc-probe`` to a ``cpc-seq`` subparsers object (its results print with
+    ``cpc-seq table``)."""
     fmt = argparse.ArgumentDefaultsHelpFormatter
     p = subparsers.add_parser(
         "ctc-probe", help="CTC phone recogniser on frozen features; phone error rate",
@@ -113,7 +107,3 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--name", default=None, help="row name in tables (default: --out's name)")
     p.add_argument("--no-progress", action="store_true", help="no per-epoch loss lines")
     p.set_defaults(func=cmd_ctc_probe)
-    t = subparsers.add_parser("ctc-table", help="markdown table of ctc-probe result.json files",
-                              formatter_class=fmt)
-    t.add_argument("results", nargs="+", help="result.json files")
-    t.set_defaults(func=cmd_ctc_table)
