@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers.runs import logged_losses
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -30,16 +31,6 @@ TINY = [
 ]
 
 
-def _losses(log: Path) -> dict[int, float]:
-    """Last logged loss of every step (a crash may leave a partial last line)."""
-    out = {}
-    for line in log.read_text().splitlines():
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        out[rec["step"]] = rec["train/loss"]
-    return out
 
 
 def test_sigkill_then_resume_matches_uninterrupted_run(tmp_path: Path) -> None:
@@ -57,16 +48,16 @@ def test_sigkill_then_resume_matches_uninterrupted_run(tmp_path: Path) -> None:
     # kill at an arbitrary point after the second checkpoint (step 10), before the end
     while time.time() < deadline:
         log = run / "log.jsonl"
-        if log.exists() and max(_losses(log), default=0) >= 12:
+        if log.exists() and max(logged_losses(log), default=0) >= 12:
             break
         time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    killed_at = max(_losses(run / "log.jsonl"))
+    killed_at = max(logged_losses(run / "log.jsonl"))
     assert killed_at < steps, "run finished before it could be killed"
     assert load_checkpoint(run / "last.pt")["step"] in (10, 15, 20)
     subprocess.run([*args, "--resume"], env=env, check=True, capture_output=True)
-    got, want = _losses(run / "log.jsonl"), _losses(ref / "log.jsonl")
+    got, want = logged_losses(run / "log.jsonl"), logged_losses(ref / "log.jsonl")
     assert sorted(got) == list(range(1, steps + 1))
     for step in range(1, steps + 1):
         assert got[step] == want[step], f"step {step}: {got[step]} != {want[step]}"

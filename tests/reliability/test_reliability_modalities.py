@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 import torch
 from helpers.fashion import fake_fashion_mnist
+from helpers.runs import logged_losses
 
 from cpc_seq.cli import main
 from cpc_seq.errors import CpcSeqError
@@ -100,19 +101,10 @@ def test_non_finite_config_numbers_are_errors(tmp_path: Path, fmnist: Path, caps
         assert not (out / "last.pt").exists()
 
 
-def _losses(log: Path) -> dict[int, float]:
-    out = {}
-    for line in log.read_text().splitlines():
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        out[rec["step"]] = rec["train/loss"]
-    return out
 
 
 @pytest.mark.parametrize("modality", ["text", "dim"])
-def test_sigkill_then_resume_logs_the_same_losses(tmp_path: Path, fmnist: Path,
+def test_sigkill_then_resume_logs_the_samelogged_losses(tmp_path: Path, fmnist: Path,
                                                   modality: str) -> None:
     steps = 30
     extra = (f"train.steps={steps}", "train.save_every=4")
@@ -125,15 +117,15 @@ def test_sigkill_then_resume_logs_the_same_losses(tmp_path: Path, fmnist: Path,
     deadline = time.time() + 120
     while time.time() < deadline and proc.poll() is None:
         log = run / "log.jsonl"
-        if log.exists() and max(_losses(log), default=0) >= 10:
+        if log.exists() and max(logged_losses(log), default=0) >= 10:
             break
         time.sleep(0.01)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    assert max(_losses(run / "log.jsonl")) < steps, "run finished before it could be killed"
+    assert max(logged_losses(run / "log.jsonl")) < steps, "run finished before it could be killed"
     assert torch.load(run / "last.pt", weights_only=True)["step"] % 4 == 0
     subprocess.run([*args, "--resume"], env=env, check=True, capture_output=True)
-    got, want = _losses(run / "log.jsonl"), _losses(ref / "log.jsonl")
+    got, want = logged_losses(run / "log.jsonl"), logged_losses(ref / "log.jsonl")
     assert _steps(run / "log.jsonl") == list(range(1, steps + 1))  # each step once
     for step in range(1, steps + 1):
         assert got[step] == want[step], f"step {step}: {got[step]} != {want[step]}"

@@ -18,6 +18,7 @@ import kaldiio
 import numpy as np
 import pytest
 import torch
+from helpers.runs import TINY_AUDIO
 
 from cpc_seq.cli import main
 from cpc_seq.errors import CpcSeqError, DataError
@@ -26,12 +27,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")  # torch on one thread
 
 ROOT = Path(__file__).resolve().parents[2]
 DEV = ROOT / "data" / "tiny" / "dev"
-TINY = [
-    f"data.train={DEV}", "data.window=3200", "data.batch_size=4", "model.encoder=tiny",
-    "model.encoder_channels=16", "model.dim_c=16", "model.n_steps=3", "train.progress=false",
-    "train.threads=1", "optim.warmup_steps=2", "train.log_every=1", "loss.n_negatives=8",
-    "train.precision=fp32",
-]
+TINY = TINY_AUDIO
 
 
 
