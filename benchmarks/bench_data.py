@@ -117,16 +117,13 @@ def index_build(d: Path) -> tuple[float, float]:
 DATA_STARTUP = r"""
 import sys, time
 import numpy as np, torch
-from cpc_seq.audio.data.batches import WindowPlan, make_segments
+from cpc_seq.audio.data.loader import index_plan
 from cpc_seq.audio.data.spans import SpanReader
 from cpc_seq.audio.train import load_audio_index
 t = time.perf_counter()
 idx = load_audio_index(sys.argv[1], 20480, "pad", False, 16000, False, "train")
 reader = SpanReader(idx)
-seg = make_segments(torch.from_numpy(reader.starts), torch.from_numpy(idx.num_samples),
-                    torch.from_numpy(idx.speaker.astype(np.int64)), pack=False,
-                    speakers=idx.speakers)
-start, length = WindowPlan(seg, 20480, 8, 0).epoch_plan(0)
+start, length = index_plan(reader, 20480, 8, 0, pack=False).epoch_plan(0)
 reader.read_spans(start[0].numpy(), length[0].numpy(), 20480)
 print(time.perf_counter() - t)
 """
@@ -172,19 +169,14 @@ def run_rss(args: list[str], ranks: int) -> list[dict]:
 
 def loader_rate(d: Path, workers: int, batches: int = 60) -> float:
     """Audio-seconds per second per worker that the training loader reads from ``d``."""
-    import torch
 
-    from cpc_seq.audio.data.batches import WindowPlan, make_segments
     from cpc_seq.audio.data.index import load_index
-    from cpc_seq.audio.data.loader import WindowLoader
+    from cpc_seq.audio.data.loader import WindowLoader, index_plan
     from cpc_seq.audio.data.spans import SpanReader
 
     idx = load_index(d, 16000, progress=False).by_speaker()
     reader = SpanReader(idx)
-    seg = make_segments(torch.from_numpy(reader.starts), torch.from_numpy(idx.num_samples),
-                        torch.from_numpy(idx.speaker.astype(np.int64)), pack=False,
-                        speakers=idx.speakers)
-    loader = WindowLoader(reader, WindowPlan(seg, 20480, 8, seed=0), num_workers=workers,
+    loader = WindowLoader(reader, index_plan(reader, 20480, 8, 0, pack=False), num_workers=workers,
                           prefetch=8)
     loader.next()  # workers started
     t = time.perf_counter()

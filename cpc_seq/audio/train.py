@@ -28,9 +28,9 @@ import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from cpc_seq.audio.data.batches import BatchSampling, ShortMode, WindowPlan, make_segments
+from cpc_seq.audio.data.batches import BatchSampling, ShortMode
 from cpc_seq.audio.data.index import AudioIndex, BadAudioMode, load_index
-from cpc_seq.audio.data.loader import WindowLoader
+from cpc_seq.audio.data.loader import WindowLoader, index_plan
 from cpc_seq.audio.data.spans import SpanReader
 from cpc_seq.audio.model.augment import AugmentConfig, Augmenter
 from cpc_seq.audio.model.cotrain_head import CoTrainStats
@@ -244,17 +244,14 @@ class AudioCPCTask(KStepTask):
             torch.distributed.barrier()
         index = self.train_index
         reader = SpanReader(index)
-        segments = make_segments(torch.from_numpy(reader.starts),
-                                 torch.from_numpy(index.num_samples),
-                                 torch.from_numpy(index.speaker.astype(np.int64)),
-                                 pack=data.short_utterances == "pack", speakers=index.speakers)
-        self.plan = WindowPlan(segments, data.window, data.batch_size, run.seed,
+        pack = data.short_utterances == "pack"
+        self.plan = index_plan(reader, data.window, data.batch_size, run.seed, pack,
                                data.batch_sampling)
         self.batches = WindowLoader(reader, self.plan, ctx.dist.rank, ctx.dist.world,
                                     num_workers=data.num_workers, prefetch=data.prefetch)
         if ctx.dist.is_main:
             tqdm.write(f"[train] {self.plan.windows_per_epoch} windows of {data.window} "
-                       f"samples from {len(segments.length)} "
+                       f"samples from {len(self.plan.seg.length)} "
                        f"{'speaker streams' if data.short_utterances == 'pack' else 'utterances'}"
                        f" per epoch, {self.plan.batches_per_epoch} batches "
                        f"(data.batch_sampling={data.batch_sampling}), read by "

@@ -24,11 +24,11 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from cpc_seq.audio.data.batches import WindowPlan
+from cpc_seq.audio.data.batches import WindowPlan, make_segments
 from cpc_seq.audio.data.spans import SpanReader
 from cpc_seq.errors import DataError
 
-__all__ = ["WindowLoader"]
+__all__ = ["WindowLoader", "index_plan"]
 
 _Spec = tuple[int, np.ndarray, np.ndarray]
 
@@ -80,6 +80,18 @@ class _ReadBatch(Dataset):
 
     def __len__(self) -> int:  # pragma: no cover - indexed by the sampler's specs only
         raise TypeError("indexed by batch specs")
+
+
+def index_plan(reader: SpanReader, window: int, batch_size: int, seed: int, pack: bool,
+               sampling: str = "uniform") -> WindowPlan:
+    """The window plan over a reader's utterances (laid end to end in its index's order):
+    one segment per utterance, or per run of one speaker's utterances with ``pack``."""
+    index = reader.index
+    segments = make_segments(torch.from_numpy(reader.starts),
+                             torch.from_numpy(index.num_samples),
+                             torch.from_numpy(index.speaker.astype(np.int64)), pack=pack,
+                             speakers=index.speakers)
+    return WindowPlan(segments, window, batch_size, seed, sampling)
 
 
 def _one_thread(_: int) -> None:

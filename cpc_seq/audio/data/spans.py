@@ -57,8 +57,6 @@ class SpanReader:
                 out = self._read_pipe(u, src, a, n)
             else:
                 out = self._read_file(u, src, a, n)
-        except DataError:
-            raise
         except (sf.LibsndfileError, RuntimeError, OSError, TypeError, ValueError) as e:
             raise DataError(f"{self._label(u)}: cannot read samples {a}-{a + n}: {e}") from None
         if len(out) < n:  # a file shorter than its index: changed since it was indexed

@@ -12,10 +12,9 @@ import soundfile as sf
 import torch
 
 from cpc_seq.audio.data import index as index_mod
-from cpc_seq.audio.data.batches import WindowPlan, make_segments
 from cpc_seq.audio.data.index import load_index, resampled_length
 from cpc_seq.audio.data.kaldi import write_data_dir
-from cpc_seq.audio.data.loader import WindowLoader
+from cpc_seq.audio.data.loader import WindowLoader, index_plan
 from cpc_seq.audio.data.spans import SpanReader
 from cpc_seq.audio.data.wav import read_audio, read_segment
 from cpc_seq.errors import DataError
@@ -146,10 +145,7 @@ def test_loader_resumes_at_the_batch_consumed_not_the_batch_read_ahead(
     d = _corpus(tmp_path)
     idx = load_index(d, 16000, progress=False).by_speaker()
     reader = SpanReader(idx)
-    seg = make_segments(torch.from_numpy(reader.starts), torch.from_numpy(idx.num_samples),
-                        torch.from_numpy(idx.speaker.astype(np.int64)), pack=True,
-                        speakers=idx.speakers)
-    plan = WindowPlan(seg, 2000, 4, seed=3)
+    plan = index_plan(reader, 2000, 4, seed=3, pack=True)
     ref = WindowLoader(reader, plan, num_workers=0)
     want = [ref.next() for _ in range(3 * plan.batches_per_epoch + 1)]
     a = WindowLoader(reader, plan, num_workers=workers, prefetch=2)
@@ -174,10 +170,7 @@ def test_worker_read_error_is_one_line_naming_the_utterance(tmp_path: Path) -> N
     idx = load_index(d, 16000, progress=False).by_speaker()
     os.unlink(tmp_path / "a-0.wav")
     reader = SpanReader(idx)
-    seg = make_segments(torch.from_numpy(reader.starts), torch.from_numpy(idx.num_samples),
-                        torch.from_numpy(idx.speaker.astype(np.int64)), pack=True,
-                        speakers=idx.speakers)
-    loader = WindowLoader(reader, WindowPlan(seg, 2000, 6, seed=0), num_workers=1)
+    loader = WindowLoader(reader, index_plan(reader, 2000, 6, seed=0, pack=True), num_workers=1)
     with pytest.raises(DataError) as e:
         for _ in range(10):
             loader.next()
