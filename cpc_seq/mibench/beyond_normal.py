@@ -19,8 +19,8 @@ every coordinate: uniform margins), ``half-cube`` (``sign(t)|t|^1.5``), ``asinh`
 ``wiggly`` (``t + sum a_k sin(b_k t + c_k)`` with the paper's coefficients, increasing),
 ``bimodal`` (the inverse CDF of a two-component Gaussian mixture applied to the uniform
 margins: ``0.3 N(0,1) + 0.7 N(5,1)`` for X, ``0.5 N(-1,1) + 0.5 N(3,1)`` for Y),
-``spiral`` (a rotation by ``||x||^2 / 3`` radians in the plane of coordinates 0, 1 of X
-and 1, 2 of Y: it keeps the norm, so it is invertible), ``swiss roll`` (the uniform X in
+``spiral`` (a rotation by ``||x||^2 / d`` radians, ``d`` the variable's dimension, in the
+plane of coordinates 0, 1 of X and 1, 2 of Y: it keeps the norm, so it is invertible), ``swiss roll`` (the uniform X in
 (0, 1) embedded in R^2 as ``t (cos t, sin t)``, ``t = 1.5 pi (1 + 2u)``: injective, so
 ``I`` is kept).
 
@@ -40,8 +40,8 @@ from scipy.special import digamma, gammaln, ndtr
 
 from cpc_seq.mibench.baselines import gaussian_mi_from_cov, rho_mi
 
-__all__ = ["BNTask", "beyond_normal_tasks", "solved", "student_mi", "additive_mi",
-           "SOLVED_FACTOR"]
+__all__ = ["BNTask", "beyond_normal_tasks", "package_ids", "solved", "student_mi",
+           "additive_mi", "SOLVED_FACTOR"]
 
 SOLVED_FACTOR = 1.5
 
@@ -154,7 +154,7 @@ def _mixture_icdf(weights: tuple[float, ...], means: tuple[float, ...]) -> Trans
     return icdf
 
 
-def _spiral(plane: tuple[int, int], speed: float = 1.0 / 3.0) -> Transform:
+def _spiral(plane: tuple[int, int], speed: float) -> Transform:
     i, j = plane
 
     def rotate(t: np.ndarray) -> np.ndarray:
@@ -228,12 +228,40 @@ def beyond_normal_tasks() -> list[BNTask]:
             _then(pair, *_same(ndtr)))
         add(f"Half-cube @ Multinormal {d}x{d} (2-pair)", d, d, mi_pair,
             _then(pair, *_same(_half_cube)))
-        add(f"Spiral @ Multinormal {d}x{d} (2-pair)", d, d, mi_pair,
-            _then(pair, _spiral((0, 1)), _spiral((1, 2))))
+        sx, sy = _spiral((0, 1), 1.0 / d), _spiral((1, 2), 1.0 / d)
+        add(f"Spiral @ Multinormal {d}x{d} (2-pair)", d, d, mi_pair, _then(pair, sx, sy))
         add(f"Spiral @ Normal CDF @ Multinormal {d}x{d} (2-pair)", d, d, mi_pair,
-            _then(pair, lambda t: _spiral((0, 1))(ndtr(t)),
-                  lambda t: _spiral((1, 2))(ndtr(t))))
+            _then(pair, lambda t, f=sx: f(ndtr(t)), lambda t, f=sy: f(ndtr(t))))
     for d, nu in ((2, 1), (3, 2), (5, 2)):
         add(f"Asinh @ Student-t {d}x{d} (dof={nu})", d, d, student_mi(d, d, nu),
             _then(_student(d, d, nu), *_same(np.arcsinh)))
     return tasks
+
+
+def package_ids() -> dict[str, str]:
+    """Each task's id in the ``benchmark-mi`` package (``bmi.benchmark.BENCHMARK_TASKS``),
+    by task name: what the reference test compares the samples against."""
+    ids = {"Bivariate normal 1x1": "1v1-normal-0.75",
+           "Uniform margins 1x1": "normal_cdf-1v1-normal-0.75",
+           "Additive noise 1x1 (e=0.1)": "1v1-additive-0.1",
+           "Additive noise 1x1 (e=0.75)": "1v1-additive-0.75",
+           "Bimodal 1x1": "1v1-bimodal-0.75",
+           "Wiggly 1x1": "wiggly-1v1-normal-0.75",
+           "Half-cube 1x1": "half_cube-1v1-normal-0.75",
+           "Student-t 1x1 (dof=1)": "student-identity-1-1-1",
+           "Asinh @ Student-t 1x1 (dof=1)": "asinh-student-identity-1-1-1",
+           "Swiss roll 2x1": "swissroll_x-normal_cdf-1v1-normal-0.75"}
+    for d in (2, 3, 5, 25, 50):
+        ids[f"Multinormal {d}x{d} (dense)"] = f"multinormal-dense-{d}-{d}-0.5"
+    for d in (2, 3, 5, 25):
+        ids[f"Multinormal {d}x{d} (2-pair)"] = f"multinormal-sparse-{d}-{d}-2-2.0"
+    for d, nu in ((2, 1), (2, 2), (3, 2), (3, 3), (5, 2), (5, 3)):
+        ids[f"Student-t {d}x{d} (dof={nu})"] = f"student-identity-{d}-{d}-{nu}"
+    for d in (3, 5, 25):
+        base = f"multinormal-sparse-{d}-{d}-2-2.0"
+        for ours, theirs in (("Normal CDF", "normal_cdf"), ("Half-cube", "half_cube"),
+                             ("Spiral", "spiral"), ("Spiral @ Normal CDF", "spiral-normal_cdf")):
+            ids[f"{ours} @ Multinormal {d}x{d} (2-pair)"] = f"{theirs}-{base}"
+    for d, nu in ((2, 1), (3, 2), (5, 2)):
+        ids[f"Asinh @ Student-t {d}x{d} (dof={nu})"] = f"asinh-student-identity-{d}-{d}-{nu}"
+    return ids

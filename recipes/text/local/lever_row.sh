@@ -9,7 +9,8 @@
 #   e.g. recipes/text/local/lever_row.sh exp/text/data exp/levers bag3000 \
 #          model.sentence_encoder=bag model.embed_dim=2400 train.steps=3000
 #   prints: NAME | training CPU s | steps | probe z %   (and writes OUT/NAME/row.txt)
-#   RANDOM_INIT=1 probes the same architecture with random weights instead.
+#   RANDOM_INIT=1 probes the same architecture with random weights instead; TASK names the
+#   probe task in its result (default "book group").
 set -euo pipefail
 data=$1 out=$2 name=$3; shift 3
 dir=$out/$name
@@ -27,7 +28,7 @@ for set in probe_train probe_test; do
     --no-split --no-progress "${extra[@]}" "text:$data/$set/text" \
     "ark,scp:$dir/feats/z_$set.ark,$dir/feats/z_$set.scp" 2>> "$dir/extract.log"
 done
-python -m cpc_seq text probe --task "book group" --threads 1 \
+python -m cpc_seq text probe --task "${TASK:-book group}" --threads 1 \
   --train-labels "$data/probe_train/utt2label" --test-labels "$data/probe_test/utt2label" \
   --train-feats "scp:$dir/feats/z_probe_train.scp" --test-feats "scp:$dir/feats/z_probe_test.scp" \
   --out "$dir/probe_z" --name "$name z" > "$dir/probe.log" 2>&1
