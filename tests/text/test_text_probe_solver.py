@@ -46,10 +46,29 @@ def test_tuned_lbfgs_picks_the_same_c_and_accuracy_as_sklearn(
     old = logreg_probe(xtr, ytr, xte, yte, classes, solver="sklearn", progress=False)
     assert new["C"] == old["C"]
     assert abs(new["accuracy"] - old["accuracy"]) <= 0.01
-    for c, acc in old["dev_accuracy_by_C"].items():
-        assert abs(new["dev_accuracy_by_C"][c] - acc) <= 0.02
-    # progress: one line per C and one for the refit
-    assert err.count("[logreg] C=") == 7 and "refit on all 600 items" in err
+    for c, acc in new["dev_accuracy_by_C"].items():
+        assert abs(old["dev_accuracy_by_C"][c] - acc) <= 0.02
+    # progress: one line per C fitted and one for the refit
+    assert err.count("[logreg] C=") == len(new["dev_accuracy_by_C"])
+    assert "refit on all 600 items" in err
+
+
+def test_c_path_stops_after_two_worse_c_values(capsys: pytest.CaptureFixture[str]) -> None:
+    # the classes differ in 2 of 200 dimensions: the dev accuracy peaks at a small C
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 4, 300)
+    x = rng.standard_normal((300, 200))
+    x[:, :2] += 1.2 * rng.standard_normal((4, 2))[y]
+    full = tuned_logreg(x, y, patience=0)
+    short = tuned_logreg(x, y, patience=2, progress=True)
+    assert len(full[2]) == 7
+    assert 2 < len(short[2]) < 7  # stopped early ...
+    assert short[1] == full[1]  # ... with the same choice of C
+    vals = list(short[2].values())
+    assert max(vals[-2:]) < max(vals[:-2])  # the last two fell below the best
+    err = capsys.readouterr().err
+    assert "the larger C values are not fitted" in err
+    assert ("smallest value of the grid" in err) == (short[1] == 0.001)
 
 
 def test_warm_start_path_is_cheaper_than_cold_starts() -> None:

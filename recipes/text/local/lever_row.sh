@@ -9,8 +9,11 @@
 #   e.g. recipes/text/local/lever_row.sh exp/text/data exp/levers bag3000 \
 #          model.sentence_encoder=bag model.embed_dim=2400 train.steps=3000
 #   prints: NAME | training CPU s | steps | probe z %   (and writes OUT/NAME/row.txt)
-#   RANDOM_INIT=1 probes the same architecture with random weights instead; TASK names the
-#   probe task in its result (default "book group").
+#   Environment: CKPT=best probes best.pt (lowest dev loss) instead of last.pt;
+#   RANDOM_INIT=1 probes the same architecture with random weights (drawn with seed
+#   RANDOM_SEED, default 0; give the folder of a trained run's cpc/ and time.txt);
+#   TASK names the probe task in its result (default "book group"). The training
+#   command's last metrics line is kept in OUT/NAME/final.json (seed_table.py reads it).
 set -euo pipefail
 data=$1 out=$2 name=$3; shift 3
 dir=$out/$name
@@ -19,12 +22,12 @@ export OMP_NUM_THREADS=1
 if [ ! -f "$dir/cpc/last.pt" ]; then
   /usr/bin/time -v -o "$dir/time.txt" python -m cpc_seq text train \
     --config "${CONF:-recipes/text/conf/sentence.yaml}" train.out_dir="$dir/cpc" train.threads=1 \
-    train.progress=false train.max_minutes=0 "$@" 2> "$dir/train.log"
+    train.progress=false train.max_minutes=0 "$@" > "$dir/final.json" 2> "$dir/train.log"
 fi
 extra=()
-[ -n "${RANDOM_INIT:-}" ] && extra=(--random-init)
+[ -n "${RANDOM_INIT:-}" ] && extra=(--random-init --seed "${RANDOM_SEED:-0}")
 for set in probe_train probe_test; do
-  python -m cpc_seq text extract --ckpt "$dir/cpc/last.pt" --layer z --pool mean --threads 1 \
+  python -m cpc_seq text extract --ckpt "$dir/cpc/${CKPT:-last}.pt" --layer z --pool mean --threads 1 \
     --no-split --no-progress "${extra[@]}" "text:$data/$set/text" \
     "ark,scp:$dir/feats/z_$set.ark,$dir/feats/z_$set.scp" 2>> "$dir/extract.log"
 done
