@@ -49,7 +49,8 @@ def run_beyond_normal(tasks: Sequence[BNTask], estimators: Sequence[str], ns: Se
             if line.strip():
                 rows.append(json.loads(line))
     done = {(r["task"], r["n"], r["seed"], r["estimator"]) for r in rows}
-    jobs = [(t, n, s, e) for n in ns for t in tasks for s in range(seeds) for e in estimators
+    # seed outermost: a run stopped early holds whole grids for the seeds it finished
+    jobs = [(t, n, s, e) for s in range(seeds) for n in ns for t in tasks for e in estimators
             if (t.name, n, s, e) not in done]
     bar = tqdm(jobs, desc="beyond-normal", unit="estimate", disable=not progress,
                dynamic_ncols=True)
