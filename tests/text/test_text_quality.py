@@ -276,3 +276,33 @@ def test_sentencepiece_subword_sampling_varies_and_decodes() -> None:
     assert tok.encode_batch([text])[0] == fixed
     with pytest.raises(ConfigError):
         tok.encode_sampled([text], alpha=0.0)
+
+
+def test_seed_table_rows_over_seeds(tmp_path: Path) -> None:
+    """recipes/text/local/seed_table.py: accuracies per seed, mean, spread, the training
+    figures of trained runs, the z+c layer, and one line for a missing result."""
+    def run_dir(name: str, accs: dict[str, float], trained: bool) -> Path:
+        d = tmp_path / name
+        for layer, acc in accs.items():
+            (d / f"probe_{layer}").mkdir(parents=True)
+            (d / f"probe_{layer}" / "result.json").write_text(json.dumps({"accuracy": acc}))
+        if trained:
+            (d / "cpc").mkdir()
+            (d / "cpc" / "log.jsonl").write_text('{"step": 10}\n{"step": 20}\n')
+            (d / "final.json").write_text('[train] a note\n{"train/acc": 0.5, "dev/acc": 0.01}\n')
+            (d / "time.txt").write_text("\tUser time (seconds): 90.5\n\tSystem time (seconds): 9.5\n")
+        return d
+
+    a = run_dir("cpc_s0", {"z": 0.50, "zc": 0.52}, True)
+    b = run_dir("cpc_s1", {"z": 0.54}, True)
+    (tmp_path / "bow.json").write_text(json.dumps({"accuracy": 0.6}))
+    script = str(ROOT / "recipes/text/local/seed_table.py")
+    out = subprocess.run([sys.executable, script, f"CPC z={a},{b}", f"CPC z+c={a}:zc",
+                          f"bow={tmp_path / 'bow.json'}"], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    rows = out.stdout.splitlines()
+    assert rows[2] == "| CPC z | 50.0, 54.0 | 52.0 | 4.0 | 100, 100 | 20, 20 | 50.0, 50.0 | 1.00, 1.00 |"
+    assert rows[3].startswith("| CPC z+c | 52.0 | 52.0 | 0.0 | 100 |")
+    assert rows[4] == "| bow | 60.0 | 60.0 | 0.0 |  |  |  |  |"
+    bad = subprocess.run([sys.executable, script, f"CPC c={a}:c"], capture_output=True, text=True)
+    assert bad.returncode != 0 and "probe_c/result.json: no probe result" in bad.stderr

@@ -1,12 +1,12 @@
 #!/usr/bin/env python3
 """One markdown row per feature set over seeds, from the run folders of ``lever_row.sh``.
 
-Each argument is ``NAME=DIR[,DIR...]`` (one folder per seed, each holding
-``probe_z/result.json``; trained runs also ``final.json`` and ``time.txt``) or
+Each argument is ``NAME=DIR[,DIR...][:LAYER]`` (one folder per seed, each holding
+``probe_LAYER/result.json``, LAYER z by default, c or zc as lever_row.sh's LAYER; trained runs also ``final.json`` and ``time.txt``) or
 ``NAME=FILE.json`` (one probe result, e.g. the bag of words). Prints, per row: the test
 accuracy of every seed, their mean and spread (max - min), and for trained runs the
 training CPU-seconds, the steps and the final InfoNCE accuracy on training and dev
-batches (``final.json``: the metrics the training command printed last).
+batches (``final.json``: the last metrics line the training command printed).
 
     python recipes/text/local/seed_table.py "CPC z=exp/fort/cpc_s0,exp/fort/cpc_s1" \\
         "random z=exp/fort/rand_s0,exp/fort/rand_s1" "bag of words=exp/fort/bow/result.json"
@@ -29,7 +29,10 @@ def _training(run: Path) -> tuple[float, int, float, float] | None:
     final, timing = run / "final.json", run / "time.txt"
     if not final.exists() or not timing.exists() or (run / "cpc").is_symlink():
         return None
-    m = json.loads(final.read_text())
+    lines = [ln for ln in final.read_text().splitlines() if ln.startswith("{")]
+    if not lines:
+        return None
+    m = json.loads(lines[-1])
     cpu = sum(float(v) for v in re.findall(r"(?:User|System) time \(seconds\): ([\d.]+)",
                                            timing.read_text()))
     steps = json.loads((run / "cpc" / "log.jsonl").read_text().splitlines()[-1])["step"]
@@ -40,9 +43,10 @@ def row(spec: str) -> str:
     name, _, paths = spec.partition("=")
     if not paths:
         raise SystemExit(f"error: {spec!r}: expected NAME=DIR[,DIR...] or NAME=FILE.json")
+    paths, _, layer = paths.partition(":")
     accs, train = [], []
     for p in (Path(s) for s in paths.split(",")):
-        result = p if p.suffix == ".json" else p / "probe_z" / "result.json"
+        result = p if p.suffix == ".json" else p / f"probe_{layer or 'z'}" / "result.json"
         if not result.exists():
             raise SystemExit(f"error: {result}: no probe result (run lever_row.sh first)")
         accs.append(_accuracy(result))
