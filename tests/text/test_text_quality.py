@@ -247,6 +247,15 @@ def test_make_fortunes(tmp_path: Path) -> None:
                           "--src", str(tmp_path / "none"), "--out", str(out)],
                          capture_output=True, text=True)
     assert bad.returncode != 0 and "apt-get install -y fortunes" in bad.stderr
+    capped = tmp_path / "capped"
+    run = subprocess.run([sys.executable, str(ROOT / "recipes/text/local/make_fortunes.py"),
+                          "--src", str(src), "--min-fortunes", "10", "--max-fortunes", "10",
+                          "--out", str(capped)], capture_output=True, text=True, check=True)
+    # the first 10 of each file: "Shared one." (the 13th) is no longer kept
+    assert "2 collections, 20 fortunes" in run.stderr and "0 duplicates" in run.stderr
+    assert (capped / "corpus" / "train" / "alpha.txt").read_text().splitlines()[-1] == (
+        "Fortune 8 of alpha. -- Someone")
+    assert (capped / "corpus" / "dev" / "beta.txt").read_text() == "Bold 4 beta\n"
 
 
 def test_bow_item_without_text_is_a_one_line_error(

@@ -4,7 +4,9 @@
 Reads the fortune collections of the Debian package ``fortunes`` (``apt-get install -y
 fortunes``; plain files under ``/usr/share/games/fortunes``, fortunes separated by lines
 holding a single ``%``), keeps the files with at least ``--min-fortunes`` fortunes
-(``art`` and ``ascii-art`` are drawings and always left out), and writes:
+(``art`` and ``ascii-art`` are drawings and always left out), keeps at most
+``--max-fortunes`` of each file (its first ones, so one large file does not make the
+task "is it from that file"; 0 = all), and writes:
 
     OUT/corpus/{train,dev,test}/<file>.txt   one fortune per line (``layout: lines``):
                                              one document per collection, fortunes in
@@ -62,6 +64,9 @@ def main() -> int:
     p.add_argument("--src", default=SOURCE, help="directory of the fortune files")
     p.add_argument("--min-fortunes", type=int, default=300,
                    help="keep collections with at least this many fortunes")
+    p.add_argument("--max-fortunes", type=int, default=0,
+                   help="keep at most this many fortunes of a collection, its first ones "
+                   "(0 = all)")
     p.add_argument("--out", required=True)
     args = p.parse_args()
     src = Path(args.src)
@@ -72,7 +77,8 @@ def main() -> int:
                    if f.is_file() and not f.is_symlink() and "." not in f.name
                    and f.name not in DRAWINGS)
     coll = {f.name: read_fortunes(f) for f in files}
-    coll = {k: v for k, v in coll.items() if len(v) >= args.min_fortunes}
+    coll = {k: v[:args.max_fortunes] if args.max_fortunes > 0 else v
+            for k, v in coll.items() if len(v) >= args.min_fortunes}
     if len(coll) < 2:
         raise SystemExit(f"error: {src}: fewer than 2 collections with at least "
                          f"{args.min_fortunes} fortunes")
