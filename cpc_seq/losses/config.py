@@ -46,7 +46,7 @@ class LossConfig:
     """
 
     kind: Literal["infonce", "acpc", "cotrain"] = "infonce"
-    negatives: Literal["all", "same_sequence", "cross_batch", "mixed"] = "all"
+    negatives: Literal["all", "other_sequences", "same_sequence", "cross_batch", "mixed"] = "all"
     n_negatives: int = 128
     exclude_positive: bool | None = None
     cross_rank: bool = False

@@ -6,8 +6,12 @@ positive ``z[b, t+k]`` and N negatives, and the loss is the cross-entropy of pic
 positive (InfoNCE). ``log(N+1) - L_k`` is a lower bound on I(z_{t+k}; c_t) in nats.
 
 Negatives (``negatives``): ``all`` scores every valid frame of the batch (N + 1 = the
-number of valid frames, no sampling); ``same_sequence``, ``cross_batch`` and ``mixed``
-draw N per query (:mod:`cpc_seq.losses.negatives`).
+number of valid frames, no sampling); ``other_sequences`` every valid frame of the
+*other* sequences plus the positive (the query's own sequence, but for its positive,
+is left out: the task is then "which sequence does this continue", not "which frame of
+this sequence", N + 1 = the frames of the other sequences + 1, its smallest value over
+the queries reported); ``same_sequence``, ``cross_batch`` and ``mixed`` draw N per
+query (:mod:`cpc_seq.losses.negatives`).
 
 Memory: sampled negatives are never gathered as vectors. For each step the full score
 matrix ``pred_k @ z^T`` of shape (B*T, B_c*T) is formed and the sampled columns are
@@ -30,7 +34,9 @@ from cpc_seq.kernels import use_kernels
 from cpc_seq.kernels import xent as xent_kernel
 from cpc_seq.losses.negatives import sample_block
 
-NEGATIVE_MODES = ("all", "same_sequence", "cross_batch", "mixed")
+NEGATIVE_MODES = ("all", "other_sequences", "same_sequence", "cross_batch", "mixed")
+#: The modes that score every candidate column (no sampling).
+DENSE_MODES = ("all", "other_sequences")
 
 #: Largest score block (query rows x candidate columns) formed at once; steps k are
 #: processed in chunks that fit (all 12 at once for the paper's batch of 8 x 128 frames).
@@ -74,8 +80,9 @@ def kstep_infonce(
         z: (B, T, D) encoded frames (the targets and negatives; gradients flow into z).
         lengths: (B,) valid frames per sequence (default: all T). Queries whose
             positive lies beyond the length, and padded candidates, are ignored.
-        negatives: ``all`` | ``same_sequence`` | ``cross_batch`` | ``mixed``.
-        n_negatives: N for the sampled modes (unused by ``all``).
+        negatives: ``all`` | ``other_sequences`` | ``same_sequence`` | ``cross_batch`` |
+            ``mixed``.
+        n_negatives: N for the sampled modes (unused by ``all`` and ``other_sequences``).
         exclude_positive: never draw the positive as one of its own negatives.
         generator: RNG for the sampled modes (reproducibility).
         candidates: (B_c, T, D) frames to draw positives and negatives from instead of
@@ -89,7 +96,13 @@ def kstep_infonce(
     """
     _check_inputs(pred, z, negatives)
     cands = _candidate_frames(z, lengths, candidates, candidate_lengths, query_offset)
-    num_candidates = cands.n_valid if negatives == "all" else n_negatives + 1
+    if negatives == "all":
+        num_candidates = cands.n_valid
+    elif negatives == "other_sequences":
+        own = cands.lengths[cands.query_offset : cands.query_offset + pred.shape[0]]
+        num_candidates = cands.n_valid - int(own.max()) + 1
+    else:
+        num_candidates = n_negatives + 1
     step_loss, step_acc = _step_losses(pred, cands, negatives, n_negatives, exclude_positive,
                                        generator, kernels)
     return KStepOutput(
@@ -198,6 +211,13 @@ def _chunk_loss(pred: Tensor, cands: _Candidates, queries: _Queries, k0: int, k_
     q_pred = pred[:, :, k0 - 1 : k0 - 1 + kc].reshape(-1, dim)  # (B*T*Kc, D)
     scores = q_pred @ cands.flat.t()  # (B*T*Kc, B_c*T), in the matmul's dtype
     if negatives == "all":
+        ce, hit = row_xent(scores, pos, None, queries.col_mask, kernels)
+    elif negatives == "other_sequences":
+        col_seq = torch.arange(scores.shape[1], device=scores.device) // frames  # (B_c*T,)
+        row_seq = queries.seq.view(bsz, 1, 1).expand(bsz, frames, kc).reshape(-1, 1)
+        own = col_seq.view(1, -1) == row_seq  # (B*T*Kc, B_c*T): the query's own sequence,
+        own.scatter_(1, pos.unsqueeze(1), False)  # but for its positive
+        scores = scores.masked_fill(own, torch.finfo(scores.dtype).min)
         ce, hit = row_xent(scores, pos, None, queries.col_mask, kernels)
     else:
         neg = sample_block(negatives, n_negatives, pos_t, queries.seq, frames, cands.lengths,

@@ -17,7 +17,7 @@ from cpc_seq.losses import (
 )
 from cpc_seq.losses.negatives import positive_index
 
-MODES = ["all", "same_sequence", "cross_batch", "mixed"]
+MODES = ["all", "other_sequences", "same_sequence", "cross_batch", "mixed"]
 
 
 def _orthogonal_frames(b: int, t: int, scale: float = 30.0) -> torch.Tensor:
@@ -51,10 +51,34 @@ def test_equal_scores_give_log_n_plus_one(mode: str) -> None:
     pred = torch.zeros(b, t, k, d)
     z = torch.randn(b, t, d)
     out = kstep_infonce(pred, z, negatives=mode, n_negatives=7)
-    n_plus_1 = b * t if mode == "all" else 8
+    n_plus_1 = {"all": b * t, "other_sequences": (b - 1) * t + 1}.get(mode, 8)
     assert out.num_candidates == n_plus_1
     assert torch.allclose(out.step_loss, torch.full((k,), math.log(n_plus_1)), atol=1e-5)
     assert torch.allclose(out.step_mi, torch.zeros(k), atol=1e-5)
+
+
+def test_other_sequences_leaves_out_the_own_sequence_but_the_positive() -> None:
+    """Brute force: each query's softmax runs over its positive and every valid frame of
+    the other sequences (padding excluded), nothing of its own sequence besides."""
+    torch.manual_seed(3)
+    b, t, k, d = 3, 7, 2, 4
+    pred, z = torch.randn(b, t, k, d), torch.randn(b, t, d)
+    lengths = torch.tensor([7, 5, 6])
+    out = kstep_infonce(pred, z, lengths=lengths, negatives="other_sequences")
+    for step in range(1, k + 1):
+        losses, hits = [], []
+        for bi in range(b):
+            others = torch.cat([z[j, : lengths[j]] for j in range(b) if j != bi])
+            for ti in range(int(lengths[bi]) - step):
+                p = pred[bi, ti, step - 1]
+                cands = torch.cat([z[bi, ti + step].unsqueeze(0), others])
+                logits = cands @ p
+                losses.append(torch.logsumexp(logits, 0) - logits[0])
+                hits.append(bool(logits.argmax() == 0))
+        assert out.step_loss[step - 1].item() == pytest.approx(torch.stack(losses).mean().item(),
+                                                               abs=1e-5)
+        assert out.step_acc[step - 1].item() == pytest.approx(sum(hits) / len(hits), abs=1e-6)
+    assert out.num_candidates == 18 - 7 + 1  # the longest own sequence gives the fewest
 
 
 def test_positive_index_for_every_k() -> None:

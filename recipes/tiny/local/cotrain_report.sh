@@ -6,18 +6,20 @@
 # train and test splits, probes phones on them (train -> test), and prints the codes' phone
 # purity next to k-means units of the same count on each model's c.
 #
-# Usage: recipes/tiny/local/cotrain_report.sh [EXP_DIR [CPU_MINUTES [K]]]
+# Usage: recipes/tiny/local/cotrain_report.sh [EXP_DIR [CPU_MINUTES [K [SEED]]]]
+#   SEED (default 0) is train.seed of both runs; give each seed its own EXP_DIR.
 # Finished steps are skipped on a rerun (their outputs exist).
 set -euo pipefail
 cd "$(dirname "$0")/../../.."
 exp=${1:-exp/cotrain}
 minutes=${2:-5}
 codes=${3:-64}
+seed=${4:-0}
 data=data/tiny
 export OMP_NUM_THREADS=1
 cpc() { .venv/bin/python -m cpc_seq "$@"; }
 common=(train.max_cpu_minutes="$minutes" train.schedule_clock=cpu train.threads=1
-        train.progress=false)
+        train.progress=false train.seed="$seed")
 
 [ -f "$exp/cpc/last.pt" ] || cpc audio train --config recipes/tiny/conf/cpc.yaml \
   train.out_dir="$exp/cpc" "${common[@]}"
