@@ -110,7 +110,10 @@ def write_outputs(rows: Sequence[dict[str, Any]], out: Path) -> None:
 
 
 def _order(summary: Sequence[dict[str, Any]], key: str) -> list[Any]:
-    return list(dict.fromkeys(s[key] for s in summary))
+    """The values of ``key`` in the order they first appear; sample sizes ``n`` sorted
+    (rows joined from several runs need not come in increasing N)."""
+    values = list(dict.fromkeys(s[key] for s in summary))
+    return sorted(values) if key == "n" else values
 
 
 def format_bn_table(summary: Sequence[dict[str, Any]]) -> str:

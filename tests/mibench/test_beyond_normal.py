@@ -85,6 +85,17 @@ def test_solved_rule() -> None:
     assert not solved(-0.1, 0.4) and not solved(float("nan"), 0.4)
 
 
+def test_table_orders_sample_sizes() -> None:
+    """Rows joined from two runs (N = 5000 first) still give the columns in increasing N."""
+    from cpc_seq.mibench.bn_run import format_bn_table
+
+    row = {"estimator": "cca", "task": "t", "true_mi": 1.0, "estimate": 1.0, "solved": True,
+           "cpu_seconds": 0.0, "seeds": 1}
+    table = format_bn_table([{**row, "n": 5000}, {**row, "n": 1000}, {**row, "n": 10000}])
+    assert "| estimator | solved at N = 1000 | solved at N = 5000 | solved at N = 10000 |" in table
+    assert table.index("N = 1000: mean") < table.index("N = 5000: mean")
+
+
 def test_run_writes_table_heatmap_and_resumes(tmp_path: Path) -> None:
     tasks = [TASKS["Bivariate normal 1x1"], TASKS["Multinormal 3x3 (2-pair)"]]
     rows = run_beyond_normal(tasks, ["cca", "ksg"], [300], 2, tmp_path, progress=False)
