@@ -154,7 +154,8 @@ class _Scored(NamedTuple):
 def _score_all(q: Tensor, z_flat: Tensor, valid: Tensor, pos_rows: Tensor) -> _Scored:
     """Candidates ``all``: every valid frame of the batch (one matmul, one log-normaliser
     per prediction shared by its M frames)."""
-    scores = (q @ z_flat.t()).float()  # (B*T*K, B*T)
+    with torch.autocast(q.device.type, enabled=False):  # float32 scores (kstep.py)
+        scores = q.float() @ z_flat.float().t()  # (B*T*K, B*T)
     scores = scores.masked_fill(~valid, float("-inf"))
     lse = torch.logsumexp(scores, dim=1, keepdim=True)  # (R, 1)
     s_pos = scores.gather(1, pos_rows)  # (R, M)
@@ -175,8 +176,10 @@ def _score_cross_batch(q: Tensor, z_flat: Tensor, valid: Tensor, pos_rows: Tenso
     u = torch.rand(q.shape[0], n_negatives, generator=generator, device=gdev)
     r = u.mul_(m).long().clamp_max_(m - 1).to(device)
     cand = z_flat[valid_idx[r]]  # (R, N, D)
-    s_neg = torch.einsum("rd,rnd->rn", q, cand).float()
-    s_pos = torch.einsum("rd,rmd->rm", q, z_flat[pos_rows]).float()  # (R, M)
+    with torch.autocast(q.device.type, enabled=False):  # float32 scores (kstep.py)
+        q32 = q.float()
+        s_neg = torch.einsum("rd,rnd->rn", q32, cand.float())
+        s_pos = torch.einsum("rd,rmd->rm", q32, z_flat[pos_rows].float())  # (R, M)
     lse_neg = torch.logsumexp(s_neg, dim=1, keepdim=True)
     cost = torch.logaddexp(lse_neg, s_pos) - s_pos
     num_candidates = n_negatives + 1

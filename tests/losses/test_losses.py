@@ -92,6 +92,20 @@ def test_scores_stay_float32_under_bf16_autocast() -> None:
     assert torch.allclose(out.step_loss, ref.step_loss, atol=1e-4)
 
 
+@pytest.mark.parametrize("negatives", ["all", "cross_batch"])
+def test_acpc_scores_stay_float32_under_bf16_autocast(negatives: str) -> None:
+    from cpc_seq.losses.acpc import acpc_loss
+
+    torch.manual_seed(5)
+    pred, z = torch.randn(2, 20, 3, 64) * 3, torch.randn(2, 20, 64) * 3
+    ref = acpc_loss(pred, z, horizon=5, negatives=negatives, n_negatives=9,
+                    generator=torch.Generator().manual_seed(1))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = acpc_loss(pred, z, horizon=5, negatives=negatives, n_negatives=9,
+                        generator=torch.Generator().manual_seed(1))
+    assert torch.allclose(out.step_loss, ref.step_loss, atol=1e-4)
+
+
 def test_positive_index_for_every_k() -> None:
     b, t = 3, 9
     for k in range(1, 5):
