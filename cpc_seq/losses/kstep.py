@@ -37,8 +37,6 @@ from cpc_seq.kernels import xent as xent_kernel
 from cpc_seq.losses.negatives import sample_block
 
 NEGATIVE_MODES = ("all", "other_sequences", "same_sequence", "cross_batch", "mixed")
-#: The modes that score every candidate column (no sampling).
-DENSE_MODES = ("all", "other_sequences")
 
 #: Largest score block (query rows x candidate columns) formed at once; steps k are
 #: processed in chunks that fit (all 12 at once for the paper's batch of 8 x 128 frames).
@@ -132,7 +130,7 @@ def _check_inputs(pred: Tensor, z: Tensor, negatives: str) -> None:
 class _Candidates:
     """The frames every query scores (its positive and its negatives come from them)."""
 
-    flat: Tensor  # (B_c*T, D)
+    flat: Tensor  # (B_c*T, D) float32
     lengths: Tensor  # (B_c,) long: valid frames per candidate sequence
     valid: Tensor  # (B_c*T,) bool: the frames within those lengths
     n_valid: int  # valid.sum()
@@ -153,7 +151,7 @@ def _candidate_frames(z: Tensor, lengths: Tensor | None, candidates: Tensor | No
     elif candidate_lengths is None:
         candidate_lengths = torch.full((candidates.shape[0],), frames, device=device)
     cand_lengths = candidate_lengths.to(device=device, dtype=torch.long)
-    z_flat = candidates.reshape(-1, dim)  # (B_c*T, D)
+    z_flat = candidates.reshape(-1, dim).float()  # (B_c*T, D), float32 once for every step
     frame_ids = torch.arange(frames, device=device)
     cand_valid = (frame_ids.unsqueeze(0) < cand_lengths.unsqueeze(1)).reshape(-1)  # (B_c*T,)
     n_valid = int(cand_lengths.sum())  # one host sync per call (needed for N anyway)
@@ -212,15 +210,10 @@ def _chunk_loss(pred: Tensor, cands: _Candidates, queries: _Queries, k0: int, k_
     pos = (queries.seq * frames + pos_t).reshape(-1)  # (B*T*Kc,) the positives' columns
     q_pred = pred[:, :, k0 - 1 : k0 - 1 + kc].reshape(-1, dim)  # (B*T*Kc, D)
     with torch.autocast(q_pred.device.type, enabled=False):
-        scores = q_pred.float() @ cands.flat.float().t()  # (B*T*Kc, B_c*T), float32
-    if negatives == "all":
-        ce, hit = row_xent(scores, pos, None, queries.col_mask, kernels)
-    elif negatives == "other_sequences":
-        col_seq = torch.arange(scores.shape[1], device=scores.device) // frames  # (B_c*T,)
-        row_seq = queries.seq.view(bsz, 1, 1).expand(bsz, frames, kc).reshape(-1, 1)
-        own = col_seq.view(1, -1) == row_seq  # (B*T*Kc, B_c*T): the query's own sequence,
-        own.scatter_(1, pos.unsqueeze(1), False)  # but for its positive
-        scores = scores.masked_fill(own, torch.finfo(scores.dtype).min)
+        scores = q_pred.float() @ cands.flat.t()  # (B*T*Kc, B_c*T), float32
+    if negatives in ("all", "other_sequences"):  # dense: every valid column
+        if negatives == "other_sequences":
+            scores = _mask_own_sequence(scores, pos, queries.seq, frames)
         ce, hit = row_xent(scores, pos, None, queries.col_mask, kernels)
     else:
         neg = sample_block(negatives, n_negatives, pos_t, queries.seq, frames, cands.lengths,
@@ -231,6 +224,20 @@ def _chunk_loss(pred: Tensor, cands: _Candidates, queries: _Queries, k0: int, k_
     loss = (ce.view(bsz, frames, kc) * w).sum(dim=(0, 1)) / denom
     acc = (hit.view(bsz, frames, kc) & q_valid).sum(dim=(0, 1)).to(ce.dtype) / denom
     return loss, acc
+
+
+def _mask_own_sequence(scores: Tensor, pos: Tensor, seq: Tensor, frames: int) -> Tensor:
+    """``other_sequences``: the columns of each query's own sequence set to the lowest
+    score, but for its positive. ``scores`` (B*T*Kc, B_c*T) rows in (b, t, k) order,
+    ``pos`` (B*T*Kc,) the positives' columns, ``seq`` (B, 1, 1) each query's sequence."""
+    bsz = seq.shape[0]
+    rows, cols = scores.shape
+    pos_scores = scores.gather(1, pos.unsqueeze(1))
+    by_seq = scores.view(bsz, rows // bsz, cols // frames, frames)
+    col_seq = torch.arange(cols // frames, device=scores.device).view(1, 1, -1, 1)
+    own = col_seq == seq.view(bsz, 1, 1, 1)  # (B, 1, B_c, 1): no (rows, cols) mask built
+    masked = by_seq.masked_fill(own, torch.finfo(scores.dtype).min).view(rows, cols)
+    return masked.scatter(1, pos.unsqueeze(1), pos_scores)
 
 
 def row_xent(scores: Tensor, target: Tensor, cols: Tensor | None = None,
