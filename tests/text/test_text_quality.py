@@ -232,6 +232,8 @@ def test_make_fortunes(tmp_path: Path) -> None:
     (src / "tiny").write_text("only\n%\ntwo\n")
     (src / "art").write_text("\n%\n".join("x" * 3 for _ in range(20)))
     (src / "alpha.dat").write_bytes(b"\0\1")
+    (src / "alpha.u8").symlink_to(src / "alpha")
+    (src / "gamma.fortunes-pre").write_text("\n%\n".join(f"pre {i}" for i in range(12)))
     out = tmp_path / "out"
     run = subprocess.run([sys.executable, str(ROOT / "recipes/text/local/make_fortunes.py"),
                           "--src", str(src), "--min-fortunes", "10", "--out", str(out)],
@@ -256,6 +258,16 @@ def test_make_fortunes(tmp_path: Path) -> None:
     assert (capped / "corpus" / "train" / "alpha.txt").read_text().splitlines()[-1] == (
         "Fortune 8 of alpha. -- Someone")
     assert (capped / "corpus" / "dev" / "beta.txt").read_text() == "Bold 4 beta\n"
+    # the Spanish package's layout: <name>.fortunes, with its .dat index and .u8 link
+    (src / "gamma.fortunes").write_text("\n%\n".join(f"Gamma {i}" for i in range(12)))
+    (src / "gamma.fortunes.dat").write_bytes(b"\0\1")
+    (src / "gamma.fortunes.u8").symlink_to(src / "gamma.fortunes")
+    es = tmp_path / "es"
+    run = subprocess.run([sys.executable, str(ROOT / "recipes/text/local/make_fortunes.py"),
+                          "--src", str(src), "--min-fortunes", "10", "--out", str(es)],
+                         capture_output=True, text=True, check=True)
+    assert "3 collections, 36 fortunes" in run.stderr and "gamma 12" in run.stderr
+    assert (es / "corpus" / "test" / "gamma.txt").read_text() == "Gamma 9\n"
 
 
 def test_bow_item_without_text_is_a_one_line_error(
@@ -315,3 +327,46 @@ def test_seed_table_rows_over_seeds(tmp_path: Path) -> None:
     assert rows[4] == "| bow | 60.0 | 60.0 | 0.0 |  |  |  |  |"
     bad = subprocess.run([sys.executable, script, f"CPC c={a}:c"], capture_output=True, text=True)
     assert bad.returncode != 0 and "probe_c/result.json: no probe result" in bad.stderr
+
+
+def _play(*speeches: tuple[str, str]) -> str:
+    body = "\n\n".join(f"{who}.\n{text}" for who, text in speeches)
+    return "Title page\n\nACT I.\n\nScene I. A room.\n\n[Enter both.]\n\n" + body + "\n"
+
+
+def test_make_shakespeare_play_and_character_labels(tmp_path: Path) -> None:
+    texts = tmp_path / "texts"
+    texts.mkdir()
+    # 10 speeches per play: speech i % 10 == 4 is dev, 9 is test, the rest train
+    (texts / "alpha_gut.txt").write_text(_play(*[
+        ("Sir Toby" if i % 2 else "Ham", f"Speech {i} of alpha. [Aside.] Second {i}.")
+        for i in range(10)]))
+    (texts / "beta_gut.txt").write_text(_play(*[("BETA", f"Line {i} of beta.")
+                                                for i in range(10)]))
+    (texts / "sonnets_gut.txt").write_text("ACT I.\n\nPOET.\nNot a play.\n")
+    script = str(ROOT / "recipes/text/local/make_shakespeare.py")
+    plays, chars = tmp_path / "plays", tmp_path / "chars"
+    run = subprocess.run([sys.executable, script, "--texts", str(texts), "--out", str(plays)],
+                         capture_output=True, text=True, check=True)
+    assert "2 plays; probe train 24 / test 3 sentences" in run.stderr
+    assert (plays / "corpus" / "test" / "alpha.txt").read_text() == (
+        "Speech 9 of alpha. Second 9.\n")
+    assert (plays / "probe_test" / "utt2label").read_text().split() == [
+        "alpha-00000", "alpha", "alpha-00001", "alpha", "beta-00000", "beta"]
+    run = subprocess.run([sys.executable, script, "--texts", str(texts), "--out", str(chars),
+                          "--labels", "character", "--characters", "2"],
+                         capture_output=True, text=True, check=True)
+    # alpha's two tagged speakers have 8 training sentences each, beta's 8: ties by name
+    assert "2 characters, training sentences 8-8" in run.stderr
+    for split in ("train", "dev", "test"):  # the same training text for both tasks
+        for play in ("alpha", "beta"):
+            assert ((chars / "corpus" / split / f"{play}.txt").read_text()
+                    == (plays / "corpus" / split / f"{play}.txt").read_text())
+    labels = (chars / "probe_test" / "utt2label").read_text().split()
+    assert labels == ["alpha-00000", "alpha:Sir_Toby", "alpha-00001", "alpha:Sir_Toby"]
+    (texts / "gamma_gut.txt").write_text("no acts here\n")
+    bad = subprocess.run([sys.executable, script, "--texts", str(texts), "--out", str(plays)],
+                         capture_output=True, text=True)
+    assert bad.returncode == 1 and "Traceback" not in bad.stderr
+    assert bad.stderr.strip() == f"error: {texts / 'gamma_gut.txt'}: no first-act heading " \
+        "('ACT I', 'Act 1', 'ACT FIRST')"

@@ -4,7 +4,10 @@
 Reads the fortune collections of the Debian package ``fortunes`` (``apt-get install -y
 fortunes``; plain files under ``/usr/share/games/fortunes``, fortunes separated by lines
 holding a single ``%``), keeps the files with at least ``--min-fortunes`` fortunes
-(``art`` and ``ascii-art`` are drawings and always left out), keeps at most
+(``art`` and ``ascii-art`` are drawings and always left out; a collection is a plain
+file: the ``.dat`` indexes, the ``.u8`` links and ``*-pre`` files are not, and a
+``.fortunes`` suffix, as the Spanish package names its files, is not part of the
+collection's name), keeps at most
 ``--max-fortunes`` of each file (its first ones, so one large file does not make the
 task "is it from that file"; 0 = all), and writes:
 
@@ -53,6 +56,19 @@ def read_fortunes(path: Path) -> list[str]:
     return [f for f in out if f]
 
 
+def is_collection(path: Path) -> bool:
+    """Whether a file of a fortunes directory is a collection (not an index, link, drawing)."""
+    name = path.name
+    if not path.is_file() or path.is_symlink() or name in DRAWINGS:
+        return False
+    return name.endswith(".fortunes") or "." not in name and not name.endswith("-pre")
+
+
+def collection_name(path: Path) -> str:
+    """The collection's name: the file name without a ``.fortunes`` suffix."""
+    return path.name.removesuffix(".fortunes")
+
+
 def split_of(i: int) -> str:
     """Split of the i-th (0-based) fortune of a file."""
     return "dev" if i % 10 == 4 else "test" if i % 10 == 9 else "train"
@@ -73,10 +89,8 @@ def main() -> int:
     if not src.is_dir():
         raise SystemExit(f"error: {src}: no fortune collections; install them with "
                          "'apt-get install -y fortunes' (or give --src)")
-    files = sorted(f for f in src.iterdir()
-                   if f.is_file() and not f.is_symlink() and "." not in f.name
-                   and f.name not in DRAWINGS)
-    coll = {f.name: read_fortunes(f) for f in files}
+    coll = {collection_name(f): read_fortunes(f) for f in sorted(src.iterdir())
+            if is_collection(f)}
     coll = {k: v[:args.max_fortunes] if args.max_fortunes > 0 else v
             for k, v in coll.items() if len(v) >= args.min_fortunes}
     if len(coll) < 2:
@@ -116,4 +130,7 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except DataError as e:  # bad input: one line, no traceback
+        sys.exit(f"error: {e}")
