@@ -142,13 +142,21 @@ def fit_softmax(
     return w.detach(), b.detach(), iters
 
 
+def _below_in_a_row(acc: float, best: float | None, worse: int) -> int:
+    """How many C values in a row have now scored strictly below the best so far. A tie
+    breaks the row: a plateau (e.g. every small C predicting the majority class, as
+    TF-IDF features do) must not stop the path before the C values that learn."""
+    return worse + 1 if best is not None and acc < best else 0
+
+
 def _tuned_torch(
     train_x: np.ndarray, train_y: np.ndarray, c_grid: Sequence[float], fit_idx: np.ndarray,
     dev_idx: np.ndarray, max_iter: int, tol: float, progress: bool, patience: int = 0,
 ) -> tuple[LinearSoftmax, float, dict[str, float]]:
     """:func:`tuned_logreg` with :func:`fit_softmax`: the C grid in increasing order, each
     fit starting from the previous C's solution (the regularisation path), stopped once
-    ``patience`` C values in a row (0: never) scored below the best so far, then the
+    ``patience`` C values in a row (0: never) scored strictly below the best so far,
+    then the
     refit on all items starting from the chosen C's solution."""
     x = torch.as_tensor(np.ascontiguousarray(train_x, dtype=np.float32))
     y = torch.as_tensor(np.asarray(train_y, dtype=np.int64))
@@ -166,8 +174,8 @@ def _tuned_torch(
         w, b, it = fit_softmax(xf, yf, k, c, w, b, max_iter, tol)
         acc = float(((xd @ w.t() + b).argmax(1) == yd).double().mean())
         by_c[f"{c:g}"] = acc
-        worse = 0 if best is None or acc > best[1] else worse + 1
-        if worse == 0:
+        worse = _below_in_a_row(acc, None if best is None else best[1], worse)
+        if best is None or acc > best[1]:
             best = (c, acc, w, b)
         _say(progress, f"C={c:g}: dev {100 * acc:.2f} % ({it} iterations, "
                        f"{time.perf_counter() - t0:.1f} s)")
@@ -202,7 +210,8 @@ def tuned_logreg(
     at most ``max_iter`` iterations); ``sklearn`` fits every C from scratch with
     scikit-learn's lbfgs (the probe before the warm starts: 4.5x the CPU time at 20 k x
     2,400, docs/text.md). Both stop the path once ``patience`` C values in a row
-    (0: never) scored below the best so far: the larger C values cost the most
+    (0: never) scored strictly below the best so far (a tie, such as a plateau at the
+    majority class, breaks the row): the larger C values cost the most
     iterations, and the dev accuracy rarely recovers after falling twice. ``progress`` prints a line per C to stderr.
     """
     import warnings
@@ -231,8 +240,8 @@ def tuned_logreg(
             m.fit(train_x[fit_idx], train_y[fit_idx])
             acc = float((m.predict(train_x[dev_idx]) == train_y[dev_idx]).mean())
             by_c[f"{c:g}"] = acc
-            worse = 0 if acc > best_acc else worse + 1
-            if worse == 0:
+            worse = _below_in_a_row(acc, None if best_c is None else best_acc, worse)
+            if acc > best_acc:
                 best_c, best_acc = c, acc
             _say(progress, f"C={c:g}: dev {100 * acc:.2f} % ({int(m.n_iter_.max())} "
                            f"iterations, {time.perf_counter() - t0:.1f} s)")

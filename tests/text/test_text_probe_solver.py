@@ -91,3 +91,18 @@ def test_sparse_input_and_bad_solver() -> None:
     assert set(by_c) == {"0.1", "1"} and model.predict(x[:3]).shape == (3,)
     with pytest.raises(ConfigError, match="solver"):
         tuned_logreg(x, y, solver="newton")
+
+
+@pytest.mark.parametrize("solver", ["lbfgs", "sklearn"])
+def test_c_path_does_not_stop_on_a_majority_plateau(solver: str) -> None:
+    # tiny features (as L2-normalised TF-IDF rows are): every small C predicts the
+    # majority class, so the dev accuracy is flat until C is large enough to learn; a
+    # plateau is not a fall, and the path must reach the C values that learn
+    rng = np.random.default_rng(0)
+    y = rng.choice(3, 400, p=[0.5, 0.25, 0.25])
+    x = 0.01 * np.hstack([np.eye(3)[y] + 0.3 * rng.standard_normal((400, 3)),
+                          rng.standard_normal((400, 5))])
+    model, c, by_c = tuned_logreg(x, y, patience=2, solver=solver)
+    assert by_c["0.001"] == by_c["0.01"] == by_c["0.1"]  # the plateau
+    assert c >= 100 and max(by_c.values()) > by_c["0.001"] + 0.3
+    assert float((model.predict(x) == y).mean()) > 0.9
