@@ -27,6 +27,7 @@ import re
 import sys
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -142,11 +143,32 @@ def fit_softmax(
     return w.detach(), b.detach(), iters
 
 
-def _below_in_a_row(acc: float, best: float | None, worse: int) -> int:
-    """How many C values in a row have now scored strictly below the best so far. A tie
-    breaks the row: a plateau (e.g. every small C predicting the majority class, as
-    TF-IDF features do) must not stop the path before the C values that learn."""
-    return worse + 1 if best is not None and acc < best else 0
+@dataclass
+class _CPath:
+    """The selection rule along the C grid, walked in increasing order: the best dev
+    accuracy wins (ties: the smaller C), and the walk stops once ``patience`` C values in
+    a row (0: never) scored strictly below the best. A tie breaks the row: a plateau
+    (e.g. every small C predicting the majority class, as TF-IDF rows do) must not stop
+    the path before the C values that learn."""
+
+    patience: int
+    last_c: float  # the grid's largest C: nothing is left to skip after it
+    best_c: float | None = None
+    best_acc: float = -1.0
+    best_state: Any = None  # the solver's solution at best_c (the torch warm start)
+    below: int = 0
+
+    def update(self, c: float, acc: float, state: Any, progress: bool) -> bool:
+        """Record C's dev accuracy (and the solution); True when the path stops here."""
+        if acc > self.best_acc:
+            self.best_c, self.best_acc, self.best_state, self.below = c, acc, state, 0
+        else:
+            self.below = self.below + 1 if acc < self.best_acc else 0
+        stop = bool(self.patience) and self.below >= self.patience and c != self.last_c
+        if stop:
+            _say(progress, f"the dev accuracy fell at {self.below} C values in a row: "
+                           "the larger C values are not fitted")
+        return stop
 
 
 def _tuned_torch(
@@ -154,37 +176,28 @@ def _tuned_torch(
     dev_idx: np.ndarray, max_iter: int, tol: float, progress: bool, patience: int = 0,
 ) -> tuple[LinearSoftmax, float, dict[str, float]]:
     """:func:`tuned_logreg` with :func:`fit_softmax`: the C grid in increasing order, each
-    fit starting from the previous C's solution (the regularisation path), stopped once
-    ``patience`` C values in a row (0: never) scored strictly below the best so far,
-    then the
-    refit on all items starting from the chosen C's solution."""
+    fit starting from the previous C's solution (the regularisation path), stopped by
+    :class:`_CPath`, then the refit on all items from the chosen C's solution."""
     x = torch.as_tensor(np.ascontiguousarray(train_x, dtype=np.float32))
     y = torch.as_tensor(np.asarray(train_y, dtype=np.int64))
     k = int(y.max()) + 1
     xf, yf = x[torch.as_tensor(fit_idx)], y[torch.as_tensor(fit_idx)]
     xd, yd = x[torch.as_tensor(dev_idx)], y[torch.as_tensor(dev_idx)]
     by_c: dict[str, float] = {}
-    best: tuple[float, float, Tensor, Tensor] | None = None
+    path = _CPath(patience, max(c_grid))
     w = b = None
     t0 = time.perf_counter()
     _say(progress, f"{len(fit_idx)} fit / {len(dev_idx)} dev items x {x.shape[1]} dims, "
                    f"{k} classes; C grid {', '.join(f'{c:g}' for c in sorted(c_grid))}")
-    worse = 0
     for c in sorted(c_grid):
         w, b, it = fit_softmax(xf, yf, k, c, w, b, max_iter, tol)
         acc = float(((xd @ w.t() + b).argmax(1) == yd).double().mean())
         by_c[f"{c:g}"] = acc
-        worse = _below_in_a_row(acc, None if best is None else best[1], worse)
-        if best is None or acc > best[1]:
-            best = (c, acc, w, b)
         _say(progress, f"C={c:g}: dev {100 * acc:.2f} % ({it} iterations, "
                        f"{time.perf_counter() - t0:.1f} s)")
-        if patience and worse >= patience and c != max(c_grid):
-            _say(progress, f"the dev accuracy fell at {worse} C values in a row: "
-                           "the larger C values are not fitted")
+        if path.update(c, acc, (w, b), progress):
             break
-    assert best is not None
-    c, _, w, b = best
+    c, (w, b) = path.best_c, path.best_state
     w, b, it = fit_softmax(x, y, k, c, w, b, max_iter, tol)
     _say(progress, f"refit on all {len(y)} items with C={c:g} ({it} iterations, "
                    f"{time.perf_counter() - t0:.1f} s)")
@@ -230,25 +243,20 @@ def tuned_logreg(
         _edge_note(out[1], c_grid, progress)
         return out
     by_c: dict[str, float] = {}
-    best_c, best_acc = None, -1.0
+    path = _CPath(patience, max(c_grid))
     t0 = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
-        worse = 0
         for c in sorted(c_grid):
             m = LogisticRegression(C=c, max_iter=max_iter, tol=tol)
             m.fit(train_x[fit_idx], train_y[fit_idx])
             acc = float((m.predict(train_x[dev_idx]) == train_y[dev_idx]).mean())
             by_c[f"{c:g}"] = acc
-            worse = _below_in_a_row(acc, None if best_c is None else best_acc, worse)
-            if acc > best_acc:
-                best_c, best_acc = c, acc
             _say(progress, f"C={c:g}: dev {100 * acc:.2f} % ({int(m.n_iter_.max())} "
                            f"iterations, {time.perf_counter() - t0:.1f} s)")
-            if patience and worse >= patience and c != max(c_grid):
-                _say(progress, f"the dev accuracy fell at {worse} C values in a row: "
-                               "the larger C values are not fitted")
+            if path.update(c, acc, None, progress):
                 break
+        best_c = path.best_c
         model = LogisticRegression(C=best_c, max_iter=max_iter, tol=tol).fit(train_x, train_y)
     _say(progress, f"refit on all {train_x.shape[0]} items with C={best_c:g} "
                    f"({time.perf_counter() - t0:.1f} s)")

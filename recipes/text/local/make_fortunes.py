@@ -61,7 +61,7 @@ def is_collection(path: Path) -> bool:
     name = path.name
     if not path.is_file() or path.is_symlink() or name in DRAWINGS:
         return False
-    return name.endswith(".fortunes") or "." not in name and not name.endswith("-pre")
+    return name.endswith(".fortunes") or ("." not in name and not name.endswith("-pre"))
 
 
 def collection_name(path: Path) -> str:

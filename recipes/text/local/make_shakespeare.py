@@ -81,6 +81,13 @@ def read_play(path: Path) -> list[tuple[str, str]]:
     return [(who, sp) for who, sp in speeches if sp]
 
 
+def label_of(task: str, play: str, speaker: str) -> str:
+    """A sentence's label: its play, or ``<play>:<speaker>`` ("" for an untagged speech)."""
+    if task == "play":
+        return play
+    return f"{play}:{speaker}" if speaker else ""
+
+
 def split_of(i: int) -> str:
     """Split of the i-th (0-based) speech of a play."""
     return "dev" if i % 10 == 4 else "test" if i % 10 == 9 else "train"
@@ -121,9 +128,8 @@ def main() -> int:
                 f.write("\n".join(sp for _, sp in speeches) + "\n")
             if split in probe:
                 sents = [(who, s) for who, sp in speeches for s in split_sentences(sp)]
-                probe[split] += [(f"{name}-{j:05d}", s,
-                                  name if args.labels == "play" else f"{name}:{who}" if who
-                                  else "") for j, (who, s) in enumerate(sents)]
+                probe[split] += [(f"{name}-{j:05d}", s, label_of(args.labels, name, who))
+                                 for j, (who, s) in enumerate(sents)]
     if args.labels == "character":
         counts = Counter(lab for _, _, lab in probe["train"] if lab)
         keep_chars = {c for c, _ in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
