@@ -90,6 +90,10 @@ class TextModelConfig:
     token_dropout: float = 0.0
     score: Score = "dot"
     score_temperature: float = 0.1
+    #: std of the bag encoder's N(0, std) word vectors at initialisation (1 = torch's
+    #: default). With Adam a step moves a weight by about the learning rate whatever its
+    #: size, so a smaller start lets training move z further from its random start.
+    embed_init_std: float = 1.0
 
     def validate(self) -> None:
         check_literals(self, "model.")
@@ -125,6 +129,10 @@ class TextModelConfig:
         check(1.0 / MAX_COSINE_SCALE <= self.score_temperature <= 1.0, "model.score_temperature",
               f"must be in [{1.0 / MAX_COSINE_SCALE:g}, 1]")
         check(0.0 <= self.token_dropout < 1.0, "model.token_dropout", "must be in [0, 1)")
+        check(self.embed_init_std > 0.0, "model.embed_init_std", "must be positive")
+        if self.embed_init_std != 1.0:
+            check(self.level == "sentence" and self.sentence_encoder == "bag",
+                  "model.embed_init_std", "needs level: sentence and sentence_encoder: bag")
         if self.token_dropout:
             check(self.level == "sentence" and self.sentence_encoder == "bag",
                   "model.token_dropout", "needs level: sentence and sentence_encoder: bag")
@@ -327,6 +335,9 @@ class SentenceEncoder(nn.Module):
             self.out_channels = dim
         else:  # bag
             self.out_channels = config.embed_dim
+            if config.embed_init_std != 1.0:
+                with torch.no_grad():  # torch's N(0, 1) draw, scaled (the padding row stays 0)
+                    self.embed.weight.mul_(config.embed_init_std)
             if self.pool == "weighted":  # one learned score per token; 0 = the plain mean
                 self.token_score = nn.Embedding(config.vocab_size, 1, padding_idx=0)
                 nn.init.zeros_(self.token_score.weight)

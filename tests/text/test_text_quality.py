@@ -222,6 +222,26 @@ def test_bag_token_dropout_only_while_training() -> None:
         TextModelConfig(level="sentence", sentence_encoder="bag", token_dropout=1.0).validate()
 
 
+def test_bag_embed_init_std() -> None:
+    def words(std: float) -> torch.Tensor:
+        torch.manual_seed(0)
+        cfg = TextModelConfig(level="sentence", vocab_size=500, embed_dim=64,
+                              sentence_encoder="bag", pool="weighted", embed_init_std=std)
+        cfg.validate()
+        return SentenceEncoder(cfg).embed.weight.detach()
+
+    default, small = words(1.0), words(0.1)
+    assert abs(float(default[1:].std()) - 1.0) < 0.02  # torch's N(0, 1), as before
+    assert abs(float(small[1:].std()) - 0.1) < 0.002
+    assert torch.all(small[0] == 0)  # the padding row stays 0
+    # the same draw, scaled: a probe on standardised features sees the same random z
+    torch.testing.assert_close(small[1:], 0.1 * default[1:])
+    with pytest.raises(ConfigError, match="model.embed_init_std"):
+        TextModelConfig(level="sentence", sentence_encoder="bag", embed_init_std=0.0).validate()
+    with pytest.raises(ConfigError, match="model.embed_init_std"):
+        TextModelConfig(level="sentence", sentence_encoder="conv", embed_init_std=0.1).validate()
+
+
 def test_make_fortunes(tmp_path: Path) -> None:
     src = tmp_path / "src"
     src.mkdir()
