@@ -335,9 +335,8 @@ class SentenceEncoder(nn.Module):
             self.out_channels = dim
         else:  # bag
             self.out_channels = config.embed_dim
-            if config.embed_init_std != 1.0:
-                with torch.no_grad():  # torch's N(0, 1) draw, scaled (the padding row stays 0)
-                    self.embed.weight.mul_(config.embed_init_std)
+            with torch.no_grad():  # torch's N(0, 1) draw, scaled (the padding row stays 0)
+                self.embed.weight.mul_(config.embed_init_std)
             if self.pool == "weighted":  # one learned score per token; 0 = the plain mean
                 self.token_score = nn.Embedding(config.vocab_size, 1, padding_idx=0)
                 nn.init.zeros_(self.token_score.weight)
