@@ -507,9 +507,13 @@ class SentenceStore:
     def total_sentences(self) -> int:
         return int(self.lengths.sum())
 
-    def gather(self, doc_idx: Tensor, offset: Tensor, n: int, variant: Tensor | None = None
-               ) -> tuple[Tensor, Tensor]:
-        sid = (self.doc_start[doc_idx] + offset).unsqueeze(1) + torch.arange(n)  # (B, n)
+    def gather(self, doc_idx: Tensor, offset: Tensor, n: int, variant: Tensor | None = None,
+               positions: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Sentences ``offset .. offset + n - 1`` of each document ``doc_idx`` (B,), or,
+        with ``positions`` (B, n), sentences ``positions`` of each (``offset`` unused)."""
+        if positions is None:
+            positions = offset.unsqueeze(1) + torch.arange(n)
+        sid = self.doc_start[doc_idx].unsqueeze(1) + positions  # (B, n)
         if variant is not None:
             sid = sid + variant * self.n_sentences
         sid_np = sid.numpy()
@@ -523,6 +527,17 @@ class SentenceStore:
         idx = np.where(valid, start[..., None] + pos, 0)
         toks = self.flat[idx].astype(np.int64) * valid
         return torch.from_numpy(toks), torch.from_numpy(tl)
+
+
+def sample_positions(lengths: Tensor, n: int, generator: torch.Generator) -> Tensor:
+    """``n`` distinct positions drawn uniformly from ``0 .. lengths[b] - 1`` for each row,
+    in random order: (B,) -> (B, n) int64. Every length must be at least ``n``."""
+    if len(lengths) and int(lengths.min()) < n:
+        raise ValueError(f"a document has {int(lengths.min())} sentences, fewer than {n}")
+    width = int(lengths.max()) if len(lengths) else n
+    keys = torch.rand(len(lengths), width, generator=generator)
+    keys[torch.arange(width) >= lengths.unsqueeze(1)] = 2.0  # past the end: never drawn
+    return keys.argsort(dim=1)[:, :n]
 
 
 def pad_sequences(seqs: Sequence[Sequence[int]]) -> tuple[Tensor, Tensor]:

@@ -9,7 +9,8 @@ schedule, precision, DDP, logging, checkpoints, resume) is the engine's
 model as a uint8 tensor).
 
 Windows: token level, ``data.window`` consecutive tokens of one document; sentence level,
-``data.window`` consecutive sentences of one document, each cut to
+``data.window`` consecutive sentences of one document (``data.sentence_order=shuffled``:
+that many distinct sentences of it drawn at random, in random order), each cut to
 ``data.max_sentence_tokens`` tokens.
 
 Layout of ``train.out_dir``: ``config.yaml``, ``last.pt``, ``best.pt`` (with a dev set),
@@ -49,6 +50,7 @@ from cpc_seq.text.data import (
     keep_long_enough,
     list_text_files,
     read_corpus,
+    sample_positions,
 )
 from cpc_seq.text.models import SentenceCPC, TextModelConfig, TokenCPC, build_text_model
 from cpc_seq.text.token_cache import (
@@ -83,6 +85,13 @@ class TextDataConfig:
     more varied) are stored, and each sentence of a training batch takes one of them at
     random (seeded; its generator state is in the checkpoint, so a resume continues the
     same draws). 0 = off. Dev windows and extraction always use the best segmentation.
+    ``sentence_order`` (sentence level): ``file`` = a training window is ``window``
+    consecutive sentences of a document; ``shuffled`` = ``window`` distinct sentences of
+    one document drawn at random, in random order, afresh for every window (seeded; the
+    generator state is in the checkpoint). For documents that are collections of
+    independent items (one fortune or quotation per line), whose order in the file
+    carries nothing to predict and is otherwise memorised; what is left to predict is
+    what the items of one document share. Dev windows keep the file's order.
     ``token_cache``: tokenise each corpus once into a memory-mapped cache that every
     later run, rank and resume reuses (:mod:`cpc_seq.text.token_cache`; beside the corpus,
     or in ``train.out_dir/token_cache`` when the corpus directory is read-only);
@@ -102,6 +111,7 @@ class TextDataConfig:
     short_documents: Literal["error", "skip"] = "error"
     subword_samples: int = 0
     subword_alpha: float = 0.1
+    sentence_order: Literal["file", "shuffled"] = "file"
     token_cache: bool = True
     token_cache_dir: str | None = None
 
@@ -146,6 +156,9 @@ class TextExperimentConfig:
             check(self.data.window > ahead, "data.window",
                   f"{self.data.window} sentences are too few for {ahead} "
                   f"prediction steps (need at least {ahead + 1})")
+        if self.data.sentence_order == "shuffled":
+            check(self.model.level == "sentence", "data.sentence_order",
+                  "shuffled needs model.level=sentence")
         if self.data.subword_samples:
             check(self.model.level == "sentence" and self.tokenizer.kind == "sentencepiece",
                   "data.subword_samples", "needs model.level=sentence and "
@@ -282,6 +295,8 @@ class TextCPCTask(KStepTask):
                                            sample_seed=run.seed + 31)
         # which segmentation each training sentence takes (subword regularisation)
         self.variant_gen = torch.Generator().manual_seed(run.seed + 37 + 1000 * ctx.dist.rank)
+        # which sentences a training window takes (data.sentence_order=shuffled)
+        self.order_gen = torch.Generator().manual_seed(run.seed + 41 + 1000 * ctx.dist.rank)
         if ctx.dist.is_main:
             for line in notes.summary():
                 tqdm.write(f"[train] {line}")
@@ -332,11 +347,13 @@ class TextCPCTask(KStepTask):
         if isinstance(store, TokenStore):
             x = store.gather(idx, off, window).to(dev, non_blocking=True)
             return (x,), x.numel()
-        variant = None
+        variant = positions = None
         if sampled and store.n_variants > 1:
             variant = torch.randint(store.n_variants, (len(idx), window),
                                     generator=self.variant_gen)
-        toks, tl = store.gather(idx, off, window, variant)
+        if sampled and self.cfg.data.sentence_order == "shuffled":
+            positions = sample_positions(store.lengths[idx], window, self.order_gen)
+        toks, tl = store.gather(idx, off, window, variant, positions)
         return (toks.to(dev), tl.to(dev)), int(tl.sum())
 
     def next_batch(self) -> tuple[tuple[Tensor, ...], int]:
@@ -354,12 +371,15 @@ class TextCPCTask(KStepTask):
         return StepOutput(out.loss, units=float(n_tokens), extra=out)
 
     def state_dict(self) -> dict[str, Any]:
-        return {**super().state_dict(), "rng_subword": self.variant_gen.get_state()}
+        return {**super().state_dict(), "rng_subword": self.variant_gen.get_state(),
+                "rng_order": self.order_gen.get_state()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         super().load_state_dict(state)
         if "rng_subword" in state:  # checkpoints from before subword regularisation lack it
             self.variant_gen.set_state(state["rng_subword"].cpu())
+        if "rng_order" in state:  # nor those from before data.sentence_order
+            self.order_gen.set_state(state["rng_order"].cpu())
 
     def checkpoint_extra(self) -> dict[str, Any]:
         return {"tokenizer": self.tokenizer.state()}

@@ -22,6 +22,7 @@ from cpc_seq.text.data import (
     read_corpus,
     read_text_file,
     read_text_items,
+    sample_positions,
     split_sentences,
 )
 from cpc_seq.text.extract import extract_text_to, load_text
@@ -316,6 +317,33 @@ def test_sentence_store_picks_a_segmentation_variant() -> None:
         SentenceStore(["d0", "d1"], best, [other[:1] + [[[1], [2]]]])
 
 
+def test_sample_positions_are_distinct_in_range_and_cover_the_document() -> None:
+    g = torch.Generator().manual_seed(3)
+    lengths = torch.tensor([4, 7, 30])
+    seen = torch.zeros(3, 30, dtype=torch.long)
+    for _ in range(200):
+        p = sample_positions(lengths, 4, g)
+        assert p.shape == (3, 4) and p.dtype == torch.int64
+        for row, n in zip(p, lengths.tolist()):
+            assert len(set(row.tolist())) == 4 and 0 <= int(row.min()) and int(row.max()) < n
+        seen.scatter_add_(1, p, torch.ones_like(p))
+    assert (seen[0, :4] == 200).all()  # a 4-sentence document: all of it, in some order
+    assert (seen[1, :7] > 60).all() and (seen[2, :30] > 0).all() and seen[1, 7:].sum() == 0
+    again = sample_positions(lengths, 4, torch.Generator().manual_seed(3))
+    assert torch.equal(again, sample_positions(lengths, 4, torch.Generator().manual_seed(3)))
+    with pytest.raises(ValueError, match="3 sentences, fewer than 4"):
+        sample_positions(torch.tensor([3, 9]), 4, g)
+
+
+def test_sentence_store_gathers_given_positions() -> None:
+    store = SentenceStore(["d0", "d1"], [[[5, 6], [7]], [[1, 2, 3], [4], [9, 9]]])
+    toks, tl = store.gather(torch.tensor([1, 0]), torch.tensor([0, 0]), 2,
+                            positions=torch.tensor([[2, 0], [1, 0]]))
+    assert tl.tolist() == [[2, 3], [1, 2]]
+    assert toks[0].tolist() == [[9, 9, 0], [1, 2, 3]]
+    assert toks[1].tolist() == [[7, 0, 0], [5, 6, 0]]
+
+
 # ------------------------------------------------------------- training and extraction
 
 SMALL = [
@@ -385,6 +413,39 @@ def test_subword_regularisation_samples_seeded_segmentations_and_resumes(tmp_pat
         assert torch.equal(p1, p2), name
     with pytest.raises(ConfigError, match="data.subword_samples.*sentencepiece"):
         load_text_config(None, [*sub, "tokenizer.kind=bytes"])
+
+
+def test_shuffled_sentence_order_draws_seeded_windows_and_resumes(tmp_path: Path) -> None:
+    shuf = [*SENT, "data.sentence_order=shuffled", "train.steps=6"]
+    task = make_text_engine(load_text_config(None, [*shuf, f"train.out_dir={tmp_path / 'c'}"])
+                            ).task
+    store = task.train_store
+    idx, off = task.batches.sampler.epoch_plan(0)
+    idx, off = idx[0], off[0]
+    g = torch.Generator()
+    g.set_state(task.order_gen.get_state())
+    (toks, tl), _ = task._gather(store, idx, off, sampled=True)
+    pos = sample_positions(store.lengths[idx], 4, g)
+    want_toks, want_tl = store.gather(idx, off, 4, positions=pos)
+    assert torch.equal(toks, want_toks) and torch.equal(tl, want_tl)
+    steps = pos.diff(dim=1)
+    assert not (steps == 1).all()  # not the file's consecutive sentences
+    assert (pos < store.lengths[idx].unsqueeze(1)).all()
+    (dev_toks, _), _ = task._gather(store, idx, off)  # dev and extraction: the file's order
+    assert torch.equal(dev_toks, store.gather(idx, off, 4)[0])
+    full = make_text_engine(load_text_config(None, [*shuf, f"train.out_dir={tmp_path / 'a'}"]))
+    full.run()
+    part = make_text_engine(load_text_config(None, [*shuf, "train.steps=3",
+                                                f"train.out_dir={tmp_path / 'b'}"]))
+    part.run()
+    resumed = make_text_engine(load_text_config(None, [*shuf, f"train.out_dir={tmp_path / 'b'}"]),
+                               resume=True)
+    resumed.run()
+    for (name, p1), p2 in zip(full.model.state_dict().items(),
+                              resumed.model.state_dict().values()):
+        assert torch.equal(p1, p2), name
+    with pytest.raises(ConfigError, match="data.sentence_order.*level=sentence"):
+        load_text_config(None, [*TOKEN, "data.sentence_order=shuffled"])
 
 
 def test_sentence_training_checkpoint_and_extraction(tmp_path: Path) -> None:
