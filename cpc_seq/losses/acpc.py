@@ -28,7 +28,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from cpc_seq.losses.kstep import KStepOutput
+from cpc_seq.losses.kstep import KStepOutput, float32_scores
 
 ACPC_NEGATIVES = ("all", "cross_batch")
 
@@ -154,8 +154,7 @@ class _Scored(NamedTuple):
 def _score_all(q: Tensor, z_flat: Tensor, valid: Tensor, pos_rows: Tensor) -> _Scored:
     """Candidates ``all``: every valid frame of the batch (one matmul, one log-normaliser
     per prediction shared by its M frames)."""
-    with torch.autocast(q.device.type, enabled=False):  # float32 scores (kstep.py)
-        scores = q.float() @ z_flat.float().t()  # (B*T*K, B*T)
+    scores = float32_scores(q, z_flat)  # (B*T*K, B*T)
     scores = scores.masked_fill(~valid, float("-inf"))
     lse = torch.logsumexp(scores, dim=1, keepdim=True)  # (R, 1)
     s_pos = scores.gather(1, pos_rows)  # (R, M)

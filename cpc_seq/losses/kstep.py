@@ -38,6 +38,13 @@ from cpc_seq.losses.negatives import sample_block
 
 NEGATIVE_MODES = ("all", "other_sequences", "same_sequence", "cross_batch", "mixed")
 
+
+def float32_scores(queries: Tensor, keys: Tensor) -> Tensor:
+    """``queries @ keys^T`` in float32, also under bf16/fp16 autocast (module docstring):
+    (R, D) x (C, D) -> (R, C) float32."""
+    with torch.autocast(queries.device.type, enabled=False):
+        return queries.float() @ keys.float().t()
+
 #: Largest score block (query rows x candidate columns) formed at once; steps k are
 #: processed in chunks that fit (all 12 at once for the paper's batch of 8 x 128 frames).
 SCORE_BLOCK_ELEMENTS = 1 << 25
@@ -209,8 +216,7 @@ def _chunk_loss(pred: Tensor, cands: _Candidates, queries: _Queries, k0: int, k_
     pos_t = pos_t_raw.clamp_max(frames - 1)
     pos = (queries.seq * frames + pos_t).reshape(-1)  # (B*T*Kc,) the positives' columns
     q_pred = pred[:, :, k0 - 1 : k0 - 1 + kc].reshape(-1, dim)  # (B*T*Kc, D)
-    with torch.autocast(q_pred.device.type, enabled=False):
-        scores = q_pred.float() @ cands.flat.t()  # (B*T*Kc, B_c*T), float32
+    scores = float32_scores(q_pred, cands.flat)  # (B*T*Kc, B_c*T)
     if negatives in ("all", "other_sequences"):  # dense: every valid column
         if negatives == "other_sequences":
             scores = _mask_own_sequence(scores, pos, queries.seq, frames)
