@@ -13,6 +13,7 @@
 # model is trained on the training fortunes, one document per collection.
 #
 # Usage: recipes/text/run.sh [--stage N] [--stop-stage M] [--exp DIR] [--threads N]
+#          [--fortunes DIR] [--fortune-collections a,b,...]
 #   stage 0: labelled probe sets (8000 train-split sentences, all test-split sentences)
 #   stage 1: train sentence-level CPC (conf/sentence.yaml)
 #   stage 2: train token-level CPC (conf/token.yaml)
@@ -35,6 +36,9 @@ corpus=data/text/kjv
 books=data/text/books.tsv
 probe_train=8000
 fortunes=/usr/share/games/fortunes
+# the 16 collections of the Debian package `fortunes` with at least 300 fortunes (other
+# fortune packages add files to the same folder; they are not part of this task)
+fortune_collections=computers,cookie,definitions,fortunes,knghtbrd,linux,men-women,miscellaneous,people,platitudes,politics,science,songs-poems,wisdom,work,zippy
 threads=0
 . recipes/common/parse_options.sh
 
@@ -119,7 +123,8 @@ fdata=$exp/fortunes/data
 ffeats=$exp/fortunes/feats
 
 stage5() {
-  python recipes/text/local/make_fortunes.py --src "$fortunes" --out "$fdata"
+  python recipes/text/local/make_fortunes.py --src "$fortunes" \
+    --collections "$fortune_collections" --out "$fdata"
 }
 
 stage6() {

@@ -288,6 +288,21 @@ def test_make_fortunes(tmp_path: Path) -> None:
                          capture_output=True, text=True, check=True)
     assert "3 collections, 36 fortunes" in run.stderr and "gamma 12" in run.stderr
     assert (es / "corpus" / "test" / "gamma.txt").read_text() == "Gamma 9\n"
+    # --collections: only the named ones, whatever else the folder holds
+    named = tmp_path / "named"
+    run = subprocess.run([sys.executable, str(ROOT / "recipes/text/local/make_fortunes.py"),
+                          "--src", str(src), "--min-fortunes", "10", "--collections",
+                          "gamma,alpha", "--out", str(named)],
+                         capture_output=True, text=True, check=True)
+    # without beta, "Shared one." is no longer in two files, so alpha keeps it
+    assert "2 collections, 25 fortunes" in run.stderr and "0 duplicates" in run.stderr
+    assert sorted(x.name for x in (named / "corpus" / "train").iterdir()) == [
+        "alpha.txt", "gamma.txt"]
+    bad = subprocess.run([sys.executable, str(ROOT / "recipes/text/local/make_fortunes.py"),
+                          "--src", str(src), "--collections", "alpha,zeta", "--out",
+                          str(tmp_path / "z")], capture_output=True, text=True)
+    assert bad.returncode != 0 and bad.stderr.strip().splitlines() == [
+        f"error: {src}: no collection zeta (--collections)"]
 
 
 def test_bow_item_without_text_is_a_one_line_error(

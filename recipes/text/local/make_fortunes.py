@@ -7,7 +7,8 @@ holding a single ``%``), keeps the files with at least ``--min-fortunes`` fortun
 (``art`` and ``ascii-art`` are drawings and always left out; a collection is a plain
 file: the ``.dat`` indexes, the ``.u8`` links and ``*-pre`` files are not, and a
 ``.fortunes`` suffix, as the Spanish package names its files, is not part of the
-collection's name), keeps at most
+collection's name; ``--collections a,b,...`` keeps only those, so the task does not
+change when another fortune package adds files to the folder), keeps at most
 ``--max-fortunes`` of each file (its first ones, so one large file does not make the
 task "is it from that file"; 0 = all), and writes:
 
@@ -83,14 +84,23 @@ def main() -> int:
     p.add_argument("--max-fortunes", type=int, default=0,
                    help="keep at most this many fortunes of a collection, its first ones "
                    "(0 = all)")
+    p.add_argument("--collections", default="",
+                   help="comma-separated collection names to keep (default: every one)")
     p.add_argument("--out", required=True)
     args = p.parse_args()
     src = Path(args.src)
     if not src.is_dir():
         raise SystemExit(f"error: {src}: no fortune collections; install them with "
                          "'apt-get install -y fortunes' (or give --src)")
-    coll = {collection_name(f): read_fortunes(f) for f in sorted(src.iterdir())
-            if is_collection(f)}
+    files = {collection_name(f): f for f in sorted(src.iterdir()) if is_collection(f)}
+    wanted = [c for c in args.collections.split(",") if c]
+    missing = [c for c in wanted if c not in files]
+    if missing:
+        raise SystemExit(f"error: {src}: no collection {', '.join(missing)} "
+                         "(--collections)")
+    if wanted:
+        files = {c: files[c] for c in sorted(wanted)}
+    coll = {name: read_fortunes(f) for name, f in files.items()}
     coll = {k: v[:args.max_fortunes] if args.max_fortunes > 0 else v
             for k, v in coll.items() if len(v) >= args.min_fortunes}
     if len(coll) < 2:
