@@ -45,6 +45,7 @@ def float32_scores(queries: Tensor, keys: Tensor) -> Tensor:
     with torch.autocast(queries.device.type, enabled=False):
         return queries.float() @ keys.float().t()
 
+
 #: Largest score block (query rows x candidate columns) formed at once; steps k are
 #: processed in chunks that fit (all 12 at once for the paper's batch of 8 x 128 frames).
 SCORE_BLOCK_ELEMENTS = 1 << 25
