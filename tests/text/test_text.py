@@ -358,21 +358,26 @@ SENT = [*SMALL, "model.level=sentence", "model.encoder_layers=[[3,1,16]]", "mode
         "tokenizer.vocab_size=300", "tokenizer.train_sentences=400"]
 
 
-def test_token_training_resumes_exactly(tmp_path: Path) -> None:
-    full = make_text_engine(load_text_config(None, [*TOKEN, "train.steps=6",
+def _assert_resume_is_exact(tmp_path: Path, overrides: list[str]) -> None:
+    """6 steps straight through (``tmp_path/a``) and 3 steps + a resume to 6
+    (``tmp_path/b``) end with identical weights."""
+    full = make_text_engine(load_text_config(None, [*overrides, "train.steps=6",
                                                 f"train.out_dir={tmp_path / 'a'}"]))
     full.run()
-    part = make_text_engine(load_text_config(None, [*TOKEN, "train.steps=3",
-                                                f"train.out_dir={tmp_path / 'b'}"]))
-    part.run()
-    resumed = make_text_engine(load_text_config(None, [*TOKEN, "train.steps=6",
+    make_text_engine(load_text_config(None, [*overrides, "train.steps=3",
+                                         f"train.out_dir={tmp_path / 'b'}"])).run()
+    resumed = make_text_engine(load_text_config(None, [*overrides, "train.steps=6",
                                                    f"train.out_dir={tmp_path / 'b'}"]),
-                          resume=True)
+                               resume=True)
     assert resumed.step == 3
     resumed.run()
     for (name, p1), p2 in zip(full.model.state_dict().items(),
                               resumed.model.state_dict().values()):
         assert torch.equal(p1, p2), name
+
+
+def test_token_training_resumes_exactly(tmp_path: Path) -> None:
+    _assert_resume_is_exact(tmp_path, TOKEN)
     st = load_checkpoint(tmp_path / "a" / "last.pt")
     assert st["kind"] == "text_token" and st["tokenizer"] == {"kind": "bytes"}
     assert st["config"]["model"]["vocab_size"] == 257
@@ -385,10 +390,9 @@ def test_subword_regularisation_samples_seeded_segmentations_and_resumes(tmp_pat
     from cpc_seq.text.data import ReadNotes
     from cpc_seq.text.train import build_store
 
-    sub = [*SENT, "data.subword_samples=3", "data.subword_alpha=0.2", "train.steps=6"]
-    cfg = load_text_config(None, [*sub, f"train.out_dir={tmp_path / 'a'}"])
-    full = make_text_engine(cfg)
-    tok = full.task.tokenizer
+    sub = [*SENT, "data.subword_samples=3", "data.subword_alpha=0.2"]
+    cfg = load_text_config(None, [*sub, f"train.out_dir={tmp_path / 'c'}"])
+    tok = make_text_engine(cfg).task.tokenizer
     docs = read_corpus(KJV_DEV)
     stores = [build_store(docs, tok, "sentence", cfg.data, "skip", ReadNotes(), sample_seed=5)
               for _ in range(2)]
@@ -401,22 +405,13 @@ def test_subword_regularisation_samples_seeded_segmentations_and_resumes(tmp_pat
     assert sum(x != y for x, y in zip(best, sampled)) > n // 4  # most segmentations differ
     whole = [(x, y) for x, y in zip(best, sampled) if max(len(x), len(y)) < 24][:50]
     assert len(whole) == 50 and all(tok.decode(x) == tok.decode(y) for x, y in whole)
-    full.run()
-    part = make_text_engine(load_text_config(None, [*sub, "train.steps=3",
-                                                f"train.out_dir={tmp_path / 'b'}"]))
-    part.run()
-    resumed = make_text_engine(load_text_config(None, [*sub, f"train.out_dir={tmp_path / 'b'}"]),
-                               resume=True)
-    resumed.run()
-    for (name, p1), p2 in zip(full.model.state_dict().items(),
-                              resumed.model.state_dict().values()):
-        assert torch.equal(p1, p2), name
+    _assert_resume_is_exact(tmp_path, sub)  # the segmentation draws continue
     with pytest.raises(ConfigError, match="data.subword_samples.*sentencepiece"):
         load_text_config(None, [*sub, "tokenizer.kind=bytes"])
 
 
 def test_shuffled_sentence_order_draws_seeded_windows_and_resumes(tmp_path: Path) -> None:
-    shuf = [*SENT, "data.sentence_order=shuffled", "train.steps=6"]
+    shuf = [*SENT, "data.sentence_order=shuffled"]
     task = make_text_engine(load_text_config(None, [*shuf, f"train.out_dir={tmp_path / 'c'}"])
                             ).task
     store = task.train_store
@@ -428,22 +423,10 @@ def test_shuffled_sentence_order_draws_seeded_windows_and_resumes(tmp_path: Path
     pos = sample_positions(store.lengths[idx], 4, g)
     want_toks, want_tl = store.gather(idx, off, 4, positions=pos)
     assert torch.equal(toks, want_toks) and torch.equal(tl, want_tl)
-    steps = pos.diff(dim=1)
-    assert not (steps == 1).all()  # not the file's consecutive sentences
-    assert (pos < store.lengths[idx].unsqueeze(1)).all()
+    assert not (pos.diff(dim=1) == 1).all()  # not the file's consecutive sentences
     (dev_toks, _), _ = task._gather(store, idx, off)  # dev and extraction: the file's order
     assert torch.equal(dev_toks, store.gather(idx, off, 4)[0])
-    full = make_text_engine(load_text_config(None, [*shuf, f"train.out_dir={tmp_path / 'a'}"]))
-    full.run()
-    part = make_text_engine(load_text_config(None, [*shuf, "train.steps=3",
-                                                f"train.out_dir={tmp_path / 'b'}"]))
-    part.run()
-    resumed = make_text_engine(load_text_config(None, [*shuf, f"train.out_dir={tmp_path / 'b'}"]),
-                               resume=True)
-    resumed.run()
-    for (name, p1), p2 in zip(full.model.state_dict().items(),
-                              resumed.model.state_dict().values()):
-        assert torch.equal(p1, p2), name
+    _assert_resume_is_exact(tmp_path, shuf)  # the window draws continue (rng_order)
     with pytest.raises(ConfigError, match="data.sentence_order.*level=sentence"):
         load_text_config(None, [*TOKEN, "data.sentence_order=shuffled"])
 
